@@ -1,0 +1,38 @@
+// `npm start`: applies the D1 migrations to the local database, then serves the Worker on
+// http://127.0.0.1:8080 with local D1 and KV kept under .wrangler/. Tokens come from .dev.vars;
+// any of the three not set there gets a local-only value (never deployed: these are --var flags
+// of `wrangler dev`, not vars of wrangler.toml).
+import { existsSync, readFileSync } from "node:fs";
+import { wrangler } from "./wrangler.mjs";
+
+const LOCAL_TOKENS = {
+	CALLBACK_TOKENS: "local-callback-token",
+	LOOKUP_TOKENS: "local-lookup-token",
+	ADMIN_TOKENS: "local-admin-token",
+};
+
+const devVars = existsSync(".dev.vars") ? readFileSync(".dev.vars", "utf8") : "";
+const defined = new Set(
+	devVars
+		.split(/\r?\n/)
+		.map((line) => /^\s*([A-Z_][A-Z0-9_]*)\s*=/.exec(line)?.[1])
+		.filter(Boolean),
+);
+const vars = Object.entries(LOCAL_TOKENS)
+	.filter(([name]) => !defined.has(name))
+	.flatMap(([name, value]) => ["--var", `${name}:${value}`]);
+
+// Without a terminal on stdin wrangler applies local migrations without asking to confirm.
+const migrated = await wrangler(["d1", "migrations", "apply", "DB", "--local"], {
+	stdio: ["ignore", "inherit", "inherit"],
+});
+if (migrated !== 0) process.exit(migrated);
+if (vars.length > 0) {
+	console.log(
+		`Local-only tokens: ${Object.entries(LOCAL_TOKENS)
+			.filter(([n]) => !defined.has(n))
+			.map(([n, v]) => `${n}=${v}`)
+			.join(" ")}`,
+	);
+}
+process.exit(await wrangler(["dev", "--ip", "127.0.0.1", "--port", "8080", ...vars]));

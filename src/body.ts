@@ -1,0 +1,59 @@
+import { ApiError } from "./errors";
+
+/** The raw bytes of a request body, read up to a limit. */
+export interface RawBody {
+	bytes: Uint8Array;
+	/** Bytes seen; past the limit, reading stops, so this is a lower bound. */
+	size: number;
+	tooLarge: boolean;
+}
+
+/**
+ * Reads at most `maxBytes` of the body (a little more to tell that it is larger), so an oversized
+ * request costs no more memory than the limit.
+ */
+export async function readBody(request: Request, maxBytes: number): Promise<RawBody> {
+	const declared = Number(request.headers.get("content-length") ?? Number.NaN);
+	const chunks: Uint8Array[] = [];
+	let size = 0;
+	if (request.body) {
+		const reader = request.body.getReader();
+		while (size <= maxBytes) {
+			const { done, value } = await reader.read();
+			if (done) break;
+			chunks.push(value);
+			size += value.byteLength;
+		}
+		if (size > maxBytes) await reader.cancel();
+	}
+	const bytes = new Uint8Array(size);
+	let offset = 0;
+	for (const chunk of chunks) {
+		bytes.set(chunk, offset);
+		offset += chunk.byteLength;
+	}
+	const tooLarge = size > maxBytes || (Number.isFinite(declared) && declared > maxBytes);
+	return { bytes, size: Math.max(size, Number.isFinite(declared) ? declared : 0), tooLarge };
+}
+
+/**
+ * Parses bytes as JSON in strict UTF-8. `request.json()` would silently replace invalid bytes with
+ * U+FFFD and so change what Tencent sent.
+ *
+ * @throws ApiError 400 `invalid_json`
+ */
+export function parseJsonBytes(bytes: Uint8Array): unknown {
+	let text: string;
+	try {
+		text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes);
+	} catch {
+		throw new ApiError(400, "invalid_json", "The body is not valid UTF-8");
+	}
+	if (text.trim() === "") throw new ApiError(400, "invalid_json", "The body is empty");
+	try {
+		return JSON.parse(text);
+	} catch (error) {
+		const detail = error instanceof SyntaxError ? `: ${error.message}` : "";
+		throw new ApiError(400, "invalid_json", `The body is not valid JSON${detail}`);
+	}
+}

@@ -1,0 +1,97 @@
+import * as z from "zod/mini";
+import { ApiError } from "./errors";
+
+const MIN_TOKEN_LENGTH = 16;
+
+/** A comma-separated list of secrets; several at once so a token can be rotated without downtime. */
+function tokenList(pattern: RegExp, charset: string) {
+	return z.pipe(
+		z._default(z.string(), ""),
+		z.transform((raw, ctx) => {
+			const tokens = raw
+				.split(",")
+				.map((token) => token.trim())
+				.filter((token) => token !== "");
+			for (const token of tokens) {
+				if (token.length < MIN_TOKEN_LENGTH || !pattern.test(token)) {
+					ctx.issues.push({
+						code: "custom",
+						input: "(secret)",
+						message: `each token must be at least ${MIN_TOKEN_LENGTH} characters of ${charset}`,
+					});
+					return z.NEVER;
+				}
+			}
+			return tokens;
+		}),
+	);
+}
+
+/** An integer setting given as a string var, with a default and bounds. */
+function intSetting(fallback: number, min: number, max: number) {
+	return z.pipe(
+		z._default(z.string(), String(fallback)),
+		z.pipe(
+			z.transform((raw: string) => (/^\s*\d+\s*$/.test(raw) ? Number(raw) : Number.NaN)),
+			z.int().check(z.gte(min), z.lte(max)),
+		),
+	);
+}
+
+const settingsSchema = z.object({
+	// Callback tokens travel in the URL path, so only URL-safe characters.
+	CALLBACK_TOKENS: tokenList(/^[A-Za-z0-9._~-]+$/, "A-Z a-z 0-9 . _ ~ -"),
+	LOOKUP_TOKENS: tokenList(/^[\x21-\x2b\x2d-\x7e]+$/, "printable ASCII without commas"),
+	ADMIN_TOKENS: tokenList(/^[\x21-\x2b\x2d-\x7e]+$/, "printable ASCII without commas"),
+	MAX_EVENTS_PER_REQUEST: intSetting(100, 1, 1000),
+});
+
+/** Vars and secrets, parsed once per environment into typed settings. */
+export interface Settings {
+	callbackTokens: string[];
+	lookupTokens: string[];
+	adminTokens: string[];
+	maxEventsPerRequest: number;
+}
+
+const cache = new WeakMap<object, Settings>();
+
+/**
+ * Parses the Worker's vars and secrets. A bad value answers `503 not_configured` naming the
+ * setting (never its value, which may be a secret).
+ *
+ * @example
+ * const { maxEventsPerRequest } = loadSettings(env);
+ */
+export function loadSettings(env: object): Settings {
+	const cached = cache.get(env);
+	if (cached) return cached;
+	const parsed = settingsSchema.safeParse(env);
+	if (!parsed.success) {
+		const names = [...new Set(parsed.error.issues.map((issue) => String(issue.path[0])))];
+		const details = parsed.error.issues.map(
+			(issue) => `${String(issue.path[0])}: ${issue.message}`,
+		);
+		throw new ApiError(
+			503,
+			"not_configured",
+			`Invalid setting ${names.join(", ")} (${details.join("; ")})`,
+		);
+	}
+	const settings: Settings = {
+		callbackTokens: parsed.data.CALLBACK_TOKENS,
+		lookupTokens: parsed.data.LOOKUP_TOKENS,
+		adminTokens: parsed.data.ADMIN_TOKENS,
+		maxEventsPerRequest: parsed.data.MAX_EVENTS_PER_REQUEST,
+	};
+	cache.set(env, settings);
+	return settings;
+}
+
+/** Throws `503 not_configured` naming `name` when a required token list is empty. */
+export function requireTokens(tokens: string[], name: string): string[] {
+	if (tokens.length === 0) {
+		throw new ApiError(503, "not_configured", `${name} is not set`);
+	}
+	return tokens;
+}

@@ -1,0 +1,50 @@
+/** RFC 5321 caps a forward path at 256 octets including the angle brackets. */
+export const MAX_EMAIL_LENGTH = 254;
+
+/**
+ * The form in which addresses are stored and matched: trimmed, Unicode NFC, lower-cased.
+ *
+ * @example
+ * normalizeEmail("  Example@Example.COM ") // "example@example.com"
+ */
+export function normalizeEmail(raw: string): string {
+	return raw.trim().normalize("NFC").toLowerCase();
+}
+
+// White space, C0/C1 controls, line and paragraph separators: never part of an address.
+const FORBIDDEN = /[\s\p{Cc}\p{Zl}\p{Zp}]/u;
+
+/**
+ * Why a normalised address cannot be an email address, or null when it is plausible.
+ * Deliberately lenient: plus tags, apostrophes, Unicode local parts, IDN domains and quoted
+ * local parts all pass, because real mail systems deliver to them.
+ *
+ * @example
+ * emailProblem("a+tag@bücher.de") // null
+ * emailProblem("no-at-sign")      // "must contain @"
+ */
+export function emailProblem(address: string): string | null {
+	if (address.length === 0) return "must not be empty";
+	if (address.length > MAX_EMAIL_LENGTH) return `must be at most ${MAX_EMAIL_LENGTH} characters`;
+	if (!address.isWellFormed()) return "must be well-formed Unicode";
+	if (FORBIDDEN.test(address)) return "must not contain white space or control characters";
+	const at = address.lastIndexOf("@");
+	if (at === -1) return "must contain @";
+	const local = address.slice(0, at);
+	const domain = address.slice(at + 1);
+	if (local.length === 0) return "must have a local part before @";
+	if (local.length > 64) return "must have a local part of at most 64 characters";
+	if (domain.length === 0) return "must have a domain after @";
+	if (domain.split(".").some((label) => label.length === 0 || label.length > 63)) {
+		return "must have a domain of non-empty dot-separated labels";
+	}
+	if (/[@()<>[\]\\,;:"]/.test(domain)) return "must have a domain without special characters";
+	return null;
+}
+
+/** The domain of an address (after its last `@`), or null. */
+export function domainOf(address: string): string | null {
+	const at = address.lastIndexOf("@");
+	const domain = at === -1 ? "" : address.slice(at + 1);
+	return domain === "" ? null : domain;
+}

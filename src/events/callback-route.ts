@@ -1,0 +1,110 @@
+import { matchesToken } from "../auth";
+import { parseJsonBytes, readBody } from "../body";
+import { loadSettings, requireTokens } from "../config";
+import { ApiError, json, notFound } from "../errors";
+import { log } from "../log";
+import { parseCallback } from "../tencent/normalise";
+import { recordRejected } from "./rejected-store";
+import { insertEvents } from "./store";
+
+/** Largest callback body accepted. */
+export const MAX_CALLBACK_BYTES = 256 * 1024;
+
+/** Seconds a sender should wait before retrying after a storage failure. */
+const RETRY_AFTER_SECONDS = 30;
+
+interface CallbackRequest extends Request {
+	params: Record<string, string | undefined>;
+	requestId: string;
+}
+
+/** 404 unless `token` is one of `CALLBACK_TOKENS`; 503 when none is set. */
+async function checkCallbackToken(env: Env, token: string | undefined): Promise<void> {
+	const tokens = requireTokens(loadSettings(env).callbackTokens, "CALLBACK_TOKENS");
+	if (!(await matchesToken(token ?? "", tokens))) throw notFound();
+}
+
+/** `GET|HEAD /v1/callbacks/tencent/{token}`: a reachability probe for the console. */
+export async function probeCallback(request: CallbackRequest, env: Env): Promise<Response> {
+	await checkCallbackToken(env, request.params.token);
+	return json({ ok: true });
+}
+
+/**
+ * `POST /v1/callbacks/tencent/{token}`: validates every event of the request and stores them in
+ * one D1 batch, answering 200 only after the batch commits. A refused body is recorded.
+ */
+export async function receiveCallback(request: CallbackRequest, env: Env): Promise<Response> {
+	await checkCallbackToken(env, request.params.token);
+	const settings = loadSettings(env);
+	const receivedAt = Math.floor(Date.now() / 1000);
+	const body = await readBody(request, MAX_CALLBACK_BYTES);
+	let events: Awaited<ReturnType<typeof parseCallback>>;
+	try {
+		if (body.tooLarge) {
+			throw new ApiError(413, "payload_too_large", `The body exceeds ${MAX_CALLBACK_BYTES} bytes`);
+		}
+		events = await parseCallback(
+			parseJsonBytes(body.bytes),
+			settings.maxEventsPerRequest,
+			receivedAt,
+		);
+	} catch (error) {
+		if (error instanceof ApiError) {
+			await recordRejectedSafely(env.DB, request, { receivedAt, error, body });
+		}
+		throw error;
+	}
+
+	let stored: number;
+	try {
+		const [result] = await env.DB.batch([insertEvents(env.DB, events)]);
+		stored = result?.results.length ?? 0;
+	} catch (error) {
+		log("error", "callback not stored", { requestId: request.requestId, error: String(error) });
+		throw new ApiError(
+			503,
+			"storage_unavailable",
+			"Storage is unavailable; retry later",
+			undefined,
+			{
+				"Retry-After": String(RETRY_AFTER_SECONDS),
+			},
+		);
+	}
+	const duplicates = events.length - stored;
+	log("info", "callback stored", {
+		requestId: request.requestId,
+		received: events.length,
+		stored,
+		duplicates,
+	});
+	return json({ ok: true, received: events.length, stored, duplicates });
+}
+
+/** Failing to record must never turn a 4xx into a 5xx: the failure is only logged. */
+async function recordRejectedSafely(
+	db: D1Database,
+	request: CallbackRequest,
+	rejected: { receivedAt: number; error: ApiError; body: Awaited<ReturnType<typeof readBody>> },
+): Promise<void> {
+	try {
+		const id = await recordRejected(db, {
+			receivedAt: rejected.receivedAt,
+			error: rejected.error,
+			contentType: request.headers.get("content-type"),
+			body: rejected.body.bytes,
+			bodyBytes: rejected.body.size,
+		});
+		log("warn", "callback rejected", {
+			requestId: request.requestId,
+			rejectedId: id,
+			code: rejected.error.code,
+		});
+	} catch (error) {
+		log("error", "rejected callback not recorded", {
+			requestId: request.requestId,
+			error: String(error),
+		});
+	}
+}

@@ -1,0 +1,92 @@
+import * as z from "zod/mini";
+import { ApiError, type Issue } from "./errors";
+
+/** Query values as itty-router gives them: a repeated parameter becomes an array. */
+export type RawQuery = Record<string, string | string[] | undefined>;
+
+const ISO_TIME =
+	/^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$/i;
+
+/** A time as ISO 8601 or Unix seconds, parsed into Unix seconds. */
+export const timeParam = z.pipe(
+	z.string(),
+	z.transform((raw, ctx) => {
+		const value = raw.trim();
+		const ms = /^\d{1,12}$/.test(value)
+			? Number(value) * 1000
+			: ISO_TIME.test(value)
+				? Date.parse(value)
+				: Number.NaN;
+		if (!Number.isFinite(ms) || ms < 0) {
+			ctx.issues.push({
+				code: "custom",
+				input: raw,
+				message: "must be an ISO 8601 time or Unix seconds",
+			});
+			return z.NEVER;
+		}
+		return Math.floor(ms / 1000);
+	}),
+);
+
+/** Page size: default 100, at most 1000. */
+export const limitParam = z._default(
+	z.pipe(
+		z.string().check(z.regex(/^\d{1,4}$/, { error: "must be an integer from 1 to 1000" })),
+		z.pipe(
+			z.transform(Number),
+			z
+				.int()
+				.check(
+					z.gte(1, { error: "must be an integer from 1 to 1000" }),
+					z.lte(1000, { error: "must be an integer from 1 to 1000" }),
+				),
+		),
+	),
+	100,
+);
+
+/**
+ * Parses query parameters with `schema`; unknown or repeated parameters are refused, so a typo
+ * never silently widens a query.
+ *
+ * @throws ApiError 400 `invalid_query` with one issue per bad parameter
+ */
+export function parseQuery<T extends z.ZodMiniType>(schema: T, query: RawQuery): z.output<T> {
+	const issues: Issue[] = [];
+	const single: Record<string, string> = {};
+	for (const [name, value] of Object.entries(query)) {
+		if (Array.isArray(value)) issues.push({ path: name, message: "must be given once" });
+		else if (value !== undefined) single[name] = value;
+	}
+	const parsed = z.safeParse(schema, single);
+	if (!parsed.success) {
+		for (const issue of parsed.error.issues) {
+			const path = issue.path.length > 0 ? issue.path.map(String).join(".") : "";
+			const keys = "keys" in issue && Array.isArray(issue.keys) ? issue.keys : [];
+			if (keys.length > 0) {
+				for (const key of keys)
+					issues.push({ path: String(key), message: "is not a known parameter" });
+			} else issues.push({ path, message: issue.message });
+		}
+	}
+	if (issues.length > 0 || !parsed.success) {
+		throw new ApiError(400, "invalid_query", "The query parameters are not valid", issues);
+	}
+	return parsed.data;
+}
+
+/** Encodes a page position as an opaque URL-safe string. */
+export function encodeCursor(parts: readonly (string | number)[]): string {
+	return btoa(JSON.stringify(parts)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+/** Decodes {@link encodeCursor}'s output; anything else gives null. */
+export function decodeCursor(cursor: string): unknown[] | null {
+	try {
+		const value: unknown = JSON.parse(atob(cursor.replace(/-/g, "+").replace(/_/g, "/")));
+		return Array.isArray(value) ? value : null;
+	} catch {
+		return null;
+	}
+}

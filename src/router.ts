@@ -1,0 +1,76 @@
+import { type IRequest, type IRequestStrict, Router } from "itty-router";
+import { authorize, type Role } from "./auth";
+import { ApiError, errorToResponse, json, notFound } from "./errors";
+import { probeCallback, receiveCallback } from "./events/callback-route";
+import { listEventsRoute } from "./events/list-route";
+import { log } from "./log";
+
+/** The request as handlers see it: itty-router's fields plus our request id. */
+export interface AppRequest extends IRequestStrict {
+	requestId: string;
+	startedAt: number;
+}
+
+type Args = [env: Env, ctx: ExecutionContext];
+
+/** A `before`-style stage that lets the request through only with a token of `role`. */
+function requireRole(role: Role) {
+	return async (request: AppRequest, env: Env): Promise<void> => {
+		await authorize(request, env, role);
+	};
+}
+
+function start(request: AppRequest): void {
+	request.requestId = request.headers.get("cf-ray") ?? crypto.randomUUID();
+	request.startedAt = Date.now();
+}
+
+function finish(response: Response, request: AppRequest): Response {
+	response.headers.set("x-content-type-options", "nosniff");
+	response.headers.set("cache-control", "no-store");
+	response.headers.set("x-request-id", request.requestId);
+	// The route pattern, never the path: a callback path holds a secret.
+	log("info", "request", {
+		requestId: request.requestId,
+		method: request.method,
+		route: request.route ?? null,
+		status: response.status,
+		ms: Date.now() - request.startedAt,
+	});
+	return response;
+}
+
+/** The whole route table. */
+export const router = Router<AppRequest, Args>({
+	before: [start],
+	catch: (error: unknown, request: IRequest) => errorToResponse(error, String(request.requestId)),
+	finally: [finish],
+});
+
+router
+	.get("/healthz", () => json({ ok: true }))
+	.post("/v1/callbacks/tencent/:token", receiveCallback)
+	.get("/v1/callbacks/tencent/:token", probeCallback)
+	.head("/v1/callbacks/tencent/:token", probeCallback)
+	.get("/v1/events", requireRole("read"), listEventsRoute)
+	.all("*", (request: AppRequest) => {
+		throw methodNotAllowed(request) ?? notFound();
+	});
+
+/** 405 with `Allow` when the path exists under other methods, else null. */
+function methodNotAllowed(request: AppRequest): ApiError | null {
+	const path = new URL(request.url).pathname;
+	const allowed = router.routes
+		.filter(([method, pattern]) => method !== "ALL" && pattern.test(path))
+		.map(([method]) => method);
+	if (allowed.length === 0) return null;
+	return new ApiError(
+		405,
+		"method_not_allowed",
+		`Use ${allowed.join(" or ")} on this path`,
+		undefined,
+		{
+			Allow: allowed.join(", "),
+		},
+	);
+}

@@ -1,0 +1,141 @@
+import { domainOf, normalizeEmail } from "../email";
+import { ApiError, type Issue } from "../errors";
+import type { StoredEvent } from "../events/event";
+import { eventKey, unmodeledProblems } from "./raw";
+import {
+	CUSTOM_FIELD_PREFIX,
+	MODELED_FIELDS,
+	type TencentEvent,
+	tencentEventSchema,
+} from "./schema";
+import { decodeSubject } from "./subject";
+
+const MAX_CUSTOM_LENGTH = 4096;
+const MAX_ISSUES = 100;
+
+/**
+ * Validates a parsed callback body (one event object or an array of them) and normalises every
+ * event. All or nothing: one bad event rejects the request with every problem found, each with
+ * its field path and, for arrays, the event's index.
+ *
+ * @throws ApiError 400 `invalid_event`
+ * @example
+ * const events = await parseCallback(JSON.parse(body), 100, nowSeconds);
+ */
+export async function parseCallback(
+	body: unknown,
+	maxEvents: number,
+	receivedAt: number,
+): Promise<StoredEvent[]> {
+	const isArray = Array.isArray(body);
+	const items: unknown[] = isArray ? body : [body];
+	if (isArray && (items.length === 0 || items.length > maxEvents)) {
+		throw invalid([
+			{ path: "", message: `must hold 1 to ${maxEvents} events, holds ${items.length}` },
+		]);
+	}
+	const issues: Issue[] = [];
+	const valid: Array<{ received: object; event: TencentEvent }> = [];
+	items.forEach((item, index) => {
+		const problems = checkEvent(item);
+		if (problems.issues.length > 0) {
+			for (const issue of problems.issues) issues.push(isArray ? { ...issue, index } : issue);
+		} else if (problems.event && problems.received) {
+			valid.push({ received: problems.received, event: problems.event });
+		}
+	});
+	if (issues.length > 0) throw invalid(issues.slice(0, MAX_ISSUES));
+	return Promise.all(
+		valid.map(({ received, event }) => normaliseEvent(received, event, receivedAt)),
+	);
+}
+
+function invalid(issues: Issue[]): ApiError {
+	const noun = issues.length === 1 ? "problem" : "problems";
+	return new ApiError(400, "invalid_event", `The callback has ${issues.length} ${noun}`, issues);
+}
+
+interface Checked {
+	issues: Issue[];
+	received?: object;
+	event?: TencentEvent;
+}
+
+function checkEvent(item: unknown): Checked {
+	if (item === null || typeof item !== "object" || Array.isArray(item)) {
+		return { issues: [{ path: "", message: "must be an event object" }] };
+	}
+	const issues = unmodeledProblems(item, MODELED_FIELDS);
+	for (const [key, value] of Object.entries(item)) {
+		if (!key.toLowerCase().startsWith(CUSTOM_FIELD_PREFIX)) continue;
+		if (typeof value !== "string" || value.length > MAX_CUSTOM_LENGTH || !value.isWellFormed()) {
+			issues.push({
+				path: key,
+				message: `must be a string of at most ${MAX_CUSTOM_LENGTH} characters`,
+			});
+		}
+	}
+	const parsed = tencentEventSchema.safeParse(item);
+	if (!parsed.success) {
+		for (const issue of parsed.error.issues) {
+			issues.push({ path: issue.path.map(String).join("."), message: issue.message });
+		}
+	}
+	return parsed.success && issues.length === 0
+		? { issues, received: item, event: parsed.data }
+		: { issues };
+}
+
+/** Tencent sends "" for absent text fields; null means absent here. */
+function present(value: string | null | undefined): string | null {
+	const trimmed = value?.trim();
+	return trimmed ? trimmed : null;
+}
+
+async function normaliseEvent(
+	received: object,
+	event: TencentEvent,
+	receivedAt: number,
+): Promise<StoredEvent> {
+	const custom: Record<string, string> = {};
+	const extra: Array<[string, unknown]> = [];
+	for (const [key, value] of Object.entries(received)) {
+		if (MODELED_FIELDS.has(key)) continue;
+		if (key.toLowerCase().startsWith(CUSTOM_FIELD_PREFIX) && typeof value === "string") {
+			custom[key] = value;
+		} else extra.push([key, value]);
+	}
+	const from = present(event.from);
+	const fromAddress = from === null ? null : normalizeEmail(from);
+	const fromDomain =
+		present(event.fromDomain)?.toLowerCase() ?? (fromAddress && domainOf(fromAddress));
+	const subject = present(event.subject);
+	const bounceType = event.bounceType
+		? event.bounceType.startsWith("hard")
+			? "hard"
+			: "soft"
+		: null;
+	return {
+		id: await eventKey(received),
+		event: event.event,
+		email: event.email,
+		bulkId: present(event.bulkId) ?? present(event.bulkid),
+		messageId: present(event.messageId),
+		taskId: event.taskId ?? null,
+		templateId: event.templateId ?? null,
+		appId: event.username == null ? null : present(String(event.username)),
+		from: fromAddress,
+		fromDomain: fromDomain ?? null,
+		bounceType,
+		reason: present(event.reason),
+		link: present(event.link),
+		userAgent: present(event.useragent),
+		subject: subject === null ? null : decodeSubject(subject),
+		occurredAt: event.timestamp,
+		sentAt: event.sentTimestamp ?? null,
+		receivedAt,
+		custom,
+		// fromEntries defines own properties, so a "__proto__" field is kept as data, not a prototype.
+		extra: Object.fromEntries(extra),
+	};
+}

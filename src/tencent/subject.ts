@@ -1,0 +1,109 @@
+// An RFC 2047 encoded-word: =?charset[*language]?B|Q?encoded-text?=
+const ENCODED_WORD = /=\?([^?\s*]+)(?:\*[^?\s]*)?\?([BbQq])\?([^?\s]*)\?=/g;
+
+interface Word {
+	charset: string;
+	bytes: Uint8Array;
+	start: number;
+	end: number;
+}
+
+/**
+ * Decodes the MIME encoded-words (RFC 2047, base64 `B` and quoted-printable `Q`) that Tencent
+ * leaves in non-ASCII subjects. Adjacent words of one charset are joined before decoding, since
+ * some encoders split a multi-byte character across two words. When any part cannot be decoded
+ * (bad base64, a charset the runtime does not know, bytes invalid in that charset), the subject is
+ * returned as received, so nothing is lost.
+ *
+ * @example
+ * decodeSubject("=?UTF-8?B?5rWL6K+V?=") // "测试"
+ * decodeSubject("plain subject")        // "plain subject"
+ */
+export function decodeSubject(raw: string): string {
+	if (!raw.includes("=?")) return raw;
+	const words: Word[] = [];
+	for (const match of raw.matchAll(ENCODED_WORD)) {
+		const [whole, charset = "", encoding = "", text = ""] = match;
+		const bytes = encoding.toUpperCase() === "B" ? decodeBase64(text) : decodeQ(text);
+		if (bytes === null) return raw;
+		words.push({
+			charset: charset.toLowerCase(),
+			bytes,
+			start: match.index,
+			end: match.index + whole.length,
+		});
+	}
+	if (words.length === 0) return raw;
+
+	let out = "";
+	let cursor = 0;
+	let i = 0;
+	while (i < words.length) {
+		const first = words[i] as Word;
+		const run = [first];
+		// White space between adjacent encoded-words is not part of the text (RFC 2047, 6.2).
+		while (i + run.length < words.length) {
+			const next = words[i + run.length] as Word;
+			const previous = run[run.length - 1] as Word;
+			if (next.charset !== first.charset || raw.slice(previous.end, next.start).trim() !== "")
+				break;
+			run.push(next);
+		}
+		const text = decodeBytes(first.charset, concat(run.map((word) => word.bytes)));
+		if (text === null) return raw;
+		out += raw.slice(cursor, first.start) + text;
+		cursor = (run[run.length - 1] as Word).end;
+		i += run.length;
+		// A run broken only by a charset change still drops the white space between the words.
+		const following = words[i];
+		if (following && raw.slice(cursor, following.start).trim() === "") cursor = following.start;
+	}
+	return out + raw.slice(cursor);
+}
+
+function decodeBase64(text: string): Uint8Array | null {
+	const padded = text.padEnd(Math.ceil(text.length / 4) * 4, "=");
+	try {
+		return Uint8Array.from(atob(padded), (char) => char.charCodeAt(0));
+	} catch {
+		return null;
+	}
+}
+
+function decodeQ(text: string): Uint8Array | null {
+	const bytes: number[] = [];
+	for (let i = 0; i < text.length; i++) {
+		const char = text[i] as string;
+		if (char === "_") bytes.push(0x20);
+		else if (char === "=") {
+			const hex = text.slice(i + 1, i + 3);
+			if (!/^[0-9A-Fa-f]{2}$/.test(hex)) return null;
+			bytes.push(Number.parseInt(hex, 16));
+			i += 2;
+		} else {
+			const code = char.charCodeAt(0);
+			if (code > 0x7e || code < 0x21) return null;
+			bytes.push(code);
+		}
+	}
+	return Uint8Array.from(bytes);
+}
+
+function decodeBytes(charset: string, bytes: Uint8Array): string | null {
+	try {
+		return new TextDecoder(charset, { fatal: true, ignoreBOM: false }).decode(bytes);
+	} catch {
+		// RangeError for a charset the runtime does not support, TypeError for invalid bytes.
+		return null;
+	}
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+	const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
+	let offset = 0;
+	for (const part of parts) {
+		out.set(part, offset);
+		offset += part.length;
+	}
+	return out;
+}
