@@ -50,13 +50,16 @@ function text(max: number) {
 function count(max: number, what: string) {
 	const error = `must be ${what}: an integer from 0 to ${max}, or a string of its digits`;
 	return z.pipe(
-		z.union([z.int().check(z.gte(0)), z.string().check(z.regex(/^\d{1,16}$/))], {
+		z.union([z.number(), z.string()], {
 			error: (issue) => (issue.input === undefined ? "is required" : error),
 		}),
-		z.pipe(
-			z.transform((value: number | string) => Number(value)),
-			z.number().check(z.lte(max, { error })),
-		),
+		z.transform((value, ctx) => {
+			const number =
+				typeof value === "number" ? value : /^\d{1,16}$/.test(value) ? Number(value) : Number.NaN;
+			if (Number.isSafeInteger(number) && number >= 0 && number <= max) return number;
+			ctx.issues.push({ code: "custom", input: value, message: error });
+			return z.NEVER;
+		}),
 	);
 }
 

@@ -1,0 +1,14 @@
+// Bindings that exist only under test (see vitest.config.ts).
+declare namespace Cloudflare {
+	interface Env {
+		TEST_MIGRATIONS: import("cloudflare:test").D1Migration[];
+		CALLBACK_TOKENS: string;
+		LOOKUP_TOKENS: string;
+		ADMIN_TOKENS: string;
+	}
+}
+
+declare module "*.jsonl?raw" {
+	const text: string;
+	export default text;
+}

@@ -1,0 +1,360 @@
+import { env } from "cloudflare:workers";
+import { beforeEach, describe, expect, it } from "vitest";
+import {
+	call,
+	countRows,
+	docSampleLines,
+	docSamples,
+	envWithFailingBatch,
+	getJson,
+	postCallback,
+	resetDatabase,
+	tokens,
+} from "../helpers";
+
+type Json = Record<string, unknown>;
+
+async function eventsOf(email: string): Promise<Json[]> {
+	const response = await getJson(`/v1/events?email=${encodeURIComponent(email)}&limit=1000`);
+	expect(response.status).toBe(200);
+	const body = (await response.json()) as { events: Json[] };
+	return body.events;
+}
+
+async function onlyEvent(email = "example@example.com"): Promise<Json> {
+	const events = await eventsOf(email);
+	expect(events).toHaveLength(1);
+	return events[0] as Json;
+}
+
+const base = {
+	event: "delivered",
+	email: "someone@example.com",
+	bulkId: "qcloudses-30-251200670-date-20260101000000-abc",
+	timestamp: 1767225600,
+};
+
+beforeEach(resetDatabase);
+
+describe("Tencent's published samples", () => {
+	it.each(docSampleLines.map((line, index) => [index, line]))(
+		"sample %i is stored and reads back field by field",
+		async (index, line) => {
+			const sample = docSamples[index] as Json;
+			const response = await postCallback(line);
+			expect(response.status).toBe(200);
+			expect(response.headers.get("content-type")).toBe("application/json; charset=utf-8");
+			expect(await response.json()).toEqual({ ok: true, received: 1, stored: 1, duplicates: 0 });
+
+			const event = await onlyEvent();
+			expect(event.id).toMatch(/^[0-9a-f]{32}$/);
+			expect(event.event).toBe(sample.event);
+			expect(event.email).toBe("example@example.com");
+			expect(event.bulkId).toBe(sample.bulkId);
+			expect(event.occurredAt).toBe(
+				new Date((sample.timestamp as number) * 1000).toISOString().replace(".000", ""),
+			);
+			expect(event.reason).toBe(sample.reason);
+			expect(event.bounceType).toBe(sample.bounceType === "hard_bounce" ? "hard" : null);
+			expect(event.appId).toBe(sample.username ?? null);
+			expect(event.from).toBe(sample.from ?? null);
+			expect(event.fromDomain).toBe(sample.fromDomain ?? null);
+			expect(event.templateId).toBe(sample.templateId ?? null);
+			expect(event.subject).toBe(sample.subject ?? null);
+			expect(event.messageId).toBe(sample.messageId ?? null);
+			expect(event.sentAt).toBe(
+				sample.sentTimestamp
+					? new Date((sample.sentTimestamp as number) * 1000).toISOString().replace(".000", "")
+					: null,
+			);
+			expect(event.custom).toEqual(
+				sample["X-Tencentcloudses-Cb-Custom"]
+					? { "X-Tencentcloudses-Cb-Custom": "ses callback" }
+					: {},
+			);
+			expect(event.extra).toEqual({});
+			expect(event.receivedAt).toMatch(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/);
+		},
+	);
+
+	it("the 2025 sample reads back exactly as the contract shows it", async () => {
+		await postCallback(docSampleLines[5]);
+		const { receivedAt, id, ...event } = await onlyEvent();
+		expect(event).toEqual({
+			event: "bounce",
+			email: "example@example.com",
+			bulkId: "qcloudses-30-251200670-date-20220601142439-8jolHvR2XcXC1",
+			messageId: "ea2783c1-7704-48a8-af36-2b9e83e767ec@fromexample.com",
+			taskId: null,
+			templateId: 123456,
+			appId: "251200670",
+			from: "test@fromexample.com",
+			fromDomain: "fromexample.com",
+			bounceType: "hard",
+			reason: "551 5.1.1 recipient is not exist",
+			link: null,
+			userAgent: null,
+			subject: "example subject",
+			occurredAt: "2022-06-01T06:24:43Z",
+			sentAt: "2025-10-27T08:58:07Z",
+			custom: { "X-Tencentcloudses-Cb-Custom": "ses callback" },
+			extra: {},
+		});
+	});
+
+	it("all samples in one array are stored in one request", async () => {
+		const response = await postCallback(docSamples);
+		expect(await response.json()).toEqual({ ok: true, received: 6, stored: 6, duplicates: 0 });
+		expect(await eventsOf("example@example.com")).toHaveLength(6);
+	});
+});
+
+describe("exactly once", () => {
+	it("a repeated delivery is stored once", async () => {
+		expect(await (await postCallback(base)).json()).toMatchObject({ stored: 1, duplicates: 0 });
+		const again = await postCallback(base);
+		expect(again.status).toBe(200);
+		expect(await again.json()).toEqual({ ok: true, received: 1, stored: 0, duplicates: 1 });
+		expect(await countRows("events")).toBe(1);
+	});
+
+	it("a repeat inside one array is stored once", async () => {
+		const response = await postCallback([base, base, { ...base, event: "open" }]);
+		expect(await response.json()).toEqual({ ok: true, received: 3, stored: 2, duplicates: 1 });
+		expect(await countRows("events")).toBe(2);
+	});
+
+	it("the same event with its keys in another order is the same event", async () => {
+		await postCallback(base);
+		const reordered = Object.fromEntries(Object.entries(base).reverse());
+		expect(await (await postCallback(reordered)).json()).toMatchObject({
+			stored: 0,
+			duplicates: 1,
+		});
+	});
+
+	it("events that differ in any field are distinct", async () => {
+		const response = await postCallback([base, { ...base, timestamp: base.timestamp + 1 }]);
+		expect(await response.json()).toMatchObject({ stored: 2, duplicates: 0 });
+	});
+});
+
+describe("old spellings and values", () => {
+	it("accepts bulkid, string timestamps and the older bounce types", async () => {
+		const { bulkId, ...rest } = base;
+		const response = await postCallback([
+			{
+				...rest,
+				bulkid: "qcloud-ses-OLD",
+				event: "bounce",
+				bounceType: "hard",
+				timestamp: "1767225600",
+			},
+			{
+				...rest,
+				bulkid: "qcloud-ses-OLD",
+				event: "bounce",
+				bounceType: "soft",
+				timestamp: 1767225601,
+			},
+			{ ...rest, event: "processed", timestamp: 1767225602 },
+		]);
+		expect(await response.json()).toMatchObject({ stored: 3 });
+		const events = await eventsOf(base.email);
+		expect(
+			events.map((event) => [event.event, event.bounceType, event.bulkId, event.occurredAt]),
+		).toEqual([
+			["processed", null, null, "2026-01-01T00:00:02Z"],
+			["bounce", "soft", "qcloud-ses-OLD", "2026-01-01T00:00:01Z"],
+			["bounce", "hard", "qcloud-ses-OLD", "2026-01-01T00:00:00Z"],
+		]);
+	});
+
+	it("maps soft_bounce, keeps taskId, eventid and link fields", async () => {
+		await postCallback({
+			...base,
+			event: "click",
+			eventid: 5,
+			taskId: "42",
+			link: "https://example.com/a?b=c",
+			useragent: "Mozilla/5.0",
+			templateId: "7",
+		});
+		const event = await onlyEvent(base.email);
+		expect(event).toMatchObject({
+			event: "click",
+			taskId: 42,
+			templateId: 7,
+			link: "https://example.com/a?b=c",
+			userAgent: "Mozilla/5.0",
+		});
+		expect(event.extra).toEqual({});
+	});
+
+	it("derives fromDomain from from when it is missing", async () => {
+		await postCallback({ ...base, from: "News@Mail.Example.com" });
+		expect(await onlyEvent(base.email)).toMatchObject({
+			from: "news@mail.example.com",
+			fromDomain: "mail.example.com",
+		});
+	});
+
+	it("refuses an eventid that disagrees with event", async () => {
+		const response = await postCallback({ ...base, event: "delivered", eventid: 3 });
+		expect(response.status).toBe(400);
+		const body = (await response.json()) as { error: { code: string; issues: Json[] } };
+		expect(body.error.code).toBe("invalid_event");
+		expect(body.error.issues).toEqual([
+			{ path: "eventid", message: "is 3 (bounce) but event is delivered" },
+		]);
+		expect(await countRows("events")).toBe(0);
+	});
+
+	it("refuses an eventid Tencent does not define", async () => {
+		const response = await postCallback({ ...base, eventid: 9 });
+		expect(response.status).toBe(400);
+	});
+
+	it("accepts a matching eventid for every documented type", async () => {
+		const types = [
+			"delivered",
+			"dropped",
+			"bounce",
+			"open",
+			"click",
+			"spamreport",
+			"unsubscribe",
+			"deferred",
+		];
+		const response = await postCallback(
+			types.map((event, index) => ({ ...base, event, eventid: index + 1 })),
+		);
+		expect(await response.json()).toMatchObject({ stored: 8 });
+	});
+});
+
+describe("subjects", () => {
+	it.each([
+		["UTF-8 base64", "=?UTF-8?B?5rWL6K+V6YKu5Lu2?=", "测试邮件"],
+		["UTF-8 quoted-printable", "=?utf-8?Q?caf=C3=A9_au_lait?=", "café au lait"],
+		["two words joined", "=?UTF-8?B?5rWL6K+V?= =?UTF-8?B?6YKu5Lu2?=", "测试邮件"],
+		["mixed with plain text", "Re: =?UTF-8?Q?r=C3=A9sum=C3=A9?= attached", "Re: résumé attached"],
+		["GBK", "=?GBK?B?suLK1NPKvP4=?=", "测试邮件"],
+		["GB2312", "=?gb2312?B?suLK1NPKvP4=?=", "测试邮件"],
+		["an unknown charset, kept", "=?x-unknown?B?5rWL?=", "=?x-unknown?B?5rWL?="],
+		["broken base64, kept", "=?UTF-8?B?***?=", "=?UTF-8?B?***?="],
+		["invalid UTF-8, kept", "=?UTF-8?B?/w==?=", "=?UTF-8?B?/w==?="],
+	])("%s", async (_name, subject, expected) => {
+		await postCallback({ ...base, subject });
+		expect((await onlyEvent(base.email)).subject).toBe(expected);
+	});
+});
+
+describe("fields the schema does not model", () => {
+	it("keeps custom headers and unknown fields unchanged", async () => {
+		const unknown = {
+			"X-Tencentcloudses-Cb-Order": "A-17",
+			"x-tencentcloudses-cb-lower": "kept too",
+			newField2027: { nested: [1, "two", null, { deep: true }] },
+			score: 0.5,
+			flag: false,
+			nothing: null,
+		};
+		await postCallback({ ...base, ...unknown });
+		const event = await onlyEvent(base.email);
+		expect(event.custom).toEqual({
+			"X-Tencentcloudses-Cb-Order": "A-17",
+			"x-tencentcloudses-cb-lower": "kept too",
+		});
+		expect(event.extra).toEqual({
+			newField2027: { nested: [1, "two", null, { deep: true }] },
+			score: 0.5,
+			flag: false,
+			nothing: null,
+		});
+	});
+
+	it("keeps __proto__ and constructor as plain data", async () => {
+		await postCallback(
+			`{"event":"open","email":"p@example.com","timestamp":1,"__proto__":{"polluted":1},"constructor":"x"}`,
+		);
+		const event = await onlyEvent("p@example.com");
+		expect(JSON.stringify(event.extra)).toBe('{"__proto__":{"polluted":1},"constructor":"x"}');
+		expect(({} as Json).polluted).toBeUndefined();
+	});
+});
+
+describe("addresses", () => {
+	it.each([
+		["Example@Example.COM", "example@example.com"],
+		["  padded@example.com\t", "padded@example.com"],
+		["first.last+tag@example.com", "first.last+tag@example.com"],
+		["o'brien@example.ie", "o'brien@example.ie"],
+		["用户@例子.广告", "用户@例子.广告"],
+		["JOSÉ@Bücher.DE", "josé@bücher.de"],
+		["jose\u0301@example.com", "josé@example.com"],
+		['"quoted@local"@example.com', '"quoted@local"@example.com'],
+	])("accepts %j as %j", async (email, normalised) => {
+		const response = await postCallback({ ...base, email });
+		expect(response.status).toBe(200);
+		expect((await onlyEvent(normalised)).email).toBe(normalised);
+	});
+
+	it.each([
+		["no at sign", "example.com"],
+		["empty", ""],
+		["white space inside", "a b@example.com"],
+		["a new line", "a@example.com\nbcc@evil.com"],
+		["a control character", "a\u0000@example.com"],
+		["too long", `${"a".repeat(64)}@${"b".repeat(63)}.${"c".repeat(63)}.${"d".repeat(63)}.com`],
+		["no domain", "a@"],
+		["no local part", "@example.com"],
+		["an empty label", "a@example..com"],
+		["not a string", 42],
+	])("refuses %s", async (_name, email) => {
+		const response = await postCallback({ ...base, email });
+		expect(response.status).toBe(400);
+		const body = (await response.json()) as { error: { issues: Json[] } };
+		expect(body.error.issues[0]?.path).toBe("email");
+		expect(await countRows("events")).toBe(0);
+	});
+});
+
+describe("storage failures", () => {
+	it("answers 503 with Retry-After and leaves nothing half-written; a retry stores once", async () => {
+		const events = [base, { ...base, event: "open" }, { ...base, event: "click" }];
+		const failed = await postCallback(events, { env: envWithFailingBatch() });
+		expect(failed.status).toBe(503);
+		expect(failed.headers.get("retry-after")).toMatch(/^\d+$/);
+		expect(await failed.json()).toEqual({
+			error: { code: "storage_unavailable", message: "Storage is unavailable; retry later" },
+		});
+		expect(await countRows("events")).toBe(0);
+
+		const retried = await postCallback(events);
+		expect(await retried.json()).toEqual({ ok: true, received: 3, stored: 3, duplicates: 0 });
+		expect(await (await postCallback(events)).json()).toMatchObject({ stored: 0, duplicates: 3 });
+		expect(await countRows("events")).toBe(3);
+	});
+});
+
+describe("probe", () => {
+	it("answers GET and HEAD with the right token, 404 with a wrong one", async () => {
+		const path = `/v1/callbacks/tencent/${tokens.callback}`;
+		expect(await (await call(path)).json()).toEqual({ ok: true });
+		expect((await call(path, { method: "HEAD" })).status).toBe(200);
+		const wrong = await call("/v1/callbacks/tencent/not-the-token-at-all");
+		expect(wrong.status).toBe(404);
+		expect(await wrong.json()).toEqual({
+			error: { code: "not_found", message: "No such resource" },
+		});
+	});
+
+	it("accepts any configured token, so one can be rotated", async () => {
+		const rotating = { ...env, CALLBACK_TOKENS: `old-token-0123456789, ${tokens.callback}` };
+		expect((await call("/v1/callbacks/tencent/old-token-0123456789", {}, rotating)).status).toBe(
+			200,
+		);
+		expect((await call(`/v1/callbacks/tencent/${tokens.callback}`, {}, rotating)).status).toBe(200);
+	});
+});
