@@ -27,7 +27,12 @@ export async function call(
 	testEnv: Env = env,
 ): Promise<Response> {
 	const ctx = createExecutionContext();
-	const response = await worker.fetch(new Request(`http://worker.test${path}`, init), testEnv, ctx);
+	// A test request has no `cf` object; the Worker never reads it.
+	const request = new Request(`http://worker.test${path}`, init) as Request<
+		unknown,
+		IncomingRequestCfProperties
+	>;
+	const response = await worker.fetch(request, testEnv, ctx);
 	await waitOnExecutionContext(ctx);
 	return response;
 }

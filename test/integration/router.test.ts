@@ -1,0 +1,118 @@
+import { env } from "cloudflare:workers";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { call, getJson, postCallback, tokens } from "../helpers";
+
+afterEach(() => {
+	vi.restoreAllMocks();
+});
+
+describe("routing and the error shape", () => {
+	it("GET /healthz answers without auth", async () => {
+		const response = await call("/healthz");
+		expect(response.status).toBe(200);
+		expect(await response.json()).toEqual({ ok: true });
+	});
+
+	it("an unknown path is 404 not_found", async () => {
+		const response = await call("/v1/nothing-here");
+		expect(response.status).toBe(404);
+		expect(await response.json()).toEqual({
+			error: { code: "not_found", message: "No such resource" },
+		});
+	});
+
+	it("a known path with another method is 405 with Allow", async () => {
+		const response = await call("/v1/events", { method: "DELETE" });
+		expect(response.status).toBe(405);
+		expect(response.headers.get("allow")).toBe("GET");
+		expect(((await response.json()) as { error: { code: string } }).error.code).toBe(
+			"method_not_allowed",
+		);
+		const callback = await call(`/v1/callbacks/tencent/${tokens.callback}`, { method: "PUT" });
+		expect(callback.status).toBe(405);
+		expect(callback.headers.get("allow")).toBe("POST, GET, HEAD");
+	});
+
+	it("every answer carries API headers", async () => {
+		for (const response of [
+			await call("/healthz"),
+			await call("/nope"),
+			await getJson("/v1/events"),
+		]) {
+			expect(response.headers.get("content-type")).toBe("application/json; charset=utf-8");
+			expect(response.headers.get("x-content-type-options")).toBe("nosniff");
+			expect(response.headers.get("cache-control")).toBe("no-store");
+			expect(response.headers.get("x-request-id")).toMatch(/^[0-9a-f-]{36}$/);
+		}
+	});
+
+	it("an unexpected failure is a generic 500 with details only in the log", async () => {
+		const errors: string[] = [];
+		vi.spyOn(console, "error").mockImplementation((line: string) => {
+			errors.push(line);
+		});
+		const db = new Proxy(env.DB, {
+			get(target, property) {
+				if (property === "prepare") {
+					return () => {
+						throw new Error("SQLITE_SECRET_DETAIL: driver exploded");
+					};
+				}
+				return Reflect.get(target, property);
+			},
+		});
+		const response = await call(
+			"/v1/events",
+			{ headers: { authorization: `Bearer ${tokens.lookup}` } },
+			{ ...env, DB: db },
+		);
+		expect(response.status).toBe(500);
+		const text = await response.text();
+		expect(JSON.parse(text)).toEqual({ error: { code: "internal", message: "Internal error" } });
+		expect(text).not.toContain("SQLITE_SECRET_DETAIL");
+		expect(errors.some((line) => line.includes("SQLITE_SECRET_DETAIL"))).toBe(true);
+	});
+
+	it("logs one JSON line per request with a request id and never the callback token", async () => {
+		const lines: string[] = [];
+		for (const method of ["log", "warn", "error"] as const) {
+			vi.spyOn(console, method).mockImplementation((line: string) => {
+				lines.push(line);
+			});
+		}
+		await postCallback({ event: "open", email: "log@example.com", timestamp: 1 });
+		await postCallback("{bad json");
+		expect(lines.length).toBeGreaterThanOrEqual(4);
+		for (const line of lines) {
+			const entry = JSON.parse(line) as Record<string, unknown>;
+			expect(typeof entry.requestId).toBe("string");
+			expect(line).not.toContain(tokens.callback);
+		}
+	});
+});
+
+describe("bearer auth", () => {
+	it("LOOKUP_TOKENS and ADMIN_TOKENS unset: 503 not_configured", async () => {
+		const { LOOKUP_TOKENS, ADMIN_TOKENS, ...rest } = env;
+		const response = await call(
+			"/v1/events",
+			{ headers: { authorization: `Bearer ${tokens.lookup}` } },
+			rest as Env,
+		);
+		expect(response.status).toBe(503);
+		const body = (await response.json()) as { error: { code: string; message: string } };
+		expect(body.error.code).toBe("not_configured");
+		expect(body.error.message).toContain("LOOKUP_TOKENS");
+	});
+
+	it("a token prefix does not pass", async () => {
+		expect((await getJson("/v1/events", tokens.lookup.slice(0, -1))).status).toBe(401);
+	});
+
+	it("the scheme is case-insensitive", async () => {
+		const response = await call("/v1/events", {
+			headers: { authorization: `bearer ${tokens.lookup}` },
+		});
+		expect(response.status).toBe(200);
+	});
+});
