@@ -2,13 +2,14 @@
 export const MAX_EMAIL_LENGTH = 254;
 
 /**
- * The form in which addresses are stored and matched: trimmed, Unicode NFC, lower-cased.
+ * The form in which addresses are stored and matched: trimmed, lower-cased, Unicode NFC.
+ * Lower-casing comes first: it can produce a pair that NFC composes (T + U+0308 gives ẗ).
  *
  * @example
  * normalizeEmail("  Example@Example.COM ") // "example@example.com"
  */
 export function normalizeEmail(raw: string): string {
-	return raw.trim().normalize("NFC").toLowerCase();
+	return raw.trim().toLowerCase().normalize("NFC");
 }
 
 // White space, C0/C1 controls, line and paragraph separators: never part of an address.

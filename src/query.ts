@@ -7,6 +7,13 @@ export type RawQuery = Record<string, string | string[] | undefined>;
 const ISO_TIME =
 	/^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$/i;
 
+/** Date.parse rolls 2024-02-30 over into March; a date that does not exist is refused instead. */
+function isCalendarDate(value: string): boolean {
+	const [year, month, day] = value.slice(0, 10).split("-").map(Number) as [number, number, number];
+	const date = new Date(Date.UTC(year, month - 1, day));
+	return date.getUTCFullYear() === year && date.getUTCMonth() === month - 1 && date.getUTCDate() === day;
+}
+
 /** A time as ISO 8601 or Unix seconds, parsed into Unix seconds. */
 export const timeParam = z.pipe(
 	z.string(),
@@ -14,7 +21,7 @@ export const timeParam = z.pipe(
 		const value = raw.trim();
 		const ms = /^\d{1,12}$/.test(value)
 			? Number(value) * 1000
-			: ISO_TIME.test(value)
+			: ISO_TIME.test(value) && isCalendarDate(value)
 				? Date.parse(value)
 				: Number.NaN;
 		if (!Number.isFinite(ms) || ms < 0) {
@@ -76,15 +83,21 @@ export function parseQuery<T extends z.ZodMiniType>(schema: T, query: RawQuery):
 	return parsed.data;
 }
 
-/** Encodes a page position as an opaque URL-safe string. */
+/** Encodes a page position (which may hold any Unicode, e.g. an address) as base64url of UTF-8. */
 export function encodeCursor(parts: readonly (string | number)[]): string {
-	return btoa(JSON.stringify(parts)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+	const bytes = new TextEncoder().encode(JSON.stringify(parts));
+	const binary = Array.from(bytes, (byte) => String.fromCharCode(byte)).join("");
+	return btoa(binary).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
 }
 
 /** Decodes {@link encodeCursor}'s output; anything else gives null. */
 export function decodeCursor(cursor: string): unknown[] | null {
 	try {
-		const value: unknown = JSON.parse(atob(cursor.replace(/-/g, "+").replace(/_/g, "/")));
+		const binary = atob(cursor.replace(/-/g, "+").replace(/_/g, "/"));
+		const text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(
+			Uint8Array.from(binary, (char) => char.charCodeAt(0)),
+		);
+		const value: unknown = JSON.parse(text);
 		return Array.isArray(value) ? value : null;
 	} catch {
 		return null;

@@ -1,0 +1,198 @@
+import { describe, expect, it } from "vitest";
+import { loadSettings, requireTokens } from "../../src/config";
+import { ApiError } from "../../src/errors";
+
+const GOOD = "abcdefghijklmnop"; // exactly 16 characters
+const CALLBACK_RULE = "each token must be at least 16 characters of A-Z a-z 0-9 . _ ~ -";
+const PRINTABLE_RULE =
+	"each token must be at least 16 characters of printable ASCII without commas";
+
+/** The ApiError that `fn` throws. */
+function thrown(fn: () => unknown): ApiError {
+	try {
+		fn();
+	} catch (error) {
+		expect(error).toBeInstanceOf(ApiError);
+		return error as ApiError;
+	}
+	throw new Error("expected an ApiError, nothing was thrown");
+}
+
+describe("loadSettings", () => {
+	it("defaults to no tokens and 100 events per request", () => {
+		expect(loadSettings({})).toEqual({
+			callbackTokens: [],
+			lookupTokens: [],
+			adminTokens: [],
+			maxEventsPerRequest: 100,
+		});
+	});
+
+	it("ignores unrelated bindings", () => {
+		expect(loadSettings({ DB: {}, OTHER: 5, LOOKUP_TOKENS: GOOD })).toEqual({
+			callbackTokens: [],
+			lookupTokens: [GOOD],
+			adminTokens: [],
+			maxEventsPerRequest: 100,
+		});
+	});
+
+	it("splits comma-separated tokens, trims them and drops empty entries", () => {
+		const settings = loadSettings({
+			CALLBACK_TOKENS: ` ${GOOD} ,, cb-token_0123.456~ ,`,
+			LOOKUP_TOKENS: "lookup!#$%&'()*+-/:;<=>?@[]^`{|}~0",
+			ADMIN_TOKENS: "\tadmin-token-00001\n,\n admin-token-00002 ",
+		});
+		expect(settings.callbackTokens).toEqual([GOOD, "cb-token_0123.456~"]);
+		expect(settings.lookupTokens).toEqual(["lookup!#$%&'()*+-/:;<=>?@[]^`{|}~0"]);
+		expect(settings.adminTokens).toEqual(["admin-token-00001", "admin-token-00002"]);
+	});
+
+	it("gives an empty list for an empty or blank setting", () => {
+		const settings = loadSettings({
+			CALLBACK_TOKENS: "",
+			LOOKUP_TOKENS: " , ,",
+			ADMIN_TOKENS: " ",
+		});
+		expect(settings.callbackTokens).toEqual([]);
+		expect(settings.lookupTokens).toEqual([]);
+		expect(settings.adminTokens).toEqual([]);
+	});
+
+	it.each([
+		["CALLBACK_TOKENS", "short-token-15c", CALLBACK_RULE],
+		["CALLBACK_TOKENS", "has/slash/in/it/0", CALLBACK_RULE],
+		["CALLBACK_TOKENS", "has+plus+in+it+00", CALLBACK_RULE],
+		["CALLBACK_TOKENS", "has space in it 00", CALLBACK_RULE],
+		["CALLBACK_TOKENS", "nön-ascii-token-00", CALLBACK_RULE],
+		["LOOKUP_TOKENS", "short-token-15c", PRINTABLE_RULE],
+		["LOOKUP_TOKENS", "has space in it 00", PRINTABLE_RULE],
+		["LOOKUP_TOKENS", "tab\tinside-token-00", PRINTABLE_RULE],
+		["LOOKUP_TOKENS", "nön-ascii-token-00", PRINTABLE_RULE],
+		["LOOKUP_TOKENS", "del\u007finside-token-00", PRINTABLE_RULE],
+		["ADMIN_TOKENS", "short-token-15c", PRINTABLE_RULE],
+		["ADMIN_TOKENS", "has space in it 00", PRINTABLE_RULE],
+	])(
+		"refuses %s = %j with 503 not_configured, naming the setting but not the token",
+		(name, token, rule) => {
+			const env = { [name]: `${GOOD},${token}` };
+			const error = thrown(() => loadSettings(env));
+			expect(error.status).toBe(503);
+			expect(error.code).toBe("not_configured");
+			expect(error.message).toBe(`Invalid setting ${name} (${name}: ${rule})`);
+			expect(error.message).not.toContain(token);
+			expect(error.message).not.toContain(token.trim());
+			expect(error.message).not.toContain(GOOD);
+			expect(error.issues).toBeUndefined();
+		},
+	);
+
+	it("accepts a token of exactly 16 characters and refuses 15", () => {
+		expect(loadSettings({ ADMIN_TOKENS: "a".repeat(16) }).adminTokens).toEqual(["a".repeat(16)]);
+		const error = thrown(() => loadSettings({ ADMIN_TOKENS: "a".repeat(15) }));
+		expect(error.message).toBe(`Invalid setting ADMIN_TOKENS (ADMIN_TOKENS: ${PRINTABLE_RULE})`);
+	});
+
+	it("refuses a non-string token setting without showing it", () => {
+		const error = thrown(() => loadSettings({ LOOKUP_TOKENS: 1234567890123456 }));
+		expect(error.status).toBe(503);
+		expect(error.code).toBe("not_configured");
+		expect(error.message.startsWith("Invalid setting LOOKUP_TOKENS (LOOKUP_TOKENS: ")).toBe(true);
+		expect(error.message).not.toContain("123456789");
+	});
+
+	it("names every bad setting once", () => {
+		const error = thrown(() =>
+			loadSettings({
+				CALLBACK_TOKENS: "short",
+				LOOKUP_TOKENS: GOOD,
+				ADMIN_TOKENS: "also short",
+				MAX_EVENTS_PER_REQUEST: "0",
+			}),
+		);
+		expect(error.status).toBe(503);
+		expect(error.code).toBe("not_configured");
+		expect(
+			error.message.startsWith(
+				"Invalid setting CALLBACK_TOKENS, ADMIN_TOKENS, MAX_EVENTS_PER_REQUEST (",
+			),
+		).toBe(true);
+		expect(error.message).toContain(`CALLBACK_TOKENS: ${CALLBACK_RULE}; `);
+		expect(error.message).toContain(`ADMIN_TOKENS: ${PRINTABLE_RULE}; `);
+		expect(error.message).toContain("MAX_EVENTS_PER_REQUEST: ");
+		expect(error.message).not.toContain("LOOKUP_TOKENS");
+		expect(error.message).not.toContain("short");
+	});
+
+	it.each([
+		["1", 1],
+		["100", 100],
+		["1000", 1000],
+		[" 250 ", 250],
+		["0042", 42],
+	])("accepts MAX_EVENTS_PER_REQUEST = %j", (raw, value) => {
+		expect(loadSettings({ MAX_EVENTS_PER_REQUEST: raw }).maxEventsPerRequest).toBe(value);
+	});
+
+	it.each([
+		"0",
+		"1001",
+		"99999999999999999999",
+		"-1",
+		"1.5",
+		"1e3",
+		"0x10",
+		"ten",
+		"",
+		" ",
+		"10 0",
+	])("refuses MAX_EVENTS_PER_REQUEST = %j", (raw) => {
+		const error = thrown(() => loadSettings({ MAX_EVENTS_PER_REQUEST: raw }));
+		expect(error.status).toBe(503);
+		expect(error.code).toBe("not_configured");
+		expect(
+			error.message.startsWith("Invalid setting MAX_EVENTS_PER_REQUEST (MAX_EVENTS_PER_REQUEST: "),
+		).toBe(true);
+	});
+
+	it("caches the settings per env object", () => {
+		const env = { LOOKUP_TOKENS: GOOD, MAX_EVENTS_PER_REQUEST: "7" };
+		const first = loadSettings(env);
+		expect(loadSettings(env)).toBe(first);
+		// The cache is keyed by identity: a later change to the same object is not seen...
+		env.MAX_EVENTS_PER_REQUEST = "8";
+		expect(loadSettings(env).maxEventsPerRequest).toBe(7);
+		// ...and an equal but different object is parsed anew.
+		const copy = { LOOKUP_TOKENS: GOOD, MAX_EVENTS_PER_REQUEST: "7" };
+		const second = loadSettings(copy);
+		expect(second).not.toBe(first);
+		expect(second).toEqual(first);
+	});
+
+	it("does not cache a failure", () => {
+		const env = { MAX_EVENTS_PER_REQUEST: "0" };
+		expect(thrown(() => loadSettings(env)).code).toBe("not_configured");
+		env.MAX_EVENTS_PER_REQUEST = "5";
+		expect(loadSettings(env).maxEventsPerRequest).toBe(5);
+	});
+});
+
+describe("requireTokens", () => {
+	it("returns a non-empty list as it is", () => {
+		const tokens = [GOOD, "another-token-0001"];
+		expect(requireTokens(tokens, "LOOKUP_TOKENS")).toBe(tokens);
+	});
+
+	it("refuses an empty list with 503 not_configured naming the setting", () => {
+		const error = thrown(() => requireTokens([], "CALLBACK_TOKENS"));
+		expect(error.status).toBe(503);
+		expect(error.code).toBe("not_configured");
+		expect(error.message).toBe("CALLBACK_TOKENS is not set");
+		expect(error.issues).toBeUndefined();
+	});
+
+	it("works on what loadSettings gives for a missing setting", () => {
+		const error = thrown(() => requireTokens(loadSettings({}).adminTokens, "ADMIN_TOKENS"));
+		expect(error.message).toBe("ADMIN_TOKENS is not set");
+	});
+});
