@@ -11,7 +11,9 @@ const ISO_TIME =
 function isCalendarDate(value: string): boolean {
 	const [year, month, day] = value.slice(0, 10).split("-").map(Number) as [number, number, number];
 	const date = new Date(Date.UTC(year, month - 1, day));
-	return date.getUTCFullYear() === year && date.getUTCMonth() === month - 1 && date.getUTCDate() === day;
+	return (
+		date.getUTCFullYear() === year && date.getUTCMonth() === month - 1 && date.getUTCDate() === day
+	);
 }
 
 /** A time as ISO 8601 or Unix seconds, parsed into Unix seconds. */
