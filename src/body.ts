@@ -57,3 +57,16 @@ export function parseJsonBytes(bytes: Uint8Array): unknown {
 		throw new ApiError(400, "invalid_json", `The body is not valid JSON${detail}`);
 	}
 }
+
+/**
+ * Reads a JSON request body of at most `maxBytes` for the API routes.
+ *
+ * @throws ApiError 413 `payload_too_large`, 400 `invalid_json`
+ */
+export async function readJson(request: Request, maxBytes: number): Promise<unknown> {
+	const body = await readBody(request, maxBytes);
+	if (body.tooLarge) {
+		throw new ApiError(413, "payload_too_large", `The body exceeds ${maxBytes} bytes`);
+	}
+	return parseJsonBytes(body.bytes);
+}

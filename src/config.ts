@@ -44,7 +44,25 @@ const settingsSchema = z.object({
 	LOOKUP_TOKENS: tokenList(/^[\x21-\x2b\x2d-\x7e]+$/, "printable ASCII without commas"),
 	ADMIN_TOKENS: tokenList(/^[\x21-\x2b\x2d-\x7e]+$/, "printable ASCII without commas"),
 	MAX_EVENTS_PER_REQUEST: intSetting(100, 1, 1000),
+	HARD_BOUNCE_SUPPRESS_DAYS: intSetting(0, 0, 36500),
+	SOFT_BOUNCE_LIMIT: intSetting(3, 1, 100),
+	SOFT_BOUNCE_WINDOW_DAYS: intSetting(14, 1, 365),
+	SOFT_BOUNCE_SUPPRESS_DAYS: intSetting(14, 1, 36500),
+	UNSUBSCRIBE_SCOPE: z._default(z.enum(["domain", "global"]), "domain"),
+	RECONCILE_BATCH_SIZE: intSetting(500, 1, 5000),
 });
+
+/** The suppression policy's knobs, in seconds and counts. */
+export interface PolicySettings {
+	/** 0: a hard bounce suppresses for ever. */
+	hardBounceSuppressSeconds: number;
+	softBounceLimit: number;
+	softBounceWindowSeconds: number;
+	softBounceSuppressSeconds: number;
+	unsubscribeScope: "domain" | "global";
+}
+
+const DAY = 86_400;
 
 /** Vars and secrets, parsed once per environment into typed settings. */
 export interface Settings {
@@ -52,6 +70,9 @@ export interface Settings {
 	lookupTokens: string[];
 	adminTokens: string[];
 	maxEventsPerRequest: number;
+	policy: PolicySettings;
+	/** Addresses the reconcile cron checks per run. */
+	reconcileBatchSize: number;
 }
 
 const cache = new WeakMap<object, Settings>();
@@ -83,6 +104,14 @@ export function loadSettings(env: object): Settings {
 		lookupTokens: parsed.data.LOOKUP_TOKENS,
 		adminTokens: parsed.data.ADMIN_TOKENS,
 		maxEventsPerRequest: parsed.data.MAX_EVENTS_PER_REQUEST,
+		policy: {
+			hardBounceSuppressSeconds: parsed.data.HARD_BOUNCE_SUPPRESS_DAYS * DAY,
+			softBounceLimit: parsed.data.SOFT_BOUNCE_LIMIT,
+			softBounceWindowSeconds: parsed.data.SOFT_BOUNCE_WINDOW_DAYS * DAY,
+			softBounceSuppressSeconds: parsed.data.SOFT_BOUNCE_SUPPRESS_DAYS * DAY,
+			unsubscribeScope: parsed.data.UNSUBSCRIBE_SCOPE,
+		},
+		reconcileBatchSize: parsed.data.RECONCILE_BATCH_SIZE,
 	};
 	cache.set(env, settings);
 	return settings;

@@ -1,9 +1,11 @@
-import { type IRequest, type IRequestStrict, Router } from "itty-router";
+import { type IRequest, type IRequestStrict, type RequestHandler, Router } from "itty-router";
 import { authorize, type Role } from "./auth";
 import { ApiError, errorToResponse, json, notFound } from "./errors";
 import { probeCallback, receiveCallback } from "./events/callback-route";
 import { listEventsRoute } from "./events/list-route";
 import { log } from "./log";
+import { deleteRoute, putRoute } from "./suppressions/admin-routes";
+import { checkRoute, listRoute, lookupRoute } from "./suppressions/lookup-routes";
 
 /** The request as handlers see it: itty-router's fields plus our request id. */
 export interface AppRequest extends IRequestStrict {
@@ -14,8 +16,8 @@ export interface AppRequest extends IRequestStrict {
 type Args = [env: Env, ctx: ExecutionContext];
 
 /** A `before`-style stage that lets the request through only with a token of `role`. */
-function requireRole(role: Role) {
-	return async (request: AppRequest, env: Env): Promise<void> => {
+function requireRole(role: Role): RequestHandler<AppRequest, Args> {
+	return async (request, env) => {
 		await authorize(request, env, role);
 	};
 }
@@ -53,6 +55,11 @@ router
 	.get("/v1/callbacks/tencent/:token", probeCallback)
 	.head("/v1/callbacks/tencent/:token", probeCallback)
 	.get("/v1/events", requireRole("read"), listEventsRoute)
+	.post("/v1/suppressions/check", requireRole("read"), checkRoute)
+	.get("/v1/suppressions", requireRole("read"), listRoute)
+	.get("/v1/suppressions/:email", requireRole("read"), lookupRoute)
+	.put("/v1/suppressions/:email", requireRole("admin"), putRoute)
+	.delete("/v1/suppressions/:email", requireRole("admin"), deleteRoute)
 	.all("*", (request: AppRequest) => {
 		throw methodNotAllowed(request) ?? notFound();
 	});

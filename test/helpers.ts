@@ -1,4 +1,8 @@
-import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
+import {
+	createExecutionContext,
+	createScheduledController,
+	waitOnExecutionContext,
+} from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import worker from "../src/index";
 import samplesText from "./fixtures/tencent-doc-samples.jsonl?raw";
@@ -56,15 +60,27 @@ export function getJson(path: string, token: string | null = tokens.lookup): Pro
 	return call(path, { headers: token === null ? {} : { authorization: `Bearer ${token}` } });
 }
 
-/** Deletes every row, so a test does not depend on what ran before it. */
+const TABLES = [
+	"events",
+	"rejected_callbacks",
+	"suppressions",
+	"suppression_removals",
+	"suppression_history",
+	"cron_state",
+];
+
+/** Deletes every row and KV key, so a test does not depend on what ran before it. */
 export async function resetDatabase(): Promise<void> {
-	await env.DB.batch([
-		env.DB.prepare("DELETE FROM events"),
-		env.DB.prepare("DELETE FROM rejected_callbacks"),
-	]);
+	await env.DB.batch(TABLES.map((table) => env.DB.prepare(`DELETE FROM ${table}`)));
+	let cursor: string | undefined;
+	do {
+		const page = await env.SUPPRESSIONS.list(cursor ? { cursor } : {});
+		await Promise.all(page.keys.map((key) => env.SUPPRESSIONS.delete(key.name)));
+		cursor = page.list_complete ? undefined : page.cursor;
+	} while (cursor);
 }
 
-export async function countRows(table: "events" | "rejected_callbacks"): Promise<number> {
+export async function countRows(table: string): Promise<number> {
 	const row = await env.DB.prepare(`SELECT count(*) AS n FROM ${table}`).first<{ n: number }>();
 	return row?.n ?? 0;
 }
@@ -82,4 +98,70 @@ export function envWithFailingBatch(): Env {
 		},
 	});
 	return { ...env, DB: db };
+}
+
+export type EntryJson = {
+	list: string;
+	scope: string;
+	reason: string | null;
+	source: string;
+	eventCount: number;
+	lastEventAt: string | null;
+	bulkId: string | null;
+	createdAt: string;
+	updatedAt: string;
+	expiresAt: string | null;
+};
+export type Lookup = { email: string; suppressed: boolean; entries: EntryJson[] };
+
+/** `GET /v1/suppressions/{email}` with the lookup token; `consistent` reads D1. */
+export async function lookup(email: string, query = "", testEnv: Env = env): Promise<Lookup> {
+	const response = await call(
+		`/v1/suppressions/${encodeURIComponent(email)}${query}`,
+		{ headers: { authorization: `Bearer ${tokens.lookup}` } },
+		testEnv,
+	);
+	if (response.status !== 200)
+		throw new Error(`lookup answered ${response.status}: ${await response.text()}`);
+	return (await response.json()) as Lookup;
+}
+
+/** An address's entries from D1, without the wall-clock fields, sorted for comparison. */
+export async function entriesOf(email: string): Promise<Array<Partial<EntryJson>>> {
+	const { entries } = await lookup(email, "?consistent=true");
+	return entries
+		.map(({ createdAt, updatedAt, ...rest }) => rest)
+		.sort((a, b) => JSON.stringify(a).localeCompare(JSON.stringify(b)));
+}
+
+/** The KV binding wrapped to count writes and, on request, to fail. */
+export function countingKv(fail: { put?: boolean; get?: boolean } = {}) {
+	const counts = { put: 0, delete: 0, get: 0 };
+	const kv = new Proxy(env.SUPPRESSIONS, {
+		get(target, property) {
+			if (property === "put" || property === "delete" || property === "get") {
+				return (...args: unknown[]) => {
+					counts[property]++;
+					if ((property === "put" && fail.put) || (property === "get" && fail.get)) {
+						return Promise.reject(new Error("KV: injected failure (429 Too Many Requests)"));
+					}
+					return Reflect.apply(Reflect.get(target, property), target, args);
+				};
+			}
+			const value = Reflect.get(target, property);
+			return typeof value === "function" ? value.bind(target) : value;
+		},
+	});
+	return { counts, env: { ...env, SUPPRESSIONS: kv } as Env };
+}
+
+/** Runs the Worker's `scheduled` handler once, as the cron would. */
+export async function runCron(at = Date.now(), testEnv: Env = env): Promise<void> {
+	const controller = createScheduledController({ scheduledTime: at, cron: "*/5 * * * *" });
+	await worker.scheduled(controller, testEnv);
+}
+
+/** Days before now, in Unix seconds. */
+export function daysAgo(days: number): number {
+	return Math.floor(Date.now() / 1000) - Math.round(days * 86_400);
 }

@@ -1,9 +1,13 @@
 import { matchesToken } from "../auth";
 import { parseJsonBytes, readBody } from "../body";
-import { loadSettings, requireTokens } from "../config";
+import { loadSettings, type PolicySettings, requireTokens } from "../config";
 import { ApiError, json, notFound } from "../errors";
 import { log } from "../log";
+import { syncEdge } from "../suppressions/edge";
+import { evidenceFrom, softBounceAddresses } from "../suppressions/policy";
+import { applyEvidence, recomputeSoftBounces } from "../suppressions/store";
 import { parseCallback } from "../tencent/normalise";
+import type { StoredEvent } from "./event";
 import { recordRejected } from "./rejected-store";
 import { insertEvents } from "./store";
 
@@ -34,7 +38,11 @@ export async function probeCallback(request: CallbackRequest, env: Env): Promise
  * `POST /v1/callbacks/tencent/{token}`: validates every event of the request and stores them in
  * one D1 batch, answering 200 only after the batch commits. A refused body is recorded.
  */
-export async function receiveCallback(request: CallbackRequest, env: Env): Promise<Response> {
+export async function receiveCallback(
+	request: CallbackRequest,
+	env: Env,
+	ctx: ExecutionContext,
+): Promise<Response> {
 	await checkCallbackToken(env, request.params.token);
 	const settings = loadSettings(env);
 	const receivedAt = Math.floor(Date.now() / 1000);
@@ -57,9 +65,9 @@ export async function receiveCallback(request: CallbackRequest, env: Env): Promi
 	}
 
 	let stored: number;
+	let changed: Set<string>;
 	try {
-		const [result] = await env.DB.batch([insertEvents(env.DB, events)]);
-		stored = result?.results.length ?? 0;
+		({ stored, changed } = await storeCallback(env.DB, events, settings.policy, receivedAt));
 	} catch (error) {
 		log("error", "callback not stored", { requestId: request.requestId, error: String(error) });
 		throw new ApiError(
@@ -72,6 +80,8 @@ export async function receiveCallback(request: CallbackRequest, env: Env): Promi
 			},
 		);
 	}
+	// The KV copy follows the D1 commit; a failure there is repaired by the reconcile cron.
+	if (changed.size > 0) ctx.waitUntil(syncEdge(env, [...changed], receivedAt, request.requestId));
 	const duplicates = events.length - stored;
 	log("info", "callback stored", {
 		requestId: request.requestId,
@@ -80,6 +90,35 @@ export async function receiveCallback(request: CallbackRequest, env: Env): Promi
 		duplicates,
 	});
 	return json({ ok: true, received: events.length, stored, duplicates });
+}
+
+/**
+ * Stores the events and the suppression entries they change in one `DB.batch()`: one round trip,
+ * one transaction. Evidence goes first, so it can skip events already stored; the soft-bounce
+ * recompute goes last, so it sees the request's own events. Returns how many events were new and
+ * which addresses' entries changed.
+ */
+async function storeCallback(
+	db: D1Database,
+	events: StoredEvent[],
+	policy: PolicySettings,
+	now: number,
+): Promise<{ stored: number; changed: Set<string> }> {
+	const evidence = evidenceFrom(events, policy);
+	const softEmails = softBounceAddresses(events);
+	const statements = [
+		...(evidence.length > 0 ? [applyEvidence(db, evidence, now)] : []),
+		insertEvents(db, events),
+		...(softEmails.length > 0 ? [recomputeSoftBounces(db, softEmails, policy, now)] : []),
+	];
+	const results = await db.batch<{ id?: string; email?: string }>(statements);
+	const inserted = results[evidence.length > 0 ? 1 : 0];
+	const changed = new Set<string>();
+	for (const result of results) {
+		if (result === inserted) continue;
+		for (const row of result.results) if (row.email) changed.add(row.email);
+	}
+	return { stored: inserted?.results.length ?? 0, changed };
 }
 
 /** Failing to record must never turn a 4xx into a 5xx: the failure is only logged. */

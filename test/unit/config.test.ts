@@ -7,6 +7,18 @@ const CALLBACK_RULE = "each token must be at least 16 characters of A-Z a-z 0-9 
 const PRINTABLE_RULE =
 	"each token must be at least 16 characters of printable ASCII without commas";
 
+const DAY = 86_400;
+const POLICY_DEFAULTS = {
+	policy: {
+		hardBounceSuppressSeconds: 0,
+		softBounceLimit: 3,
+		softBounceWindowSeconds: 14 * DAY,
+		softBounceSuppressSeconds: 14 * DAY,
+		unsubscribeScope: "domain",
+	},
+	reconcileBatchSize: 500,
+};
+
 /** The ApiError that `fn` throws. */
 function thrown(fn: () => unknown): ApiError {
 	try {
@@ -25,6 +37,7 @@ describe("loadSettings", () => {
 			lookupTokens: [],
 			adminTokens: [],
 			maxEventsPerRequest: 100,
+			...POLICY_DEFAULTS,
 		});
 	});
 
@@ -34,6 +47,7 @@ describe("loadSettings", () => {
 			lookupTokens: [GOOD],
 			adminTokens: [],
 			maxEventsPerRequest: 100,
+			...POLICY_DEFAULTS,
 		});
 	});
 
@@ -194,5 +208,40 @@ describe("requireTokens", () => {
 	it("works on what loadSettings gives for a missing setting", () => {
 		const error = thrown(() => requireTokens(loadSettings({}).adminTokens, "ADMIN_TOKENS"));
 		expect(error.message).toBe("ADMIN_TOKENS is not set");
+	});
+});
+
+describe("suppression policy settings", () => {
+	it("reads days as seconds and the unsubscribe scope", () => {
+		const settings = loadSettings({
+			HARD_BOUNCE_SUPPRESS_DAYS: "30",
+			SOFT_BOUNCE_LIMIT: "5",
+			SOFT_BOUNCE_WINDOW_DAYS: "7",
+			SOFT_BOUNCE_SUPPRESS_DAYS: "2",
+			UNSUBSCRIBE_SCOPE: "global",
+			RECONCILE_BATCH_SIZE: "50",
+		});
+		expect(settings.policy).toEqual({
+			hardBounceSuppressSeconds: 30 * DAY,
+			softBounceLimit: 5,
+			softBounceWindowSeconds: 7 * DAY,
+			softBounceSuppressSeconds: 2 * DAY,
+			unsubscribeScope: "global",
+		});
+		expect(settings.reconcileBatchSize).toBe(50);
+	});
+
+	it.each([
+		["SOFT_BOUNCE_LIMIT", "0"],
+		["SOFT_BOUNCE_WINDOW_DAYS", "-1"],
+		["SOFT_BOUNCE_SUPPRESS_DAYS", "0"],
+		["HARD_BOUNCE_SUPPRESS_DAYS", "soon"],
+		["UNSUBSCRIBE_SCOPE", "sender"],
+		["RECONCILE_BATCH_SIZE", "0"],
+	])("a bad %s answers 503 naming it", (name, value) => {
+		const error = thrown(() => loadSettings({ [name]: value }));
+		expect(error.status).toBe(503);
+		expect(error.code).toBe("not_configured");
+		expect(error.message).toContain(name);
 	});
 });

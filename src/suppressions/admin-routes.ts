@@ -1,0 +1,86 @@
+import * as z from "zod/mini";
+import { readJson } from "../body";
+import { ApiError, json } from "../errors";
+import { parseQuery, type RawQuery, timeParam } from "../query";
+import { domainParam, emailFromPath, parseBody } from "../validate";
+import { putEntry, removeEntries } from "./api-store";
+import { syncEdge } from "./edge";
+import { lookupResult, renderEntry } from "./entry";
+import { ANY_SCOPE, LISTS } from "./policy";
+import { readEntries } from "./store";
+
+interface RouteRequest extends Request {
+	params: Record<string, string | undefined>;
+	query: RawQuery;
+	requestId: string;
+}
+
+const now = (): number => Math.floor(Date.now() / 1000);
+
+const scopeField = z.union([z.literal(ANY_SCOPE), domainParam], {
+	error: 'must be "*" or a domain',
+});
+const listField = z.enum(LISTS, { error: `must be one of ${LISTS.join(", ")}` });
+
+const putBody = z.object({
+	list: z._default(listField, "manual"),
+	scope: z._default(scopeField, ANY_SCOPE),
+	reason: z._default(
+		z.nullable(z.string().check(z.maxLength(1000, { error: "must be at most 1000 characters" }))),
+		null,
+	),
+	expiresAt: z._default(
+		z.nullable(z.union([timeParam, z.pipe(z.pipe(z.int(), z.transform(String)), timeParam)])),
+		null,
+	),
+});
+
+/** The lookup answer for an address straight from D1, as PUT answers it. */
+async function currentLookup(env: Env, email: string, at: number) {
+	const entries = (await readEntries(env.DB, [email], at)).get(email) ?? [];
+	return lookupResult(email, entries.map(renderEntry), at);
+}
+
+/**
+ * `PUT /v1/suppressions/{email}`: adds or updates an operator's entry (idempotent) and answers
+ * the address's lookup result; the KV copy follows in the background.
+ */
+export async function putRoute(
+	request: RouteRequest,
+	env: Env,
+	ctx: ExecutionContext,
+): Promise<Response> {
+	const email = emailFromPath(request.params.email);
+	const body = parseBody(putBody, await readJson(request, 16 * 1024));
+	const at = now();
+	if (body.expiresAt !== null && body.expiresAt <= at) {
+		throw new ApiError(400, "invalid_request", "The request body is not valid", [
+			{ path: "expiresAt", message: "must be in the future" },
+		]);
+	}
+	const changed = await putEntry(env.DB, email, body, at);
+	if (changed) ctx.waitUntil(syncEdge(env, [email], at, request.requestId));
+	return json(await currentLookup(env, email, at));
+}
+
+const deleteQuery = z.strictObject({
+	list: z.optional(listField),
+	scope: z.optional(scopeField),
+});
+
+/**
+ * `DELETE /v1/suppressions/{email}?list=&scope=`: removes the matching entries (all without a
+ * filter) and records the removal, so an event older than it never brings an entry back.
+ */
+export async function deleteRoute(
+	request: RouteRequest,
+	env: Env,
+	ctx: ExecutionContext,
+): Promise<Response> {
+	const email = emailFromPath(request.params.email);
+	const filter = parseQuery(deleteQuery, request.query);
+	const at = now();
+	const removed = await removeEntries(env.DB, email, filter, at);
+	ctx.waitUntil(syncEdge(env, [email], at, request.requestId));
+	return json({ email, removed });
+}

@@ -1,0 +1,124 @@
+import type { StoredEntry } from "./entry";
+import type { ListName } from "./policy";
+
+const ENTRY_COLUMNS = `email, list, scope, origin, reason, event_count AS eventCount,
+	last_event_at AS lastEventAt, bulk_id AS bulkId, created_at AS createdAt,
+	updated_at AS updatedAt, expires_at AS expiresAt`;
+
+/** Position after the last entry of a page, in primary key order. */
+export type EntryCursor = [email: string, list: string, scope: string, origin: string];
+
+/** Live entries, filtered, in address order, one page at a time. */
+export async function listEntries(
+	db: D1Database,
+	filters: { list?: ListName; scope?: string; since?: number },
+	limit: number,
+	now: number,
+	after?: EntryCursor,
+): Promise<{ entries: StoredEntry[]; next: EntryCursor | null }> {
+	const where = ["(expires_at IS NULL OR expires_at > ?)"];
+	const params: unknown[] = [now];
+	if (filters.list !== undefined) {
+		where.push("list = ?");
+		params.push(filters.list);
+	}
+	if (filters.scope !== undefined) {
+		where.push("scope = ?");
+		params.push(filters.scope);
+	}
+	if (filters.since !== undefined) {
+		where.push("updated_at >= ?");
+		params.push(filters.since);
+	}
+	if (after) {
+		where.push("(email, list, scope, origin) > (?, ?, ?, ?)");
+		params.push(...after);
+	}
+	const { results } = await db
+		.prepare(
+			`SELECT ${ENTRY_COLUMNS} FROM suppressions WHERE ${where.join(" AND ")}
+			ORDER BY email, list, scope, origin LIMIT ?`,
+		)
+		.bind(...params, limit + 1)
+		.all<StoredEntry>();
+	const page = results.slice(0, limit);
+	const last = page[page.length - 1];
+	const next: EntryCursor | null =
+		results.length > limit && last ? [last.email, last.list, last.scope, last.origin] : null;
+	return { entries: page, next };
+}
+
+/** An operator's entry, as `PUT /v1/suppressions/{email}` takes it. */
+export interface OperatorEntry {
+	list: ListName;
+	scope: string;
+	reason: string | null;
+	expiresAt: number | null;
+}
+
+/**
+ * Adds or updates an operator's entry. Idempotent: the same entry again changes nothing, not
+ * even `updatedAt`, and records no history. Returns whether anything changed.
+ */
+export async function putEntry(
+	db: D1Database,
+	email: string,
+	entry: OperatorEntry,
+	now: number,
+): Promise<boolean> {
+	const result = await db
+		.prepare(
+			`INSERT INTO suppressions (email, list, scope, origin, reason, event_count, created_at,
+				updated_at, expires_at, change_note)
+			VALUES (?1, ?2, ?3, 'api', ?4, 0, ?5, ?5, ?6, ?4)
+			ON CONFLICT (email, list, scope, origin) DO UPDATE SET
+				reason = excluded.reason, expires_at = excluded.expires_at,
+				updated_at = excluded.updated_at, change_note = excluded.change_note
+			WHERE suppressions.reason IS NOT excluded.reason
+				OR suppressions.expires_at IS NOT excluded.expires_at
+				OR suppressions.expires_at <= excluded.updated_at
+			RETURNING email`,
+		)
+		.bind(email, entry.list, entry.scope, entry.reason, now, entry.expiresAt)
+		.all();
+	return result.results.length > 0;
+}
+
+/**
+ * Removes the address's entries matching the filters (all without one), in one transaction:
+ * records each live one as removed by the operator, records the removal so that older events
+ * never bring it back, and deletes the rows. Returns how many live entries were removed.
+ */
+export async function removeEntries(
+	db: D1Database,
+	email: string,
+	filter: { list?: ListName; scope?: string },
+	now: number,
+): Promise<number> {
+	const match = "email = ?1 AND (?2 IS NULL OR list = ?2) AND (?3 IS NULL OR scope = ?3)";
+	const params = [email, filter.list ?? null, filter.scope ?? null, now] as const;
+	const [, , deleted] = await db.batch([
+		db
+			.prepare(
+				`INSERT INTO suppression_history (email, at, action, list, scope, source, event_id, note)
+				SELECT email, ?4, 'removed', list, scope, 'api', NULL, NULL FROM suppressions
+				WHERE ${match} AND (expires_at IS NULL OR expires_at > ?4)`,
+			)
+			.bind(...params),
+		// An exact list and scope is recorded even without an entry: an older event arriving
+		// late must not create what the operator just lifted.
+		db
+			.prepare(
+				`INSERT INTO suppression_removals (email, list, scope, removed_at)
+				SELECT DISTINCT email, list, scope, ?4 FROM suppressions WHERE ${match}
+				UNION SELECT ?1, ?2, ?3, ?4 WHERE ?2 IS NOT NULL AND ?3 IS NOT NULL
+				ON CONFLICT (email, list, scope) DO UPDATE SET removed_at = excluded.removed_at`,
+			)
+			.bind(...params),
+		db
+			.prepare(`DELETE FROM suppressions WHERE ${match} RETURNING expires_at AS expiresAt`)
+			.bind(email, filter.list ?? null, filter.scope ?? null),
+	]);
+	const rows = (deleted?.results ?? []) as Array<{ expiresAt: number | null }>;
+	return rows.filter((row) => row.expiresAt === null || row.expiresAt > now).length;
+}

@@ -1,0 +1,100 @@
+import { log } from "../log";
+import { type EntryJson, renderEntry, type StoredEntry } from "./entry";
+import { readEntries } from "./store";
+
+/** KV keys hold at most 512 bytes; an address longer than this in UTF-8 is keyed by its hash. */
+const MAX_PLAIN_KEY_BYTES = 500;
+/** KV bulk get takes at most 100 keys. */
+export const KV_BATCH = 100;
+/** KV refuses an expiration less than 60 seconds ahead. */
+const MIN_KV_TTL = 60;
+
+const encoder = new TextEncoder();
+
+/**
+ * The KV key of an address: `s:` and the normalised address, or `h:` and its SHA-256 when the
+ * address is too long for a key (the address then travels in the key's metadata).
+ *
+ * @example
+ * await edgeKey("a@example.com") // "s:a@example.com"
+ */
+export async function edgeKey(email: string): Promise<string> {
+	const bytes = encoder.encode(email);
+	if (bytes.length <= MAX_PLAIN_KEY_BYTES) return `s:${email}`;
+	const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+	return `h:${Array.from(digest, (byte) => byte.toString(16).padStart(2, "0")).join("")}`;
+}
+
+/** What an address's KV key holds: its live entries, rendered as the lookup API shows them. */
+export function renderEdgeValue(entries: readonly StoredEntry[]): string {
+	return JSON.stringify(entries.map(renderEntry));
+}
+
+/**
+ * When the KV key can simply expire: the moment its last entry expires, if every entry expires.
+ */
+export function edgeExpiration(entries: readonly StoredEntry[], now: number): number | undefined {
+	if (entries.some((entry) => entry.expiresAt === null)) return undefined;
+	const last = Math.max(...entries.map((entry) => entry.expiresAt ?? 0));
+	return Math.max(last, now + MIN_KV_TTL);
+}
+
+/** Parses a KV value written by {@link renderEdgeValue}; anything else reads as no entries. */
+export function parseEdgeValue(value: unknown): EntryJson[] {
+	return Array.isArray(value) ? (value as EntryJson[]) : [];
+}
+
+/**
+ * Makes the KV copy of each address match D1: puts its live entries, or deletes the key when none
+ * applies. KV takes one write per key per second and may fail; a failure is logged and left to the
+ * reconcile cron, never thrown, because the truth is already in D1.
+ */
+export async function syncEdge(
+	env: Env,
+	emails: readonly string[],
+	now: number,
+	requestId?: string,
+): Promise<{ written: number; deleted: number; failed: number }> {
+	const counts = { written: 0, deleted: 0, failed: 0 };
+	if (emails.length === 0) return counts;
+	let entries: Map<string, StoredEntry[]>;
+	try {
+		entries = await readEntries(env.DB, emails, now);
+	} catch (error) {
+		log("error", "edge sync could not read D1", { requestId, error: String(error) });
+		return { ...counts, failed: emails.length };
+	}
+	await Promise.all(
+		emails.map(async (email) => {
+			const live = entries.get(email) ?? [];
+			try {
+				await writeEdge(env.SUPPRESSIONS, email, live, now);
+				if (live.length > 0) counts.written++;
+				else counts.deleted++;
+			} catch (error) {
+				counts.failed++;
+				log("warn", "edge write failed", { requestId, error: String(error) });
+			}
+		}),
+	);
+	return counts;
+}
+
+/** Puts or deletes one address's KV key so that it holds exactly `live`. */
+export async function writeEdge(
+	kv: KVNamespace,
+	email: string,
+	live: readonly StoredEntry[],
+	now: number,
+): Promise<void> {
+	const key = await edgeKey(email);
+	if (live.length === 0) {
+		await kv.delete(key);
+		return;
+	}
+	const expiration = edgeExpiration(live, now);
+	await kv.put(key, renderEdgeValue(live), {
+		...(expiration === undefined ? {} : { expiration }),
+		...(key.startsWith("h:") ? { metadata: { email } } : {}),
+	});
+}

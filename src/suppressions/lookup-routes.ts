@@ -1,0 +1,171 @@
+import * as z from "zod/mini";
+import { readJson } from "../body";
+import { emailProblem, normalizeEmail } from "../email";
+import { json } from "../errors";
+import { log } from "../log";
+import {
+	decodeCursor,
+	encodeCursor,
+	limitParam,
+	parseQuery,
+	type RawQuery,
+	timeParam,
+} from "../query";
+import { domainParam, emailFromPath, parseBody } from "../validate";
+import { type EntryCursor, listEntries } from "./api-store";
+import { edgeKey, KV_BATCH, parseEdgeValue } from "./edge";
+import { type EntryJson, lookupResult, renderEntry } from "./entry";
+import { ANY_SCOPE, LISTS } from "./policy";
+import { readEntries } from "./store";
+
+interface RouteRequest {
+	params: Record<string, string | undefined>;
+	query: RawQuery;
+	requestId: string;
+}
+
+const now = (): number => Math.floor(Date.now() / 1000);
+
+const lookupQuery = z.strictObject({
+	fromDomain: z.optional(domainParam),
+	consistent: z.optional(z.enum(["true", "false"], { error: "must be true or false" })),
+});
+
+/** Live entries of addresses from D1, rendered. */
+async function entriesFromD1(
+	env: Env,
+	emails: string[],
+	at: number,
+): Promise<Map<string, EntryJson[]>> {
+	const stored = await readEntries(env.DB, emails, at);
+	return new Map([...stored].map(([email, entries]) => [email, entries.map(renderEntry)]));
+}
+
+/**
+ * `GET /v1/suppressions/{email}`: one KV read at the edge; `consistent=true` reads D1, and so
+ * does a lookup whose KV read fails.
+ */
+export async function lookupRoute(request: RouteRequest, env: Env): Promise<Response> {
+	const email = emailFromPath(request.params.email);
+	const query = parseQuery(lookupQuery, request.query);
+	const at = now();
+	let entries: EntryJson[] | undefined;
+	if (query.consistent !== "true") {
+		try {
+			const text = await env.SUPPRESSIONS.get(await edgeKey(email), "text");
+			entries = text === null ? [] : parseEdgeValue(JSON.parse(text));
+		} catch (error) {
+			log("warn", "edge read failed, reading D1", {
+				requestId: request.requestId,
+				error: String(error),
+			});
+		}
+	}
+	entries ??= (await entriesFromD1(env, [email], at)).get(email) ?? [];
+	return json(lookupResult(email, entries, at, query.fromDomain));
+}
+
+const MAX_CHECK = 1000;
+const checkBody = z.object({
+	emails: z
+		.array(z.string({ error: "must be a string" }))
+		.check(
+			z.minLength(1, { error: "must hold at least one address" }),
+			z.maxLength(MAX_CHECK, { error: `must hold at most ${MAX_CHECK} addresses` }),
+		),
+	fromDomain: z.optional(domainParam),
+});
+
+/** KV values of many addresses: bulk gets of 100 keys in parallel, D1 for any batch that fails. */
+async function entriesOfMany(env: Env, emails: string[], at: number, requestId: string) {
+	const found = new Map<string, EntryJson[]>();
+	const batches: string[][] = [];
+	for (let i = 0; i < emails.length; i += KV_BATCH) batches.push(emails.slice(i, i + KV_BATCH));
+	await Promise.all(
+		batches.map(async (batch) => {
+			try {
+				const keys = await Promise.all(batch.map(edgeKey));
+				const values = await env.SUPPRESSIONS.get(keys, "text");
+				batch.forEach((email, i) => {
+					const text = values.get(keys[i] as string);
+					found.set(email, text ? parseEdgeValue(JSON.parse(text)) : []);
+				});
+			} catch (error) {
+				log("warn", "edge bulk read failed, reading D1", { requestId, error: String(error) });
+				const stored = await entriesFromD1(env, batch, at);
+				for (const email of batch) found.set(email, stored.get(email) ?? []);
+			}
+		}),
+	);
+	return found;
+}
+
+/** `POST /v1/suppressions/check`: the pre-send check of a whole recipient list. */
+export async function checkRoute(request: RouteRequest & Request, env: Env): Promise<Response> {
+	const body = parseBody(checkBody, await readJson(request, 512 * 1024));
+	const at = now();
+	const items = body.emails.map((email) => {
+		const normalized = normalizeEmail(email);
+		return { email, normalized, invalid: emailProblem(normalized) !== null };
+	});
+	const unique = [...new Set(items.filter((item) => !item.invalid).map((item) => item.normalized))];
+	const entries = await entriesOfMany(env, unique, at, request.requestId);
+	const counts = { deliverableCount: 0, suppressedCount: 0, invalidCount: 0 };
+	const results = items.map((item) => {
+		if (item.invalid) {
+			counts.invalidCount++;
+			return { email: item.email, normalized: item.normalized, invalid: true, deliverable: false };
+		}
+		const found = lookupResult(
+			item.normalized,
+			entries.get(item.normalized) ?? [],
+			at,
+			body.fromDomain,
+		);
+		if (found.suppressed) counts.suppressedCount++;
+		else counts.deliverableCount++;
+		const lists = [...new Set(found.entries.map((entry) => entry.list))];
+		return {
+			email: item.email,
+			normalized: item.normalized,
+			deliverable: !found.suppressed,
+			suppressed: found.suppressed,
+			lists,
+		};
+	});
+	return json({ results, ...counts });
+}
+
+const scopeParam = z.union([z.literal(ANY_SCOPE), domainParam], {
+	error: 'must be "*" or a domain',
+});
+
+const cursorParam = z.pipe(
+	z.string(),
+	z.transform((raw, ctx): EntryCursor => {
+		const parts = decodeCursor(raw);
+		if (parts?.length !== 4 || !parts.every((part) => typeof part === "string")) {
+			ctx.issues.push({ code: "custom", input: raw, message: "is not a cursor this API issued" });
+			return z.NEVER;
+		}
+		return parts as EntryCursor;
+	}),
+);
+
+const listQuery = z.strictObject({
+	list: z.optional(z.enum(LISTS, { error: `must be one of ${LISTS.join(", ")}` })),
+	scope: z.optional(scopeParam),
+	since: z.optional(timeParam),
+	cursor: z.optional(cursorParam),
+	limit: limitParam,
+});
+
+/** `GET /v1/suppressions`: live entries in address order, filtered and paged. */
+export async function listRoute(request: RouteRequest, env: Env): Promise<Response> {
+	const { cursor, limit, ...filters } = parseQuery(listQuery, request.query);
+	const page = await listEntries(env.DB, filters, limit, now(), cursor);
+	return json({
+		entries: page.entries.map((entry) => ({ email: entry.email, ...renderEntry(entry) })),
+		cursor: page.next ? encodeCursor(page.next) : null,
+	});
+}

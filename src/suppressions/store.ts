@@ -1,0 +1,154 @@
+import type { PolicySettings } from "../config";
+import type { StoredEntry } from "./entry";
+import type { Evidence } from "./policy";
+
+const ENTRY_COLUMNS = `email, list, scope, origin, reason, event_count AS eventCount,
+	last_event_at AS lastEventAt, bulk_id AS bulkId, created_at AS createdAt,
+	updated_at AS updatedAt, expires_at AS expiresAt`;
+
+const INSERT_COLUMNS = `(email, list, scope, origin, reason, event_count, last_event_at, bulk_id,
+	event_id, created_at, updated_at, expires_at, change_event_id, change_note)`;
+
+// The evidence that occurred last (ties broken by event id) decides the entry's details.
+const NEWER = `(excluded.last_event_at > suppressions.last_event_at OR
+	(excluded.last_event_at = suppressions.last_event_at AND excluded.event_id > suppressions.event_id))`;
+
+/**
+ * Merges single-event evidence into entries. It must run in the batch *before* the events are
+ * inserted: it skips evidence whose event is already stored, so a redelivery never counts twice.
+ * Evidence at or before an operator's removal of its entry, or already expired, is skipped too.
+ * `max(rank)` makes SQLite take the other bare columns from the latest evidence of each group.
+ * Returns the addresses whose entries changed.
+ */
+export function applyEvidence(
+	db: D1Database,
+	evidence: Evidence[],
+	now: number,
+): D1PreparedStatement {
+	return db
+		.prepare(
+			`INSERT INTO suppressions ${INSERT_COLUMNS}
+			SELECT email, list, scope, 'event', reason, n, at, bulk_id, event_id, ?2, ?2, expires_at, event_id, reason
+			FROM (
+				SELECT e.value ->> 'email' AS email, e.value ->> 'list' AS list, e.value ->> 'scope' AS scope,
+					e.value ->> 'reason' AS reason, e.value ->> 'at' AS at, e.value ->> 'bulkId' AS bulk_id,
+					e.value ->> 'eventId' AS event_id, e.value ->> 'expiresAt' AS expires_at,
+					count(*) AS n, max(e.value ->> 'rank') AS rank
+				FROM json_each(?1) AS e
+				WHERE NOT EXISTS (SELECT 1 FROM events WHERE id = e.value ->> 'eventId')
+					AND NOT EXISTS (
+						SELECT 1 FROM suppression_removals AS r
+						WHERE r.email = e.value ->> 'email' AND r.list = e.value ->> 'list'
+							AND r.scope = e.value ->> 'scope' AND r.removed_at >= e.value ->> 'at')
+					AND (e.value ->> 'expiresAt' IS NULL OR e.value ->> 'expiresAt' > ?2)
+				GROUP BY 1, 2, 3
+			) WHERE true
+			ON CONFLICT (email, list, scope, origin) DO UPDATE SET
+				event_count = suppressions.event_count + excluded.event_count,
+				reason = iif(${NEWER}, excluded.reason, suppressions.reason),
+				bulk_id = iif(${NEWER}, excluded.bulk_id, suppressions.bulk_id),
+				expires_at = iif(${NEWER}, excluded.expires_at, suppressions.expires_at),
+				event_id = iif(${NEWER}, excluded.event_id, suppressions.event_id),
+				last_event_at = max(excluded.last_event_at, suppressions.last_event_at),
+				updated_at = excluded.updated_at,
+				change_event_id = excluded.change_event_id,
+				change_note = excluded.change_note
+			-- Older evidence does not touch an entry that has already expired.
+			WHERE ${NEWER} OR suppressions.expires_at IS NULL OR suppressions.expires_at > excluded.updated_at
+			RETURNING email`,
+		)
+		.bind(JSON.stringify(evidence), now);
+}
+
+/**
+ * Decides the soft-bounce entry of each address from its stored events, after the request's
+ * events are inserted. A run is `softBounceLimit` soft bounces within `softBounceWindowSeconds`
+ * with no delivery between them (a delivery in the same second as a bounce counts as after it),
+ * none at or before an operator's removal of the address's bounce entry. The latest run that still
+ * applies makes a `bounce` entry for every sender, expiring `softBounceSuppressSeconds` after its
+ * last bounce. When no run applies any more (a delivery arrived late), a live soft entry is
+ * withdrawn by setting its expiry to now, which the history records as a removal.
+ * Returns the addresses whose entries changed.
+ */
+export function recomputeSoftBounces(
+	db: D1Database,
+	emails: string[],
+	policy: PolicySettings,
+	now: number,
+): D1PreparedStatement {
+	return db
+		.prepare(
+			`WITH affected(email) AS (SELECT DISTINCT value FROM json_each(?1)),
+			removal AS (
+				SELECT a.email, coalesce((SELECT r.removed_at FROM suppression_removals AS r
+					WHERE r.email = a.email AND r.list = 'bounce' AND r.scope = '*'), -1) AS removed_at
+				FROM affected AS a),
+			candidates AS (
+				SELECT s.email, s.id, s.occurred_at AS at, s.reason, s.bulk_id, m.removed_at,
+					coalesce((SELECT max(d.occurred_at) FROM events AS d WHERE d.email = s.email
+						AND d.event = 'delivered' AND d.occurred_at >= s.occurred_at - ?4
+						AND d.occurred_at <= s.occurred_at), -1) AS delivered_at
+				FROM removal AS m JOIN events AS s ON s.email = m.email
+				WHERE s.event = 'bounce' AND coalesce(s.bounce_type, 'soft') = 'soft'
+					AND s.occurred_at > m.removed_at AND s.occurred_at + ?5 > ?2),
+			runs AS (
+				SELECT c.*, (SELECT count(*) FROM events AS b WHERE b.email = c.email AND b.event = 'bounce'
+					AND coalesce(b.bounce_type, 'soft') = 'soft' AND b.occurred_at <= c.at
+					AND b.occurred_at > max(c.at - ?4, c.delivered_at, c.removed_at)) AS n
+				FROM candidates AS c),
+			latest AS (
+				SELECT email, id, at, reason, bulk_id, n, max(printf('%012d:%s', at, id)) AS rank
+				FROM runs WHERE n >= ?3 GROUP BY email)
+			INSERT INTO suppressions ${INSERT_COLUMNS}
+			SELECT a.email, 'bounce', '*', 'soft', l.reason, coalesce(l.n, 0), l.at, l.bulk_id, l.id, ?2, ?2,
+				iif(l.id IS NULL, ?2, l.at + ?5), l.id,
+				iif(l.id IS NULL, 'a delivery broke the run of soft bounces', l.reason)
+			FROM affected AS a LEFT JOIN latest AS l ON l.email = a.email
+			WHERE l.id IS NOT NULL OR EXISTS (SELECT 1 FROM suppressions AS x WHERE x.email = a.email
+				AND x.list = 'bounce' AND x.scope = '*' AND x.origin = 'soft' AND x.expires_at > ?2)
+			ON CONFLICT (email, list, scope, origin) DO UPDATE SET
+				reason = iif(excluded.event_id IS NULL, suppressions.reason, excluded.reason),
+				event_count = iif(excluded.event_id IS NULL, suppressions.event_count, excluded.event_count),
+				last_event_at = coalesce(excluded.last_event_at, suppressions.last_event_at),
+				bulk_id = iif(excluded.event_id IS NULL, suppressions.bulk_id, excluded.bulk_id),
+				event_id = coalesce(excluded.event_id, suppressions.event_id),
+				expires_at = excluded.expires_at,
+				updated_at = excluded.updated_at,
+				change_event_id = excluded.change_event_id,
+				change_note = excluded.change_note
+			WHERE excluded.event_id IS NOT suppressions.event_id
+				OR excluded.event_count IS NOT suppressions.event_count
+				OR excluded.expires_at IS NOT suppressions.expires_at
+			RETURNING email`,
+		)
+		.bind(
+			JSON.stringify(emails),
+			now,
+			policy.softBounceLimit,
+			policy.softBounceWindowSeconds,
+			policy.softBounceSuppressSeconds,
+		);
+}
+
+/** The entries of `emails` that apply at `now`, grouped by address. */
+export async function readEntries(
+	db: D1Database,
+	emails: readonly string[],
+	now: number,
+): Promise<Map<string, StoredEntry[]>> {
+	const { results } = await db
+		.prepare(
+			`SELECT ${ENTRY_COLUMNS} FROM suppressions
+			WHERE email IN (SELECT value FROM json_each(?1)) AND (expires_at IS NULL OR expires_at > ?2)
+			ORDER BY email, list, scope, origin`,
+		)
+		.bind(JSON.stringify(emails), now)
+		.all<StoredEntry>();
+	const byEmail = new Map<string, StoredEntry[]>();
+	for (const entry of results) {
+		const entries = byEmail.get(entry.email) ?? [];
+		entries.push(entry);
+		byEmail.set(entry.email, entries);
+	}
+	return byEmail;
+}

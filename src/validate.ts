@@ -1,0 +1,63 @@
+import * as z from "zod/mini";
+import { emailProblem, normalizeEmail } from "./email";
+import { ApiError, type Issue } from "./errors";
+
+/** zod issues in the contract's `issues` shape. */
+export function toIssues(error: z.core.$ZodError): Issue[] {
+	return error.issues.map((issue) => ({
+		path: issue.path.map(String).join("."),
+		message: issue.message,
+	}));
+}
+
+/**
+ * Parses a request body with `schema`.
+ *
+ * @throws ApiError 400 `invalid_request` with one issue per problem
+ */
+export function parseBody<T extends z.ZodMiniType>(schema: T, body: unknown): z.output<T> {
+	const parsed = z.safeParse(schema, body);
+	if (!parsed.success) {
+		throw new ApiError(
+			400,
+			"invalid_request",
+			"The request body is not valid",
+			toIssues(parsed.error),
+		);
+	}
+	return parsed.data;
+}
+
+/**
+ * The normalised address of a URL path parameter.
+ *
+ * @throws ApiError 400 `invalid_email`
+ * @example
+ * emailFromPath("A%2Btag%40Example.com") // "a+tag@example.com"
+ */
+export function emailFromPath(raw: string | undefined): string {
+	let decoded: string;
+	try {
+		decoded = decodeURIComponent(raw ?? "");
+	} catch {
+		throw new ApiError(400, "invalid_email", "The address in the path is not validly URL-encoded");
+	}
+	const email = normalizeEmail(decoded);
+	const problem = emailProblem(email);
+	if (problem) throw new ApiError(400, "invalid_email", `The address ${problem}`);
+	return email;
+}
+
+/** A sender domain as scopes and `fromDomain` hold it: trimmed, lower-cased, NFC. */
+export const domainParam = z.pipe(
+	z
+		.string()
+		.check(
+			z.trim(),
+			z.toLowerCase(),
+			z.minLength(1, { error: "must not be empty" }),
+			z.maxLength(253, { error: "must be at most 253 characters" }),
+			z.regex(/^[^\s@/*,]+$/u, { error: "must be a domain name" }),
+		),
+	z.transform((value) => value.normalize("NFC")),
+);

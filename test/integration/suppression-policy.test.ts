@@ -1,0 +1,428 @@
+import { env } from "cloudflare:workers";
+import { beforeEach, describe, expect, it } from "vitest";
+import {
+	call,
+	countingKv,
+	daysAgo,
+	docSamples,
+	entriesOf,
+	lookup,
+	postCallback,
+	resetDatabase,
+	tokens,
+} from "../helpers";
+
+type Event = Record<string, unknown>;
+const DAY = 86_400;
+const iso = (seconds: number) => new Date(seconds * 1000).toISOString().replace(".000", "");
+
+const hard = (email: string, at: number, reason = "550 5.1.1 no such user"): Event => ({
+	event: "bounce",
+	bounceType: "hard_bounce",
+	email,
+	timestamp: at,
+	reason,
+});
+const soft = (email: string, at: number, reason = "452 4.2.2 mailbox full"): Event => ({
+	event: "bounce",
+	bounceType: "soft_bounce",
+	email,
+	timestamp: at,
+	reason,
+});
+const delivered = (email: string, at: number): Event => ({
+	event: "delivered",
+	email,
+	timestamp: at,
+});
+
+async function post(events: Event | Event[], testEnv: Env = env): Promise<void> {
+	const response = await postCallback(events, { env: testEnv });
+	expect(response.status).toBe(200);
+}
+
+async function remove(email: string, query = ""): Promise<{ email: string; removed: number }> {
+	const response = await call(`/v1/suppressions/${encodeURIComponent(email)}${query}`, {
+		method: "DELETE",
+		headers: { authorization: `Bearer ${tokens.admin}` },
+	});
+	expect(response.status).toBe(200);
+	return (await response.json()) as { email: string; removed: number };
+}
+
+beforeEach(resetDatabase);
+
+describe("hard bounces", () => {
+	it("the 2022 doc sample makes a bounce entry for every sender that never expires", async () => {
+		await post(docSamples[3] as Event);
+		expect(await lookup("example@example.com")).toMatchObject({
+			suppressed: true,
+			entries: [
+				{
+					list: "bounce",
+					scope: "*",
+					reason: "551 5.1.1 recipient is not exist",
+					source: "event",
+					eventCount: 1,
+					lastEventAt: "2022-06-01T06:24:43Z",
+					bulkId: "qcloudses-30-251200670-date-20220601142439-8jolHvR2XcXC1",
+					expiresAt: null,
+				},
+			],
+		});
+	});
+
+	it("HARD_BOUNCE_SUPPRESS_DAYS makes it expire that long after the bounce", async () => {
+		const days30 = { ...env, HARD_BOUNCE_SUPPRESS_DAYS: "30" };
+		const at = daysAgo(1);
+		await post(hard("h@example.com", at), days30);
+		expect((await entriesOf("h@example.com"))[0]?.expiresAt).toBe(iso(at + 30 * DAY));
+		await post(hard("old@example.com", daysAgo(31)), days30);
+		expect(await entriesOf("old@example.com")).toEqual([]);
+	});
+
+	it("later bounces renew the entry; the latest gives the reason", async () => {
+		await post([hard("r@example.com", 2000, "second"), hard("r@example.com", 1000, "first")]);
+		await post(hard("r@example.com", 1500, "middle"));
+		expect(await entriesOf("r@example.com")).toEqual([
+			expect.objectContaining({ eventCount: 3, reason: "second", lastEventAt: iso(2000) }),
+		]);
+	});
+});
+
+describe("soft bounces", () => {
+	const t = daysAgo(3);
+
+	it("count up to SOFT_BOUNCE_LIMIT, then suppress until 14 days after the last", async () => {
+		await post([soft("s@example.com", t), soft("s@example.com", t + 60)]);
+		expect(await entriesOf("s@example.com")).toEqual([]);
+		await post(soft("s@example.com", t + 120));
+		expect(await entriesOf("s@example.com")).toEqual([
+			{
+				list: "bounce",
+				scope: "*",
+				reason: "452 4.2.2 mailbox full",
+				source: "event",
+				eventCount: 3,
+				lastEventAt: iso(t + 120),
+				bulkId: null,
+				expiresAt: iso(t + 120 + 14 * DAY),
+			},
+		]);
+	});
+
+	it("only within SOFT_BOUNCE_WINDOW_DAYS", async () => {
+		// Never three within 14 days: -20 and -10, or -10 and -0.5.
+		await post([
+			soft("w@example.com", daysAgo(20)),
+			soft("w@example.com", daysAgo(10)),
+			soft("w@example.com", daysAgo(0.5)),
+		]);
+		expect(await entriesOf("w@example.com")).toEqual([]);
+		await post(soft("w@example.com", daysAgo(0.25)));
+		expect((await entriesOf("w@example.com"))[0]?.eventCount).toBe(3);
+	});
+
+	it("a delivery between them breaks the run", async () => {
+		await post([
+			soft("d@example.com", t),
+			soft("d@example.com", t + 60),
+			delivered("d@example.com", t + 90),
+			soft("d@example.com", t + 120),
+		]);
+		expect(await entriesOf("d@example.com")).toEqual([]);
+	});
+
+	it("a delivery that arrives late withdraws the entry, and the history says so", async () => {
+		await post([
+			soft("late@example.com", t),
+			soft("late@example.com", t + 60),
+			soft("late@example.com", t + 120),
+		]);
+		expect(await entriesOf("late@example.com")).toHaveLength(1);
+		await post(delivered("late@example.com", t + 90));
+		expect(await lookup("late@example.com")).toEqual({
+			email: "late@example.com",
+			suppressed: false,
+			entries: [],
+		});
+		const history = await env.DB.prepare(
+			"SELECT action, source, note FROM suppression_history WHERE email = ? ORDER BY seq",
+		)
+			.bind("late@example.com")
+			.all();
+		expect(history.results).toEqual([
+			{ action: "added", source: "event", note: "452 4.2.2 mailbox full" },
+			{ action: "removed", source: "event", note: "a delivery broke the run of soft bounces" },
+		]);
+	});
+
+	it("a late delivery falls back to the latest run it leaves intact", async () => {
+		const early = [
+			soft("two@example.com", t),
+			soft("two@example.com", t + 10),
+			soft("two@example.com", t + 20),
+		];
+		const later = [
+			soft("two@example.com", t + 100),
+			soft("two@example.com", t + 110),
+			soft("two@example.com", t + 120),
+		];
+		await post([...early, ...later]);
+		expect((await entriesOf("two@example.com"))[0]?.lastEventAt).toBe(iso(t + 120));
+		// t, t+10, t+20 and t+100 are still four soft bounces with no delivery between them.
+		await post(delivered("two@example.com", t + 105));
+		expect(await entriesOf("two@example.com")).toEqual([
+			expect.objectContaining({
+				eventCount: 4,
+				lastEventAt: iso(t + 100),
+				expiresAt: iso(t + 100 + 14 * DAY),
+			}),
+		]);
+		// A delivery after t+20 leaves only the first run.
+		await post(delivered("two@example.com", t + 50));
+		expect(await entriesOf("two@example.com")).toEqual([
+			expect.objectContaining({
+				eventCount: 3,
+				lastEventAt: iso(t + 20),
+				expiresAt: iso(t + 20 + 14 * DAY),
+			}),
+		]);
+	});
+
+	it("a repeated soft bounce counts once", async () => {
+		const one = soft("dup@example.com", t);
+		await post([one, one, one]);
+		await post(one);
+		expect(await entriesOf("dup@example.com")).toEqual([]);
+	});
+
+	it("soft bounces from last year suppress nothing today", async () => {
+		const old = daysAgo(365);
+		await post([
+			soft("y@example.com", old),
+			soft("y@example.com", old + 1),
+			soft("y@example.com", old + 2),
+		]);
+		expect(await entriesOf("y@example.com")).toEqual([]);
+	});
+
+	it("a bounce without a type counts as soft", async () => {
+		const untyped = (at: number) => ({
+			event: "bounce",
+			bounceType: "",
+			email: "u@example.com",
+			timestamp: at,
+		});
+		await post([untyped(t), untyped(t + 1), untyped(t + 2)]);
+		expect((await entriesOf("u@example.com"))[0]?.expiresAt).toBe(iso(t + 2 + 14 * DAY));
+	});
+
+	it("SOFT_BOUNCE_LIMIT, WINDOW and SUPPRESS days are settings", async () => {
+		const strict = { ...env, SOFT_BOUNCE_LIMIT: "1", SOFT_BOUNCE_SUPPRESS_DAYS: "2" };
+		const recent = daysAgo(1);
+		await post(soft("one@example.com", recent), strict);
+		expect((await entriesOf("one@example.com"))[0]?.expiresAt).toBe(iso(recent + 2 * DAY));
+		await post(soft("gone@example.com", daysAgo(3)), strict);
+		expect(await entriesOf("gone@example.com")).toEqual([]);
+		const wide = { ...env, SOFT_BOUNCE_WINDOW_DAYS: "30" };
+		await post(
+			[
+				soft("wide@example.com", daysAgo(25)),
+				soft("wide@example.com", daysAgo(15)),
+				soft("wide@example.com", daysAgo(1)),
+			],
+			wide,
+		);
+		expect((await entriesOf("wide@example.com"))[0]?.eventCount).toBe(3);
+	});
+});
+
+describe("complaints and unsubscribes", () => {
+	it("a spam report makes a complaint entry for every sender that never expires", async () => {
+		await post({
+			event: "spamreport",
+			email: "c@example.com",
+			timestamp: 1000,
+			fromDomain: "news.example.com",
+		});
+		expect(await entriesOf("c@example.com")).toEqual([
+			expect.objectContaining({ list: "complaint", scope: "*", expiresAt: null, eventCount: 1 }),
+		]);
+	});
+
+	it("an unsubscribe from news.example.com suppresses for that domain only", async () => {
+		await post({
+			event: "unsubscribe",
+			email: "n@example.com",
+			timestamp: 1000,
+			fromDomain: "news.example.com",
+		});
+		expect((await lookup("n@example.com", "?fromDomain=news.example.com")).suppressed).toBe(true);
+		expect((await lookup("n@example.com", "?fromDomain=NEWS.example.com")).suppressed).toBe(true);
+		expect(await lookup("n@example.com", "?fromDomain=shop.example.com")).toEqual({
+			email: "n@example.com",
+			suppressed: false,
+			entries: [],
+		});
+		// Without fromDomain the conservative answer: any entry suppresses.
+		expect((await lookup("n@example.com")).suppressed).toBe(true);
+	});
+
+	it("takes the scope from the domain of from, else every sender", async () => {
+		await post([
+			{ event: "unsubscribe", email: "f@example.com", timestamp: 1, from: "News@Mail.Example.com" },
+			{ event: "unsubscribe", email: "g@example.com", timestamp: 1 },
+		]);
+		expect((await entriesOf("f@example.com"))[0]?.scope).toBe("mail.example.com");
+		expect((await entriesOf("g@example.com"))[0]?.scope).toBe("*");
+	});
+
+	it("UNSUBSCRIBE_SCOPE=global makes every unsubscribe apply to every sender", async () => {
+		const global = { ...env, UNSUBSCRIBE_SCOPE: "global" };
+		await post(
+			{
+				event: "unsubscribe",
+				email: "all@example.com",
+				timestamp: 1,
+				fromDomain: "news.example.com",
+			},
+			global,
+		);
+		expect((await lookup("all@example.com", "?fromDomain=shop.example.com")).suppressed).toBe(true);
+	});
+});
+
+describe("other events change nothing", () => {
+	it.each(["delivered", "open", "click", "deferred", "dropped", "processed"])(
+		"%s",
+		async (event) => {
+			const kv = countingKv();
+			await post(
+				{ event, email: "o@example.com", timestamp: 1, fromDomain: "news.example.com" },
+				kv.env,
+			);
+			expect(await entriesOf("o@example.com")).toEqual([]);
+			expect(kv.counts).toEqual({ put: 0, delete: 0, get: 0 });
+		},
+	);
+});
+
+describe("KV writes", () => {
+	it("one put per actual change, none for a redelivery", async () => {
+		const kv = countingKv();
+		await post(hard("k@example.com", 1000), kv.env);
+		expect(kv.counts.put).toBe(1);
+		await post(hard("k@example.com", 1000), kv.env);
+		expect(kv.counts.put).toBe(1);
+		await post(hard("k@example.com", 2000), kv.env);
+		expect(kv.counts.put).toBe(2);
+		expect(JSON.parse((await env.SUPPRESSIONS.get("s:k@example.com")) ?? "[]")).toEqual([
+			expect.objectContaining({ list: "bounce", eventCount: 2, lastEventAt: iso(2000) }),
+		]);
+	});
+
+	it("a failing KV put leaves the callback stored and the cron repairs KV", async () => {
+		const kv = countingKv({ put: true });
+		await post(hard("fail@example.com", 1000), kv.env);
+		expect(kv.counts.put).toBe(1);
+		expect(await env.SUPPRESSIONS.get("s:fail@example.com")).toBeNull();
+		expect((await lookup("fail@example.com", "?consistent=true")).suppressed).toBe(true);
+		const { runCron } = await import("../helpers");
+		await runCron();
+		expect((await lookup("fail@example.com")).suppressed).toBe(true);
+	});
+});
+
+describe("removal", () => {
+	it("DELETE lifts the entry and an older bounce does not bring it back; a newer one does", async () => {
+		await post(docSamples[3] as Event);
+		expect(await remove("example@example.com")).toEqual({
+			email: "example@example.com",
+			removed: 1,
+		});
+		expect((await lookup("example@example.com")).suppressed).toBe(false);
+
+		await post(docSamples[4] as Event); // another bounce of 2022, before the removal
+		expect((await lookup("example@example.com", "?consistent=true")).suppressed).toBe(false);
+
+		await post(hard("example@example.com", Math.floor(Date.now() / 1000) + 5));
+		expect((await lookup("example@example.com")).suppressed).toBe(true);
+	});
+
+	it("an older soft-bounce run does not bring a removed bounce entry back", async () => {
+		const t = daysAgo(2);
+		await post(hard("sr@example.com", t));
+		await remove("sr@example.com");
+		await post([
+			soft("sr@example.com", t + 1),
+			soft("sr@example.com", t + 2),
+			soft("sr@example.com", t + 3),
+		]);
+		expect(await entriesOf("sr@example.com")).toEqual([]);
+	});
+
+	it("a removal of an exact list and scope holds even before any entry existed", async () => {
+		expect(
+			await remove("pre@example.com", "?list=unsubscribe&scope=news.example.com"),
+		).toMatchObject({ removed: 0 });
+		await post({
+			event: "unsubscribe",
+			email: "pre@example.com",
+			timestamp: 1000,
+			fromDomain: "news.example.com",
+		});
+		expect(await entriesOf("pre@example.com")).toEqual([]);
+	});
+});
+
+describe("arrival order and duplicates", () => {
+	const t = daysAgo(5);
+	const events = [
+		hard("o@example.com", t, "first hard"),
+		hard("o@example.com", t + 50, "second hard"),
+		{ event: "spamreport", email: "o@example.com", timestamp: t + 10 },
+		{
+			event: "unsubscribe",
+			email: "o@example.com",
+			timestamp: t + 20,
+			fromDomain: "news.example.com",
+		},
+		soft("p@example.com", t),
+		soft("p@example.com", t + 10),
+		delivered("p@example.com", t + 15),
+		soft("p@example.com", t + 20),
+		soft("p@example.com", t + 30),
+		soft("p@example.com", t + 40),
+		delivered("p@example.com", t + 100),
+	];
+
+	function shuffled<T>(items: T[], seed: number): T[] {
+		const out = [...items];
+		let state = seed;
+		for (let i = out.length - 1; i > 0; i--) {
+			state = (state * 1103515245 + 12345) % 2147483648;
+			const j = state % (i + 1);
+			[out[i], out[j]] = [out[j] as T, out[i] as T];
+		}
+		return out;
+	}
+
+	it("the same events give the same entries in any order, one by one, with repeats", async () => {
+		await post(events);
+		const expected = [await entriesOf("o@example.com"), await entriesOf("p@example.com")];
+		expect(expected[0]).toHaveLength(3);
+		expect(expected[1]).toEqual([
+			expect.objectContaining({ eventCount: 3, lastEventAt: iso(t + 40) }),
+		]);
+		for (const seed of [1, 2, 3, 4, 5]) {
+			await resetDatabase();
+			const order = shuffled(events, seed);
+			for (const event of order) await post(event);
+			await post(order.slice(0, 4)); // redeliveries
+			expect([await entriesOf("o@example.com"), await entriesOf("p@example.com")]).toEqual(
+				expected,
+			);
+		}
+	});
+});
