@@ -15,15 +15,38 @@ export interface ReconcileResult {
 	done: boolean;
 }
 
-const D1_CURSOR = "reconcile.d1";
-const KV_CURSOR = "reconcile.kv";
+const STATE = "reconcile";
+
+/**
+ * Where the two sweeps of a cycle stand: the last address checked in D1 and the KV list cursor,
+ * or `true` once that sweep reached its end. A cycle is done when both have.
+ */
+interface SweepState {
+	d1: string | true;
+	kv: string | true;
+}
+
+function parseState(raw: string): SweepState {
+	try {
+		const value: unknown = JSON.parse(raw);
+		if (value && typeof value === "object" && "d1" in value && "kv" in value) {
+			const { d1, kv } = value;
+			if ((typeof d1 === "string" || d1 === true) && (typeof kv === "string" || kv === true)) {
+				return { d1, kv };
+			}
+		}
+	} catch {
+		// No state yet, or unreadable: start a new cycle.
+	}
+	return { d1: "", kv: "" };
+}
 
 /**
  * Makes the KV edge copy match D1, a bounded batch per run, going on where the last run stopped:
  * retires expired entries (recording them in the history), puts missing or stale keys for a batch
  * of addresses that have entries, and deletes keys of a batch of KV keys whose address has no
  * live entry. A run that dies half way leaves D1 consistent (each step is one transaction) and KV
- * no worse; the next run redoes the batch.
+ * no worse; the next run redoes the batch, since the position is saved only at the end.
  */
 export async function reconcile(
 	env: Env,
@@ -31,30 +54,31 @@ export async function reconcile(
 	batchSize: number,
 ): Promise<ReconcileResult> {
 	const retired = await retireExpired(env.DB, now, batchSize);
+	const state = parseState(await readCronState(env.DB, STATE));
 
-	const after = await readCronState(env.DB, D1_CURSOR);
-	const addresses = await listAddresses(env.DB, after, batchSize);
-	const d1Done = addresses.length < batchSize;
+	let addresses: string[] = [];
+	if (state.d1 !== true) {
+		addresses = await listAddresses(env.DB, state.d1, batchSize);
+		state.d1 = addresses.length < batchSize ? true : (addresses[addresses.length - 1] ?? true);
+	}
 	const toCheck = [...new Set([...retired, ...addresses])];
 	let fixed = await repairKeys(env, toCheck, now);
 
-	const kvCursor = await readCronState(env.DB, KV_CURSOR);
-	const listed = await env.SUPPRESSIONS.list<{ email?: string }>({
-		limit: Math.min(batchSize, 1000),
-		...(kvCursor ? { cursor: kvCursor } : {}),
-	});
-	fixed += await deleteOrphans(env, listed.keys, now);
+	let listedCount = 0;
+	if (state.kv !== true) {
+		const listed = await env.SUPPRESSIONS.list<{ email?: string }>({
+			limit: Math.min(batchSize, 1000),
+			...(state.kv ? { cursor: state.kv } : {}),
+		});
+		fixed += await deleteOrphans(env, listed.keys, now);
+		listedCount = listed.keys.length;
+		state.kv = listed.list_complete ? true : listed.cursor;
+	}
 
-	await env.DB.batch([
-		writeCronState(env.DB, D1_CURSOR, d1Done ? "" : (addresses[addresses.length - 1] ?? "")),
-		writeCronState(env.DB, KV_CURSOR, listed.list_complete ? "" : listed.cursor),
-	]);
-	return {
-		expired: retired.length,
-		checked: toCheck.length + listed.keys.length,
-		fixed,
-		done: d1Done && listed.list_complete && retired.length < batchSize,
-	};
+	const done = state.d1 === true && state.kv === true && retired.length < batchSize;
+	const next = done ? { d1: "", kv: "" } : state;
+	await writeCronState(env.DB, STATE, JSON.stringify(next)).run();
+	return { expired: retired.length, checked: toCheck.length + listedCount, fixed, done };
 }
 
 /** Puts or deletes the keys of `emails` whose KV value differs from what D1 says. */

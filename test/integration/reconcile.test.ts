@@ -1,0 +1,129 @@
+import { env } from "cloudflare:workers";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import {
+	call,
+	countingKv,
+	daysAgo,
+	lookup,
+	postCallback,
+	resetDatabase,
+	runCron,
+	tokens,
+} from "../helpers";
+
+type Result = { expired: number; checked: number; fixed: number; done: boolean };
+
+/** Runs the cron and returns the result it logged. */
+async function cron(at = Date.now(), testEnv: Env = env): Promise<Result> {
+	const lines: string[] = [];
+	const spy = vi.spyOn(console, "log").mockImplementation((line: string) => {
+		lines.push(line);
+	});
+	try {
+		await runCron(at, testEnv);
+	} finally {
+		spy.mockRestore();
+	}
+	const entry = lines
+		.map((line) => JSON.parse(line) as Record<string, unknown>)
+		.find((e) => e.message === "reconcile");
+	expect(entry).toBeDefined();
+	return entry as unknown as Result;
+}
+
+async function put(email: string, body: Record<string, unknown>): Promise<void> {
+	const response = await call(`/v1/suppressions/${encodeURIComponent(email)}`, {
+		method: "PUT",
+		headers: { authorization: `Bearer ${tokens.admin}` },
+		body: JSON.stringify(body),
+	});
+	expect(response.status).toBe(200);
+}
+
+async function history(email: string) {
+	const { results } = await env.DB.prepare(
+		"SELECT action, source FROM suppression_history WHERE email = ? ORDER BY seq",
+	)
+		.bind(email)
+		.all();
+	return results;
+}
+
+beforeEach(resetDatabase);
+afterEach(() => vi.restoreAllMocks());
+
+describe("the reconcile cron", () => {
+	it("retires expired entries, recording them as expired by the cron", async () => {
+		const soon = new Date(Date.now() + 120_000).toISOString();
+		await put("e@example.com", { reason: "for two minutes", expiresAt: soon });
+		expect(await env.SUPPRESSIONS.get("s:e@example.com")).not.toBeNull();
+		const result = await cron(Date.now() + 3_600_000);
+		expect(result).toMatchObject({ expired: 1, done: true });
+		expect(await history("e@example.com")).toEqual([
+			{ action: "added", source: "api" },
+			{ action: "expired", source: "cron" },
+		]);
+		expect(await env.SUPPRESSIONS.get("s:e@example.com")).toBeNull();
+		const rows = await env.DB.prepare("SELECT count(*) AS n FROM suppressions").first<{
+			n: number;
+		}>();
+		expect(rows?.n).toBe(0);
+	});
+
+	it("deletes a withdrawn soft-bounce entry without a second history line", async () => {
+		const t = daysAgo(2);
+		const soft = (at: number) => ({
+			event: "bounce",
+			bounceType: "soft_bounce",
+			email: "w@example.com",
+			timestamp: at,
+		});
+		await postCallback([soft(t), soft(t + 1), soft(t + 2)]);
+		await postCallback({ event: "delivered", email: "w@example.com", timestamp: t + 1 });
+		await cron(Date.now() + 1000);
+		expect(await history("w@example.com")).toEqual([
+			{ action: "added", source: "event" },
+			{ action: "removed", source: "event" },
+		]);
+	});
+
+	it("puts missing and stale keys and deletes orphans, leaving foreign keys alone", async () => {
+		await postCallback([
+			{ event: "spamreport", email: "a@example.com", timestamp: 1 },
+			{ event: "spamreport", email: "b@example.com", timestamp: 1 },
+		]);
+		await env.SUPPRESSIONS.delete("s:a@example.com");
+		await env.SUPPRESSIONS.put("s:b@example.com", "[]");
+		await env.SUPPRESSIONS.put("s:orphan@example.com", '[{"list":"bounce"}]');
+		await env.SUPPRESSIONS.put("someone-else", "keep me");
+		const result = await cron();
+		expect(result).toMatchObject({ expired: 0, fixed: 3, done: true });
+		expect((await lookup("a@example.com")).suppressed).toBe(true);
+		expect((await lookup("b@example.com")).entries).toHaveLength(1);
+		expect(await env.SUPPRESSIONS.get("s:orphan@example.com")).toBeNull();
+		expect(await env.SUPPRESSIONS.get("someone-else")).toBe("keep me");
+		expect(await cron()).toMatchObject({ fixed: 0, done: true });
+	});
+
+	it("works in bounded batches and finishes over several runs", async () => {
+		const emails = Array.from({ length: 7 }, (_, i) => `n${i}@example.com`);
+		await postCallback(emails.map((email) => ({ event: "spamreport", email, timestamp: 1 })));
+		for (const email of emails) await env.SUPPRESSIONS.delete(`s:${email}`);
+		const small = { ...env, RECONCILE_BATCH_SIZE: "3" };
+		const runs: Result[] = [];
+		for (let i = 0; i < 5 && !runs.at(-1)?.done; i++) runs.push(await cron(Date.now(), small));
+		expect(runs.map((run) => run.done)).toEqual([false, false, true]);
+		expect(runs.reduce((sum, run) => sum + run.fixed, 0)).toBe(7);
+		for (const email of emails) expect((await lookup(email)).suppressed).toBe(true);
+	});
+
+	it("a run that dies half way leaves consistent state and the next run finishes", async () => {
+		await postCallback({ event: "spamreport", email: "d@example.com", timestamp: 1 });
+		await env.SUPPRESSIONS.delete("s:d@example.com");
+		const failing = countingKv({ put: true });
+		await expect(runCron(Date.now(), failing.env)).rejects.toThrow(/injected/);
+		expect((await lookup("d@example.com", "?consistent=true")).suppressed).toBe(true);
+		expect(await cron()).toMatchObject({ fixed: 1, done: true });
+		expect((await lookup("d@example.com")).suppressed).toBe(true);
+	});
+});

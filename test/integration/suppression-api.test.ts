@@ -1,0 +1,328 @@
+import { env } from "cloudflare:workers";
+import { beforeEach, describe, expect, it } from "vitest";
+import {
+	call,
+	countingKv,
+	entriesOf,
+	lookup,
+	postCallback,
+	resetDatabase,
+	tokens,
+} from "../helpers";
+
+type Json = Record<string, unknown>;
+type ErrorBody = { error: { code: string; message: string; issues?: Json[] } };
+
+function send(
+	method: string,
+	path: string,
+	options: { body?: unknown; token?: string | null; env?: Env } = {},
+): Promise<Response> {
+	const token = options.token === undefined ? tokens.admin : options.token;
+	return call(
+		path,
+		{
+			method,
+			headers: token === null ? {} : { authorization: `Bearer ${token}` },
+			body: options.body === undefined ? undefined : JSON.stringify(options.body),
+		},
+		options.env,
+	);
+}
+
+async function check(emails: unknown[], fromDomain?: string, testEnv?: Env) {
+	const response = await send("POST", "/v1/suppressions/check", {
+		body: { emails, ...(fromDomain ? { fromDomain } : {}) },
+		token: tokens.lookup,
+		...(testEnv ? { env: testEnv } : {}),
+	});
+	expect(response.status).toBe(200);
+	return (await response.json()) as {
+		results: Json[];
+		deliverableCount: number;
+		suppressedCount: number;
+		invalidCount: number;
+	};
+}
+
+beforeEach(async () => {
+	await resetDatabase();
+	const response = await postCallback([
+		{
+			event: "bounce",
+			bounceType: "hard_bounce",
+			email: "bounced@example.com",
+			timestamp: 1000,
+			reason: "550 no such user",
+		},
+		{
+			event: "unsubscribe",
+			email: "unsub@example.com",
+			timestamp: 1000,
+			fromDomain: "news.example.com",
+		},
+		{ event: "spamreport", email: "spam@example.com", timestamp: 1000 },
+	]);
+	expect(response.status).toBe(200);
+});
+
+describe("GET /v1/suppressions/{email}", () => {
+	it("answers 200 suppressed:false for an unknown address, never 404", async () => {
+		expect(await lookup("nobody@example.com")).toEqual({
+			email: "nobody@example.com",
+			suppressed: false,
+			entries: [],
+		});
+	});
+
+	it("normalises the address in the path", async () => {
+		const found = await lookup("  Bounced@EXAMPLE.com ");
+		expect(found.email).toBe("bounced@example.com");
+		expect(found.suppressed).toBe(true);
+	});
+
+	it.each([
+		["no at sign", "not-an-address"],
+		["bad percent-encoding", "%E0%A4%A"],
+	])("refuses %s with 400 invalid_email", async (_name, raw) => {
+		const response = await send("GET", `/v1/suppressions/${raw}`, { token: tokens.lookup });
+		expect(response.status).toBe(400);
+		expect(((await response.json()) as ErrorBody).error.code).toBe("invalid_email");
+	});
+
+	it("refuses unknown query parameters and bad values", async () => {
+		for (const query of ["?consistent=yes", "?fromDomain=", "?colour=red"]) {
+			const response = await send("GET", `/v1/suppressions/a%40example.com${query}`, {
+				token: tokens.lookup,
+			});
+			expect(response.status).toBe(400);
+			expect(((await response.json()) as ErrorBody).error.code).toBe("invalid_query");
+		}
+	});
+
+	it("falls back to D1 when KV fails", async () => {
+		const kv = countingKv({ get: true });
+		const found = await lookup("bounced@example.com", "", kv.env);
+		expect(kv.counts.get).toBe(1);
+		expect(found.suppressed).toBe(true);
+	});
+
+	it("reads KV, which may lag D1: consistent=true reads D1", async () => {
+		await env.SUPPRESSIONS.delete("s:bounced@example.com");
+		expect((await lookup("bounced@example.com")).suppressed).toBe(false);
+		expect((await lookup("bounced@example.com", "?consistent=true")).suppressed).toBe(true);
+	});
+});
+
+describe("POST /v1/suppressions/check", () => {
+	it("checks 1000 addresses in one request, in order, mixing suppressed, deliverable and invalid", async () => {
+		const emails = Array.from({ length: 1000 }, (_, i) => `user${i}@example.com`);
+		emails[0] = "Bounced@Example.com";
+		emails[500] = "unsub@example.com";
+		emails[998] = "not an address";
+		emails[999] = "spam@example.com";
+		const kv = countingKv();
+		const body = await check(emails, "news.example.com", kv.env);
+		expect(body.results).toHaveLength(1000);
+		expect(body.results[0]).toEqual({
+			email: "Bounced@Example.com",
+			normalized: "bounced@example.com",
+			deliverable: false,
+			suppressed: true,
+			lists: ["bounce"],
+		});
+		expect(body.results[1]).toEqual({
+			email: "user1@example.com",
+			normalized: "user1@example.com",
+			deliverable: true,
+			suppressed: false,
+			lists: [],
+		});
+		expect(body.results[500]).toMatchObject({ suppressed: true, lists: ["unsubscribe"] });
+		expect(body.results[998]).toEqual({
+			email: "not an address",
+			normalized: "not an address",
+			invalid: true,
+			deliverable: false,
+		});
+		expect(body.results[999]).toMatchObject({ suppressed: true, lists: ["complaint"] });
+		expect(body).toMatchObject({ deliverableCount: 996, suppressedCount: 3, invalidCount: 1 });
+		expect(kv.counts.get).toBe(10); // 999 valid addresses in bulk gets of 100
+	});
+
+	it("scopes by fromDomain", async () => {
+		expect((await check(["unsub@example.com"], "shop.example.com")).results[0]).toMatchObject({
+			deliverable: true,
+		});
+		expect((await check(["unsub@example.com"])).results[0]).toMatchObject({ deliverable: false });
+	});
+
+	it("falls back to D1 when KV bulk gets fail", async () => {
+		const kv = countingKv({ get: true });
+		const body = await check(["bounced@example.com", "fine@example.com"], undefined, kv.env);
+		expect(body).toMatchObject({ suppressedCount: 1, deliverableCount: 1 });
+	});
+
+	it.each([
+		["no emails", {}],
+		["an empty list", { emails: [] }],
+		["too many", { emails: Array.from({ length: 1001 }, (_, i) => `a${i}@example.com`) }],
+		["a number", { emails: [42] }],
+		["not an array", { emails: "a@example.com" }],
+		["a bad fromDomain", { emails: ["a@example.com"], fromDomain: "not a domain" }],
+	])("refuses %s with 400 invalid_request", async (_name, body) => {
+		const response = await send("POST", "/v1/suppressions/check", { body, token: tokens.lookup });
+		expect(response.status).toBe(400);
+		expect(((await response.json()) as ErrorBody).error.code).toBe("invalid_request");
+	});
+
+	it("refuses a body that is not JSON", async () => {
+		const response = await call("/v1/suppressions/check", {
+			method: "POST",
+			headers: { authorization: `Bearer ${tokens.lookup}` },
+			body: "{",
+		});
+		expect(response.status).toBe(400);
+		expect(((await response.json()) as ErrorBody).error.code).toBe("invalid_json");
+	});
+});
+
+describe("GET /v1/suppressions", () => {
+	it("lists live entries in address order, filtered, paged to the end", async () => {
+		const all = (await (
+			await send("GET", "/v1/suppressions", { token: tokens.lookup })
+		).json()) as { entries: Json[]; cursor: string | null };
+		expect(all.entries.map((entry) => [entry.email, entry.list])).toEqual([
+			["bounced@example.com", "bounce"],
+			["spam@example.com", "complaint"],
+			["unsub@example.com", "unsubscribe"],
+		]);
+		expect(all.cursor).toBeNull();
+
+		const first = (await (
+			await send("GET", "/v1/suppressions?limit=2", { token: tokens.lookup })
+		).json()) as { entries: Json[]; cursor: string };
+		const second = (await (
+			await send("GET", `/v1/suppressions?limit=2&cursor=${first.cursor}`, { token: tokens.lookup })
+		).json()) as { entries: Json[]; cursor: string | null };
+		expect([...first.entries, ...second.entries]).toEqual(all.entries);
+		expect(second.cursor).toBeNull();
+
+		const scoped = (await (
+			await send("GET", "/v1/suppressions?list=unsubscribe&scope=news.example.com", {
+				token: tokens.lookup,
+			})
+		).json()) as { entries: Json[] };
+		expect(scoped.entries).toHaveLength(1);
+	});
+
+	it.each(["?list=spam", "?scope=a%20b", "?since=later", "?cursor=nope", "?limit=0"])(
+		"refuses %s",
+		async (query) => {
+			const response = await send("GET", `/v1/suppressions${query}`, { token: tokens.lookup });
+			expect(response.status).toBe(400);
+		},
+	);
+});
+
+describe("PUT /v1/suppressions/{email}", () => {
+	it("adds a manual entry for every sender by default, idempotently", async () => {
+		const first = await send("PUT", "/v1/suppressions/m%40example.com", {
+			body: { reason: "asked by phone" },
+		});
+		expect(first.status).toBe(200);
+		const body = (await first.json()) as { suppressed: boolean; entries: Json[] };
+		expect(body).toMatchObject({
+			suppressed: true,
+			entries: [
+				{
+					list: "manual",
+					scope: "*",
+					source: "api",
+					reason: "asked by phone",
+					eventCount: 0,
+					expiresAt: null,
+				},
+			],
+		});
+		await send("PUT", "/v1/suppressions/m%40example.com", { body: { reason: "asked by phone" } });
+		const history = await env.DB.prepare(
+			"SELECT count(*) AS n FROM suppression_history WHERE email = 'm@example.com'",
+		).first<{ n: number }>();
+		expect(history?.n).toBe(1);
+		expect((await lookup("m@example.com")).suppressed).toBe(true);
+	});
+
+	it("takes a list, a scope and an expiry", async () => {
+		const expiresAt = new Date(Date.now() + 86_400_000).toISOString().replace(/\.\d+Z$/, "Z");
+		const response = await send("PUT", "/v1/suppressions/x%40example.com", {
+			body: { list: "unsubscribe", scope: "Shop.Example.com", reason: null, expiresAt },
+		});
+		expect(((await response.json()) as { entries: Json[] }).entries).toEqual([
+			expect.objectContaining({ list: "unsubscribe", scope: "shop.example.com", expiresAt }),
+		]);
+	});
+
+	it.each([
+		["a bad list", { list: "vip" }, "list"],
+		["a bad scope", { scope: "not a domain" }, "scope"],
+		["an expiry in the past", { expiresAt: "2020-01-01T00:00:00Z" }, "expiresAt"],
+		["a reason too long", { reason: "x".repeat(1001) }, "reason"],
+	])("refuses %s", async (_name, body, path) => {
+		const response = await send("PUT", "/v1/suppressions/x%40example.com", { body });
+		expect(response.status).toBe(400);
+		expect(((await response.json()) as ErrorBody).error.issues?.[0]?.path).toBe(path);
+		expect(await entriesOf("x@example.com")).toEqual([]);
+	});
+});
+
+describe("DELETE /v1/suppressions/{email}", () => {
+	it("removes only the matching entries and records each removal", async () => {
+		await send("PUT", "/v1/suppressions/bounced%40example.com", { body: { list: "manual" } });
+		const response = await send("DELETE", "/v1/suppressions/bounced%40example.com?list=manual");
+		expect(await response.json()).toEqual({ email: "bounced@example.com", removed: 1 });
+		expect((await entriesOf("bounced@example.com")).map((entry) => entry.list)).toEqual(["bounce"]);
+		const removed = await env.DB.prepare(
+			"SELECT action, list, source FROM suppression_history WHERE email = 'bounced@example.com' AND action = 'removed'",
+		).all();
+		expect(removed.results).toEqual([{ action: "removed", list: "manual", source: "api" }]);
+	});
+
+	it("updates KV", async () => {
+		await send("DELETE", "/v1/suppressions/spam%40example.com");
+		expect(await env.SUPPRESSIONS.get("s:spam@example.com")).toBeNull();
+	});
+});
+
+describe("roles and settings", () => {
+	it.each([
+		["PUT", "/v1/suppressions/a%40example.com"],
+		["DELETE", "/v1/suppressions/a%40example.com"],
+	])("%s needs an admin token: 403 for a lookup token, 401 for none", async (method, path) => {
+		const read = await send(method, path, { token: tokens.lookup, body: {} });
+		expect(read.status).toBe(403);
+		expect(((await read.json()) as ErrorBody).error.code).toBe("forbidden");
+		expect((await send(method, path, { token: null, body: {} })).status).toBe(401);
+		expect((await send(method, path, { token: tokens.callback, body: {} })).status).toBe(401);
+	});
+
+	it.each([
+		["GET", "/v1/suppressions/a%40example.com"],
+		["GET", "/v1/suppressions"],
+		["POST", "/v1/suppressions/check"],
+	])("%s %s needs a read token", async (method, path) => {
+		const body = method === "POST" ? { emails: ["a@example.com"] } : undefined;
+		expect((await send(method, path, { token: null, body })).status).toBe(401);
+		expect((await send(method, path, { token: tokens.lookup, body })).status).toBe(200);
+	});
+
+	it("a bad policy setting answers 503 naming it", async () => {
+		const bad = { ...env, SOFT_BOUNCE_LIMIT: "many" };
+		const response = await postCallback(
+			{ event: "open", email: "a@example.com", timestamp: 1 },
+			{ env: bad },
+		);
+		expect(response.status).toBe(503);
+		expect(((await response.json()) as ErrorBody).error.message).toContain("SOFT_BOUNCE_LIMIT");
+	});
+});
