@@ -35,4 +35,7 @@ if (vars.length > 0) {
 			.join(" ")}`,
 	);
 }
-process.exit(await wrangler(["dev", "--ip", "127.0.0.1", "--port", "8080", ...vars]));
+// --test-scheduled adds GET /__scheduled, which runs the reconcile cron once.
+process.exit(
+	await wrangler(["dev", "--ip", "127.0.0.1", "--port", "8080", "--test-scheduled", ...vars]),
+);
