@@ -9,25 +9,43 @@ process.env.CLOUDFLARE_CF_FETCH_ENABLED ??= "false";
 export default defineConfig(async () => {
 	const migrations = await readD1Migrations(join(import.meta.dirname, "migrations"));
 	return {
-		plugins: [
-			cloudflareTest({
-				wrangler: { configPath: "./wrangler.toml" },
-				miniflare: {
-					// Test-only bindings: the migrations for test/setup.ts, and tokens for the suite.
-					bindings: {
-						TEST_MIGRATIONS: migrations,
-						CALLBACK_TOKENS: "test-callback-token-0001",
-						LOOKUP_TOKENS: "test-lookup-token-00001",
-						ADMIN_TOKENS: "test-admin-token-000001",
-					},
-				},
-			}),
-		],
 		test: {
-			setupFiles: ["./test/setup.ts"],
-			include: ["test/**/*.test.ts"],
 			// The Worker logs a JSON line per request; tests that care capture console themselves.
 			onConsoleLog: () => false,
+			projects: [
+				{
+					// Everything that touches the Worker runs inside workerd on local D1 and KV.
+					plugins: [
+						cloudflareTest({
+							wrangler: { configPath: "./wrangler.toml" },
+							miniflare: {
+								// Test-only bindings: the migrations for test/setup.ts, tokens for the suite.
+								bindings: {
+									TEST_MIGRATIONS: migrations,
+									CALLBACK_TOKENS: "test-callback-token-0001",
+									LOOKUP_TOKENS: "test-lookup-token-00001",
+									ADMIN_TOKENS: "test-admin-token-000001",
+								},
+							},
+						}),
+					],
+					test: {
+						name: "workers",
+						include: ["test/unit/**/*.test.ts", "test/integration/**/*.test.ts"],
+						setupFiles: ["./test/setup.ts"],
+						onConsoleLog: () => false,
+					},
+				},
+				{
+					// The OpenAPI validator compiles JSON Schemas with new Function, which workerd
+					// forbids: the document is built from the same modules and checked in Node.
+					test: {
+						name: "node",
+						include: ["test/node/**/*.test.ts"],
+						environment: "node",
+					},
+				},
+			],
 		},
 	};
 });

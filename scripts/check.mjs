@@ -28,7 +28,7 @@ const wrangler = bin("wrangler", "bin/wrangler.js");
 run("Env types are fresh", wrangler, ["types", "--strict-vars=false", "--check"]);
 run("type check (src)", bin("typescript", "bin/tsc"), ["--noEmit"]);
 run("type check (test)", bin("typescript", "bin/tsc"), ["--noEmit", "-p", "test"]);
-run("lint and format", bin("@biomejs/biome", "bin/biome"), ["check", "."]);
+run("lint and format", bin("@biomejs/biome", "bin/biome"), ["check", "--error-on-warnings", "."]);
 
 const outdir = mkdtempSync(join(tmpdir(), "bundle-"));
 try {

@@ -38,19 +38,36 @@ function intSetting(fallback: number, min: number, max: number) {
 	);
 }
 
-const settingsSchema = z.object({
-	// Callback tokens travel in the URL path, so only URL-safe characters.
-	CALLBACK_TOKENS: tokenList(/^[A-Za-z0-9._~-]+$/, "A-Z a-z 0-9 . _ ~ -"),
-	LOOKUP_TOKENS: tokenList(/^[\x21-\x2b\x2d-\x7e]+$/, "printable ASCII without commas"),
-	ADMIN_TOKENS: tokenList(/^[\x21-\x2b\x2d-\x7e]+$/, "printable ASCII without commas"),
-	MAX_EVENTS_PER_REQUEST: intSetting(100, 1, 1000),
-	HARD_BOUNCE_SUPPRESS_DAYS: intSetting(0, 0, 36500),
-	SOFT_BOUNCE_LIMIT: intSetting(3, 1, 100),
-	SOFT_BOUNCE_WINDOW_DAYS: intSetting(14, 1, 365),
-	SOFT_BOUNCE_SUPPRESS_DAYS: intSetting(14, 1, 36500),
-	UNSUBSCRIBE_SCOPE: z._default(z.enum(["domain", "global"]), "domain"),
-	RECONCILE_BATCH_SIZE: intSetting(500, 1, 5000),
-});
+const settingsSchema = z
+	.object({
+		// Callback tokens travel in the URL path, so only URL-safe characters.
+		CALLBACK_TOKENS: tokenList(/^[A-Za-z0-9._~-]+$/, "A-Z a-z 0-9 . _ ~ -"),
+		LOOKUP_TOKENS: tokenList(/^[\x21-\x2b\x2d-\x7e]+$/, "printable ASCII without commas"),
+		ADMIN_TOKENS: tokenList(/^[\x21-\x2b\x2d-\x7e]+$/, "printable ASCII without commas"),
+		MAX_EVENTS_PER_REQUEST: intSetting(100, 1, 1000),
+		HARD_BOUNCE_SUPPRESS_DAYS: intSetting(0, 0, 36500),
+		SOFT_BOUNCE_LIMIT: intSetting(3, 1, 100),
+		SOFT_BOUNCE_WINDOW_DAYS: intSetting(14, 1, 365),
+		SOFT_BOUNCE_SUPPRESS_DAYS: intSetting(14, 1, 36500),
+		UNSUBSCRIBE_SCOPE: z._default(z.enum(["domain", "global"]), "domain"),
+		RECONCILE_BATCH_SIZE: intSetting(500, 1, 5000),
+		EVENT_RETENTION_DAYS: intSetting(90, 1, 36500),
+		REJECTED_RETENTION_DAYS: intSetting(30, 1, 36500),
+		RETENTION_BATCH_SIZE: intSetting(1000, 1, 10000),
+	})
+	.check(
+		z.superRefine((settings, ctx) => {
+			// Soft-bounce runs are read from stored events: they must still be there.
+			if (settings.SOFT_BOUNCE_WINDOW_DAYS > settings.EVENT_RETENTION_DAYS) {
+				ctx.addIssue({
+					code: "custom",
+					path: ["SOFT_BOUNCE_WINDOW_DAYS"],
+					input: settings.SOFT_BOUNCE_WINDOW_DAYS,
+					message: "must not exceed EVENT_RETENTION_DAYS",
+				});
+			}
+		}),
+	);
 
 /** The suppression policy's knobs, in seconds and counts. */
 export interface PolicySettings {
@@ -73,6 +90,7 @@ export interface Settings {
 	policy: PolicySettings;
 	/** Addresses the reconcile cron checks per run. */
 	reconcileBatchSize: number;
+	retention: { eventDays: number; rejectedDays: number; batchSize: number };
 }
 
 const cache = new WeakMap<object, Settings>();
@@ -112,6 +130,11 @@ export function loadSettings(env: object): Settings {
 			unsubscribeScope: parsed.data.UNSUBSCRIBE_SCOPE,
 		},
 		reconcileBatchSize: parsed.data.RECONCILE_BATCH_SIZE,
+		retention: {
+			eventDays: parsed.data.EVENT_RETENTION_DAYS,
+			rejectedDays: parsed.data.REJECTED_RETENTION_DAYS,
+			batchSize: parsed.data.RETENTION_BATCH_SIZE,
+		},
 	};
 	cache.set(env, settings);
 	return settings;

@@ -1,19 +1,22 @@
 import { loadSettings } from "./config";
 import { reconcile } from "./cron/reconcile";
+import { pruneStorage } from "./cron/retention";
 import { log } from "./log";
 import { router } from "./router";
 
 export default {
 	fetch: (request, env, ctx) => router.fetch(request, env, ctx),
 
-	/** The reconcile cron: one bounded batch per run, logged as one JSON line. */
+	/**
+	 * The cron: retention, then the KV reconcile. Each is bounded per run, goes on where the last
+	 * run stopped, and logs one JSON line.
+	 */
 	async scheduled(controller, env) {
-		const { reconcileBatchSize } = loadSettings(env);
-		const result = await reconcile(
-			env,
-			Math.floor(controller.scheduledTime / 1000),
-			reconcileBatchSize,
-		);
-		log("info", "reconcile", { cron: controller.cron, ...result });
+		const settings = loadSettings(env);
+		const now = Math.floor(controller.scheduledTime / 1000);
+		const retention = await pruneStorage(env.DB, now, settings.retention);
+		log("info", "retention", { cron: controller.cron, ...retention });
+		const reconciled = await reconcile(env, now, settings.reconcileBatchSize);
+		log("info", "reconcile", { cron: controller.cron, ...reconciled });
 	},
 } satisfies ExportedHandler<Env>;

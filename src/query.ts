@@ -38,6 +38,14 @@ export const timeParam = z.pipe(
 	}),
 );
 
+/** A time in a JSON body: ISO 8601 or Unix seconds, as a string or a number. */
+export const timeValue = z.union(
+	[timeParam, z.pipe(z.pipe(z.int(), z.transform(String)), timeParam)],
+	{
+		error: "must be an ISO 8601 time or Unix seconds",
+	},
+);
+
 /** Page size: default 100, at most 1000. */
 export const limitParam = z._default(
 	z.pipe(

@@ -1,17 +1,10 @@
-import { type IRequest, type IRequestStrict, type RequestHandler, Router } from "itty-router";
+import { type IRequest, type RequestHandler, Router } from "itty-router";
 import { authorize, type Role } from "./auth";
-import { ApiError, errorToResponse, json, notFound } from "./errors";
-import { probeCallback, receiveCallback } from "./events/callback-route";
-import { listEventsRoute } from "./events/list-route";
+import { ApiError, errorToResponse, notFound } from "./errors";
 import { log } from "./log";
-import { deleteRoute, putRoute } from "./suppressions/admin-routes";
-import { checkRoute, listRoute, lookupRoute } from "./suppressions/lookup-routes";
+import { type AppRequest, ROUTES } from "./routes";
 
-/** The request as handlers see it: itty-router's fields plus our request id. */
-export interface AppRequest extends IRequestStrict {
-	requestId: string;
-	startedAt: number;
-}
+export type { AppRequest } from "./routes";
 
 type Args = [env: Env, ctx: ExecutionContext];
 
@@ -49,20 +42,18 @@ export const router = Router<AppRequest, Args>({
 	finally: [finish],
 });
 
-router
-	.get("/healthz", () => json({ ok: true }))
-	.post("/v1/callbacks/tencent/:token", receiveCallback)
-	.get("/v1/callbacks/tencent/:token", probeCallback)
-	.head("/v1/callbacks/tencent/:token", probeCallback)
-	.get("/v1/events", requireRole("read"), listEventsRoute)
-	.post("/v1/suppressions/check", requireRole("read"), checkRoute)
-	.get("/v1/suppressions", requireRole("read"), listRoute)
-	.get("/v1/suppressions/:email", requireRole("read"), lookupRoute)
-	.put("/v1/suppressions/:email", requireRole("admin"), putRoute)
-	.delete("/v1/suppressions/:email", requireRole("admin"), deleteRoute)
-	.all("*", (request: AppRequest) => {
-		throw methodNotAllowed(request) ?? notFound();
-	});
+for (const route of ROUTES) {
+	const stages: RequestHandler<AppRequest, Args>[] =
+		route.access === "read" || route.access === "admin" ? [requireRole(route.access)] : [];
+	router[route.method.toLowerCase() as Lowercase<typeof route.method>](
+		route.path,
+		...stages,
+		route.handler,
+	);
+}
+router.all("*", (request: AppRequest) => {
+	throw methodNotAllowed(request) ?? notFound();
+});
 
 /** 405 with `Allow` when the path exists under other methods, else null. */
 function methodNotAllowed(request: AppRequest): ApiError | null {

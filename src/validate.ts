@@ -61,3 +61,11 @@ export const domainParam = z.pipe(
 		),
 	z.transform((value) => value.normalize("NFC")),
 );
+
+/** An operator's reason: at most 1000 characters; empty means none. */
+export const reasonField = z.nullable(
+	z.pipe(
+		z.string().check(z.maxLength(1000, { error: "must be at most 1000 characters" })),
+		z.transform((value) => (value.trim() === "" ? null : value)),
+	),
+);

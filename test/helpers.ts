@@ -67,6 +67,8 @@ const TABLES = [
 	"suppression_removals",
 	"suppression_history",
 	"cron_state",
+	"daily_stats",
+	"edge_pending",
 ];
 
 /** Deletes every row and KV key, so a test does not depend on what ran before it. */

@@ -6,6 +6,7 @@ import {
 	writeCronState,
 } from "../suppressions/expiry-store";
 import { readEntries } from "../suppressions/store";
+import { clearPending, readPending } from "../suppressions/transfer-store";
 
 /** What one reconcile run did, and whether it reached the end of its sweeps. */
 export interface ReconcileResult {
@@ -54,6 +55,7 @@ export async function reconcile(
 	batchSize: number,
 ): Promise<ReconcileResult> {
 	const retired = await retireExpired(env.DB, now, batchSize);
+	const drained = await drainPending(env, now, batchSize);
 	const state = parseState(await readCronState(env.DB, STATE));
 
 	let addresses: string[] = [];
@@ -62,7 +64,7 @@ export async function reconcile(
 		state.d1 = addresses.length < batchSize ? true : (addresses[addresses.length - 1] ?? true);
 	}
 	const toCheck = [...new Set([...retired, ...addresses])];
-	let fixed = await repairKeys(env, toCheck, now);
+	let fixed = drained.fixed + (await repairKeys(env, toCheck, now));
 
 	let listedCount = 0;
 	if (state.kv !== true) {
@@ -75,10 +77,35 @@ export async function reconcile(
 		state.kv = listed.list_complete ? true : listed.cursor;
 	}
 
-	const done = state.d1 === true && state.kv === true && retired.length < batchSize;
+	const done =
+		state.d1 === true &&
+		state.kv === true &&
+		retired.length < batchSize &&
+		drained.checked < batchSize;
 	const next = done ? { d1: "", kv: "" } : state;
 	await writeCronState(env.DB, STATE, JSON.stringify(next)).run();
-	return { expired: retired.length, checked: toCheck.length + listedCount, fixed, done };
+	return {
+		expired: retired.length,
+		checked: drained.checked + toCheck.length + listedCount,
+		fixed,
+		done,
+	};
+}
+
+/**
+ * Brings the KV copy of queued addresses (an import's) up to date, at most `limit` of them, and
+ * takes them off the queue.
+ */
+export async function drainPending(
+	env: Env,
+	now: number,
+	limit: number,
+): Promise<{ checked: number; fixed: number }> {
+	const pending = await readPending(env.DB, limit);
+	if (pending.length === 0) return { checked: 0, fixed: 0 };
+	const fixed = await repairKeys(env, pending, now);
+	await clearPending(env.DB, pending);
+	return { checked: pending.length, fixed };
 }
 
 /** Puts or deletes the keys of `emails` whose KV value differs from what D1 says. */

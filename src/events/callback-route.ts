@@ -1,15 +1,12 @@
 import { matchesToken } from "../auth";
 import { parseJsonBytes, readBody } from "../body";
-import { loadSettings, type PolicySettings, requireTokens } from "../config";
+import { loadSettings, requireTokens } from "../config";
 import { ApiError, json, notFound } from "../errors";
 import { log } from "../log";
 import { syncEdge } from "../suppressions/edge";
-import { evidenceFrom, softBounceAddresses } from "../suppressions/policy";
-import { applyEvidence, recomputeSoftBounces } from "../suppressions/store";
 import { parseCallback } from "../tencent/normalise";
-import type { StoredEvent } from "./event";
+import { storeCallback } from "./ingest";
 import { recordRejected } from "./rejected-store";
-import { insertEvents } from "./store";
 
 /** Largest callback body accepted. */
 export const MAX_CALLBACK_BYTES = 256 * 1024;
@@ -90,35 +87,6 @@ export async function receiveCallback(
 		duplicates,
 	});
 	return json({ ok: true, received: events.length, stored, duplicates });
-}
-
-/**
- * Stores the events and the suppression entries they change in one `DB.batch()`: one round trip,
- * one transaction. Evidence goes first, so it can skip events already stored; the soft-bounce
- * recompute goes last, so it sees the request's own events. Returns how many events were new and
- * which addresses' entries changed.
- */
-async function storeCallback(
-	db: D1Database,
-	events: StoredEvent[],
-	policy: PolicySettings,
-	now: number,
-): Promise<{ stored: number; changed: Set<string> }> {
-	const evidence = evidenceFrom(events, policy);
-	const softEmails = softBounceAddresses(events);
-	const statements = [
-		...(evidence.length > 0 ? [applyEvidence(db, evidence, now)] : []),
-		insertEvents(db, events),
-		...(softEmails.length > 0 ? [recomputeSoftBounces(db, softEmails, policy, now)] : []),
-	];
-	const results = await db.batch<{ id?: string; email?: string }>(statements);
-	const inserted = results[evidence.length > 0 ? 1 : 0];
-	const changed = new Set<string>();
-	for (const result of results) {
-		if (result === inserted) continue;
-		for (const row of result.results) if (row.email) changed.add(row.email);
-	}
-	return { stored: inserted?.results.length ?? 0, changed };
 }
 
 /** Failing to record must never turn a 4xx into a 5xx: the failure is only logged. */

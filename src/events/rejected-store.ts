@@ -39,3 +39,64 @@ export async function recordRejected(db: D1Database, rejected: RejectedCallback)
 		.run();
 	return id;
 }
+
+/** A rejected callback as stored. */
+export interface RejectedRow {
+	id: string;
+	receivedAt: number;
+	status: number;
+	code: string;
+	message: string;
+	issues: string | null;
+	contentType: string | null;
+	/** D1 returns a BLOB as an array of bytes. */
+	body: number[];
+	bodyBytes: number;
+	replayedAt: number | null;
+	replayStored: number | null;
+}
+
+const REJECTED_COLUMNS = `id, received_at AS receivedAt, status, code, message, issues,
+	content_type AS contentType, body, body_bytes AS bodyBytes, replayed_at AS replayedAt,
+	replay_stored AS replayStored`;
+
+/** One page of rejected callbacks, newest first, and the position after it (null on the last). */
+export async function listRejected(
+	db: D1Database,
+	limit: number,
+	after?: { receivedAt: number; id: string },
+): Promise<{ rows: RejectedRow[]; next: { receivedAt: number; id: string } | null }> {
+	const { results } = await db
+		.prepare(
+			`SELECT ${REJECTED_COLUMNS} FROM rejected_callbacks
+			WHERE ?1 IS NULL OR (received_at, id) < (?1, ?2)
+			ORDER BY received_at DESC, id DESC LIMIT ?3`,
+		)
+		.bind(after?.receivedAt ?? null, after?.id ?? "", limit + 1)
+		.all<RejectedRow>();
+	const rows = results.slice(0, limit);
+	const last = rows[rows.length - 1];
+	return {
+		rows,
+		next: results.length > limit && last ? { receivedAt: last.receivedAt, id: last.id } : null,
+	};
+}
+
+export async function readRejected(db: D1Database, id: string): Promise<RejectedRow | null> {
+	return db
+		.prepare(`SELECT ${REJECTED_COLUMNS} FROM rejected_callbacks WHERE id = ?`)
+		.bind(id)
+		.first<RejectedRow>();
+}
+
+export async function markReplayed(
+	db: D1Database,
+	id: string,
+	at: number,
+	stored: number,
+): Promise<void> {
+	await db
+		.prepare("UPDATE rejected_callbacks SET replayed_at = ?, replay_stored = ? WHERE id = ?")
+		.bind(at, stored, id)
+		.run();
+}

@@ -1,8 +1,8 @@
 import * as z from "zod/mini";
 import { readJson } from "../body";
 import { ApiError, json } from "../errors";
-import { parseQuery, type RawQuery, timeParam } from "../query";
-import { domainParam, emailFromPath, parseBody } from "../validate";
+import { parseQuery, type RawQuery, timeValue } from "../query";
+import { domainParam, emailFromPath, parseBody, reasonField } from "../validate";
 import { putEntry, removeEntries } from "./api-store";
 import { syncEdge } from "./edge";
 import { lookupResult, renderEntry } from "./entry";
@@ -22,17 +22,11 @@ const scopeField = z.union([z.literal(ANY_SCOPE), domainParam], {
 });
 const listField = z.enum(LISTS, { error: `must be one of ${LISTS.join(", ")}` });
 
-const putBody = z.object({
+export const putBody = z.object({
 	list: z._default(listField, "manual"),
 	scope: z._default(scopeField, ANY_SCOPE),
-	reason: z._default(
-		z.nullable(z.string().check(z.maxLength(1000, { error: "must be at most 1000 characters" }))),
-		null,
-	),
-	expiresAt: z._default(
-		z.nullable(z.union([timeParam, z.pipe(z.pipe(z.int(), z.transform(String)), timeParam)])),
-		null,
-	),
+	reason: z._default(reasonField, null),
+	expiresAt: z._default(z.nullable(timeValue), null),
 });
 
 /** The lookup answer for an address straight from D1, as PUT answers it. */
@@ -63,7 +57,7 @@ export async function putRoute(
 	return json(await currentLookup(env, email, at));
 }
 
-const deleteQuery = z.strictObject({
+export const deleteQuery = z.strictObject({
 	list: z.optional(listField),
 	scope: z.optional(scopeField),
 });

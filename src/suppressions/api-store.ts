@@ -122,3 +122,47 @@ export async function removeEntries(
 	const rows = (deleted?.results ?? []) as Array<{ expiresAt: number | null }>;
 	return rows.filter((row) => row.expiresAt === null || row.expiresAt > now).length;
 }
+
+/** One change to an address's entries, as the history stores it. */
+export interface HistoryRow {
+	at: number;
+	action: string;
+	list: string;
+	scope: string;
+	source: string;
+	eventId: string | null;
+	note: string | null;
+}
+
+/** Every change to the address's entries, oldest first. */
+export async function readHistory(db: D1Database, email: string): Promise<HistoryRow[]> {
+	const { results } = await db
+		.prepare(
+			`SELECT at, action, list, scope, source, event_id AS eventId, note FROM suppression_history
+			WHERE email = ? ORDER BY seq`,
+		)
+		.bind(email)
+		.all<HistoryRow>();
+	return results;
+}
+
+/**
+ * Erases an address: its events always; with `suppressions`, also its entries, removals and
+ * history (so nothing of it is left but aggregate rollups). Returns the counts deleted.
+ */
+export async function eraseAddress(
+	db: D1Database,
+	email: string,
+	suppressions: boolean,
+): Promise<{ events: number; entries: number }> {
+	const statements = [db.prepare("DELETE FROM events WHERE email = ?").bind(email)];
+	if (suppressions) {
+		statements.push(
+			db.prepare("DELETE FROM suppressions WHERE email = ?").bind(email),
+			db.prepare("DELETE FROM suppression_removals WHERE email = ?").bind(email),
+			db.prepare("DELETE FROM suppression_history WHERE email = ?").bind(email),
+		);
+	}
+	const [events, entries] = await db.batch(statements);
+	return { events: events?.meta.changes ?? 0, entries: entries?.meta.changes ?? 0 };
+}

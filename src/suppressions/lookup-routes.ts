@@ -26,7 +26,7 @@ interface RouteRequest {
 
 const now = (): number => Math.floor(Date.now() / 1000);
 
-const lookupQuery = z.strictObject({
+export const lookupQuery = z.strictObject({
 	fromDomain: z.optional(domainParam),
 	consistent: z.optional(z.enum(["true", "false"], { error: "must be true or false" })),
 });
@@ -66,7 +66,7 @@ export async function lookupRoute(request: RouteRequest, env: Env): Promise<Resp
 }
 
 const MAX_CHECK = 1000;
-const checkBody = z.object({
+export const checkBody = z.object({
 	emails: z
 		.array(z.string({ error: "must be a string" }))
 		.check(
@@ -152,7 +152,7 @@ const cursorParam = z.pipe(
 	}),
 );
 
-const listQuery = z.strictObject({
+export const listQuery = z.strictObject({
 	list: z.optional(z.enum(LISTS, { error: `must be one of ${LISTS.join(", ")}` })),
 	scope: z.optional(scopeParam),
 	since: z.optional(timeParam),

@@ -17,6 +17,7 @@ const POLICY_DEFAULTS = {
 		unsubscribeScope: "domain",
 	},
 	reconcileBatchSize: 500,
+	retention: { eventDays: 90, rejectedDays: 30, batchSize: 1000 },
 };
 
 /** The ApiError that `fn` throws. */
@@ -243,5 +244,25 @@ describe("suppression policy settings", () => {
 		expect(error.status).toBe(503);
 		expect(error.code).toBe("not_configured");
 		expect(error.message).toContain(name);
+	});
+});
+
+describe("retention settings", () => {
+	it("reads EVENT_RETENTION_DAYS, REJECTED_RETENTION_DAYS and RETENTION_BATCH_SIZE", () => {
+		const settings = loadSettings({
+			EVENT_RETENTION_DAYS: "30",
+			REJECTED_RETENTION_DAYS: "7",
+			RETENTION_BATCH_SIZE: "50",
+		});
+		expect(settings.retention).toEqual({ eventDays: 30, rejectedDays: 7, batchSize: 50 });
+	});
+
+	it("refuses a soft-bounce window longer than event retention", () => {
+		const error = thrown(() =>
+			loadSettings({ EVENT_RETENTION_DAYS: "10", SOFT_BOUNCE_WINDOW_DAYS: "14" }),
+		);
+		expect(error.status).toBe(503);
+		expect(error.message).toContain("SOFT_BOUNCE_WINDOW_DAYS");
+		expect(error.message).toContain("must not exceed EVENT_RETENTION_DAYS");
 	});
 });

@@ -1,0 +1,35 @@
+/**
+ * Deletes at most `limit` events that arrived before `cutoff` (Unix seconds), oldest first.
+ * `seq` grows with arrival, so the oldest rows are found by walking the rowid from its start
+ * instead of an index on arrival time. Returns how many were deleted.
+ */
+export async function deleteEventsBefore(
+	db: D1Database,
+	cutoff: number,
+	limit: number,
+): Promise<number> {
+	const result = await db
+		.prepare(
+			`DELETE FROM events WHERE seq IN (
+				SELECT seq FROM events WHERE received_at < ?1 ORDER BY seq LIMIT ?2)`,
+		)
+		.bind(cutoff, limit)
+		.run();
+	return result.meta.changes;
+}
+
+/** Deletes at most `limit` rejected callbacks received before `cutoff`. */
+export async function deleteRejectedBefore(
+	db: D1Database,
+	cutoff: number,
+	limit: number,
+): Promise<number> {
+	const result = await db
+		.prepare(
+			`DELETE FROM rejected_callbacks WHERE id IN (
+				SELECT id FROM rejected_callbacks WHERE received_at < ?1 ORDER BY received_at LIMIT ?2)`,
+		)
+		.bind(cutoff, limit)
+		.run();
+	return result.meta.changes;
+}

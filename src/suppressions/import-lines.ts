@@ -1,0 +1,150 @@
+import * as z from "zod/mini";
+import { emailProblem, normalizeEmail } from "../email";
+import { ApiError } from "../errors";
+import { timeValue } from "../query";
+import { domainParam, reasonField } from "../validate";
+import { CSV_HEADER, parseCsv, restoreCsvField } from "./csv";
+import { ANY_SCOPE, LISTS } from "./policy";
+import type { ImportedEntry } from "./transfer-store";
+
+export const MAX_IMPORT_LINES = 10_000;
+
+const email = z.pipe(
+	z.string(),
+	z.pipe(
+		z.transform(normalizeEmail),
+		z.string().check(
+			z.superRefine((value, ctx) => {
+				const problem = emailProblem(value);
+				if (problem) ctx.addIssue({ code: "custom", input: value, message: problem });
+			}),
+		),
+	),
+);
+
+/** One imported entry, in the export's vocabulary (NDJSON may carry every field of an entry). */
+const lineSchema = z.object({
+	email,
+	list: z.enum(LISTS, { error: `must be one of ${LISTS.join(", ")}` }),
+	scope: z.union([z.literal(ANY_SCOPE), domainParam], { error: 'must be "*" or a domain' }),
+	reason: z._default(reasonField, null),
+	source: z._default(z.enum(["event", "api"], { error: "must be event or api" }), "api"),
+	eventCount: z._default(z.int().check(z.gte(0)), 0),
+	lastEventAt: z._default(z.nullable(timeValue), null),
+	bulkId: z._default(z.nullable(z.string().check(z.maxLength(512))), null),
+	createdAt: z.optional(timeValue),
+	updatedAt: z.optional(timeValue),
+	expiresAt: z._default(z.nullable(timeValue), null),
+});
+
+/** CSV fields as named values; an empty optional field is absent (or null where it may be). */
+function csvRecord(fields: string[]): Record<string, string | null> {
+	const [mail, list, scope, reason, source, createdAt, updatedAt, expiresAt] =
+		fields.map(restoreCsvField);
+	const optional = (value: string | undefined) => (value ? value : undefined);
+	return Object.fromEntries(
+		Object.entries({
+			email: mail,
+			list,
+			scope,
+			reason: reason || null,
+			source: optional(source),
+			createdAt: optional(createdAt),
+			updatedAt: optional(updatedAt),
+			expiresAt: expiresAt || null,
+		}).filter(([, value]) => value !== undefined),
+	) as Record<string, string | null>;
+}
+
+/** Records of the body with their line numbers, or an error for the whole request. */
+function records(bytes: Uint8Array, format: "csv" | "ndjson") {
+	let text: string;
+	try {
+		text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes);
+	} catch {
+		throw new ApiError(400, "invalid_request", "The body is not valid UTF-8");
+	}
+	const failed: Array<{ line: number; message: string }> = [];
+	const found: Array<{ line: number; value: unknown }> = [];
+	if (format === "csv") {
+		const parsed = parseCsv(text);
+		failed.push(...parsed.errors);
+		const [header, ...rows] = parsed.rows;
+		if (header?.fields.join(",") !== CSV_HEADER.join(",")) {
+			throw new ApiError(
+				400,
+				"invalid_request",
+				`The first line must be the header ${CSV_HEADER.join(",")}`,
+			);
+		}
+		for (const row of rows) {
+			if (row.fields.length !== CSV_HEADER.length) {
+				failed.push({
+					line: row.line,
+					message: `has ${row.fields.length} fields, expected ${CSV_HEADER.length}`,
+				});
+			} else found.push({ line: row.line, value: csvRecord(row.fields) });
+		}
+	} else {
+		text.split(/\r?\n/).forEach((raw, i) => {
+			if (raw.trim() === "") return;
+			try {
+				found.push({ line: i + 1, value: JSON.parse(raw) });
+			} catch {
+				failed.push({ line: i + 1, message: "is not valid JSON" });
+			}
+		});
+	}
+	if (found.length + failed.length > MAX_IMPORT_LINES) {
+		throw new ApiError(400, "invalid_request", `An import holds at most ${MAX_IMPORT_LINES} lines`);
+	}
+	return { found, failed };
+}
+
+/**
+ * Reads an import body into entries to write and per-line failures. A line fails alone: bad
+ * fields, an entry already expired, or the same address, list, scope and source as an earlier line.
+ *
+ * @throws ApiError 400 when the body as a whole cannot be read
+ */
+export function readImport(bytes: Uint8Array, format: "csv" | "ndjson", now: number) {
+	const { found, failed } = records(bytes, format);
+	const entries: ImportedEntry[] = [];
+	const seen = new Map<string, number>();
+	for (const { line, value } of found) {
+		const parsed = z.safeParse(lineSchema, value);
+		if (!parsed.success) {
+			const [issue] = parsed.error.issues;
+			failed.push({
+				line,
+				message: `${issue?.path.map(String).join(".") || "line"} ${issue?.message ?? "is invalid"}`,
+			});
+			continue;
+		}
+		const entry = parsed.data;
+		const key = JSON.stringify([entry.email, entry.list, entry.scope, entry.source]);
+		const earlier = seen.get(key);
+		if (earlier !== undefined) {
+			failed.push({ line, message: `repeats the entry of line ${earlier}` });
+		} else if (entry.expiresAt !== null && entry.expiresAt <= now) {
+			failed.push({ line, message: "has already expired" });
+		} else {
+			seen.set(key, line);
+			entries.push({
+				email: entry.email,
+				list: entry.list,
+				scope: entry.scope,
+				origin: entry.source,
+				reason: entry.reason,
+				eventCount: entry.eventCount,
+				lastEventAt: entry.lastEventAt,
+				bulkId: entry.bulkId,
+				createdAt: entry.createdAt ?? now,
+				updatedAt: entry.updatedAt ?? now,
+				expiresAt: entry.expiresAt,
+			});
+		}
+	}
+	failed.sort((a, b) => a.line - b.line);
+	return { entries, failed };
+}

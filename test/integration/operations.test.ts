@@ -1,0 +1,238 @@
+import { env } from "cloudflare:workers";
+import { beforeEach, describe, expect, it } from "vitest";
+import {
+	call,
+	countRows,
+	daysAgo,
+	getJson,
+	lookup,
+	postCallback,
+	resetDatabase,
+	runCron,
+	tokens,
+} from "../helpers";
+
+type Json = Record<string, unknown>;
+
+function admin(method: string, path: string, body?: unknown): Promise<Response> {
+	return call(path, {
+		method,
+		headers: { authorization: `Bearer ${tokens.admin}` },
+		...(body === undefined ? {} : { body: JSON.stringify(body) }),
+	});
+}
+
+async function rejectedList(query = ""): Promise<{ rejected: Json[]; cursor: string | null }> {
+	const response = await getJson(`/v1/rejected${query}`);
+	expect(response.status).toBe(200);
+	return (await response.json()) as { rejected: Json[]; cursor: string | null };
+}
+
+/** A rejected record whose body today's schema accepts, as if the rule that refused it changed. */
+async function storeRejected(body: string | Uint8Array, bodyBytes?: number): Promise<string> {
+	const bytes = typeof body === "string" ? new TextEncoder().encode(body) : body;
+	const id = crypto.randomUUID();
+	await env.DB.prepare(
+		`INSERT INTO rejected_callbacks (id, received_at, status, code, message, issues, content_type, body, body_bytes)
+		VALUES (?, ?, 400, 'invalid_event', 'The callback has 1 problem', '[]', 'application/json', ?, ?)`,
+	)
+		.bind(id, daysAgo(1), bytes, bodyBytes ?? bytes.length)
+		.run();
+	return id;
+}
+
+beforeEach(resetDatabase);
+
+describe("rejected callbacks", () => {
+	it("lists them newest first with their raw bodies, paged", async () => {
+		await postCallback("{ first");
+		await postCallback(new Uint8Array([0x7b, 0xff, 0x7d]));
+		await postCallback({ event: "nope", email: "a@example.com", timestamp: 1 });
+		const all = await rejectedList();
+		expect(all.rejected).toHaveLength(3);
+		const byCode = Object.fromEntries(all.rejected.map((row) => [String(row.body), row]));
+		expect(byCode["{ first"]).toMatchObject({
+			status: 400,
+			code: "invalid_json",
+			bodyEncoding: "utf-8",
+			truncated: false,
+			replayedAt: null,
+		});
+		expect(byCode["e/99"]).toMatchObject({
+			code: "invalid_json",
+			bodyEncoding: "base64",
+			bodyBytes: 3,
+		});
+		const first = await rejectedList("?limit=2");
+		const second = await rejectedList(`?limit=2&cursor=${first.cursor}`);
+		expect([...first.rejected, ...second.rejected].map((row) => row.id)).toEqual(
+			all.rejected.map((row) => row.id),
+		);
+		expect(second.cursor).toBeNull();
+	});
+
+	it("replays a stored body that today's validation accepts, once", async () => {
+		const id = await storeRejected(
+			JSON.stringify([
+				{
+					event: "bounce",
+					bounceType: "hard_bounce",
+					email: "r@example.com",
+					timestamp: 1000,
+					reason: "550",
+				},
+				{ event: "open", email: "r@example.com", timestamp: 1001 },
+			]),
+		);
+		const response = await admin("POST", `/v1/rejected/${id}/replay`);
+		expect(response.status).toBe(200);
+		expect(await response.json()).toEqual({ ok: true, id, received: 2, stored: 2, duplicates: 0 });
+		expect(await countRows("events")).toBe(2);
+		expect((await lookup("r@example.com")).suppressed).toBe(true);
+		const [row] = (await rejectedList()).rejected;
+		expect(row).toMatchObject({ id, replayStored: 2, replayedAt: expect.stringMatching(/Z$/) });
+		expect(await (await admin("POST", `/v1/rejected/${id}/replay`)).json()).toMatchObject({
+			stored: 0,
+			duplicates: 2,
+		});
+	});
+
+	it("answers 422 with the issues when the body still fails", async () => {
+		const id = await storeRejected('{"event":"bogus","email":"a@example.com","timestamp":1}');
+		const response = await admin("POST", `/v1/rejected/${id}/replay`);
+		expect(response.status).toBe(422);
+		const body = (await response.json()) as { error: { code: string; issues: Json[] } };
+		expect(body.error.code).toBe("still_invalid");
+		expect(body.error.issues[0]).toMatchObject({ path: "event" });
+		expect(await countRows("events")).toBe(0);
+	});
+
+	it("answers 409 for a body kept only in part, 404 for an unknown id, 403 for a read token", async () => {
+		const id = await storeRejected('{"event":"open"', 300_000);
+		expect((await admin("POST", `/v1/rejected/${id}/replay`)).status).toBe(409);
+		expect((await admin("POST", "/v1/rejected/no-such-id/replay")).status).toBe(404);
+		const read = await call(`/v1/rejected/${id}/replay`, {
+			method: "POST",
+			headers: { authorization: `Bearer ${tokens.lookup}` },
+		});
+		expect(read.status).toBe(403);
+	});
+});
+
+describe("GET /v1/suppressions/{email}/history", () => {
+	it("records each kind of change with its source, oldest first", async () => {
+		const email = "h@example.com";
+		await postCallback({
+			event: "bounce",
+			bounceType: "hard_bounce",
+			email,
+			timestamp: 1000,
+			reason: "550 first",
+		});
+		await postCallback({
+			event: "bounce",
+			bounceType: "hard_bounce",
+			email,
+			timestamp: 2000,
+			reason: "550 again",
+		});
+		await admin("DELETE", `/v1/suppressions/${email}`);
+		await admin("PUT", `/v1/suppressions/${email}`, {
+			reason: "by hand",
+			expiresAt: Math.floor(Date.now() / 1000) + 120,
+		});
+		await runCron(Date.now() + 3_600_000);
+		// After the removal above: older soft bounces would be ignored.
+		const t = Math.floor(Date.now() / 1000) + 5;
+		const soft = (at: number) => ({
+			event: "bounce",
+			bounceType: "soft_bounce",
+			email,
+			timestamp: at,
+		});
+		await postCallback([soft(t), soft(t + 1), soft(t + 2)]);
+		await postCallback({ event: "delivered", email, timestamp: t + 1 });
+
+		const response = await getJson(`/v1/suppressions/${encodeURIComponent(email)}/history`);
+		const body = (await response.json()) as { email: string; history: Json[] };
+		expect(body.email).toBe(email);
+		expect(body.history.map((line) => [line.action, line.list, line.source, line.note])).toEqual([
+			["added", "bounce", "event", "550 first"],
+			["renewed", "bounce", "event", "550 again"],
+			["removed", "bounce", "api", null],
+			["added", "manual", "api", "by hand"],
+			["expired", "manual", "cron", null],
+			["added", "bounce", "event", null],
+			["removed", "bounce", "event", "a delivery broke the run of soft bounces"],
+		]);
+		expect(body.history[0]).toMatchObject({
+			eventId: expect.stringMatching(/^[0-9a-f]{32}$/),
+			at: expect.stringMatching(/Z$/),
+		});
+	});
+
+	it("is empty for an address never suppressed", async () => {
+		expect(await (await getJson("/v1/suppressions/none%40example.com/history")).json()).toEqual({
+			email: "none@example.com",
+			history: [],
+		});
+	});
+});
+
+describe("DELETE /v1/addresses/{email}", () => {
+	beforeEach(async () => {
+		await postCallback([
+			{ event: "delivered", email: "gone@example.com", timestamp: 1000 },
+			{ event: "spamreport", email: "gone@example.com", timestamp: 2000 },
+			{ event: "open", email: "other@example.com", timestamp: 2000 },
+		]);
+	});
+
+	it("erases the events but keeps the address suppressed", async () => {
+		const response = await admin("DELETE", "/v1/addresses/gone%40example.com");
+		expect(await response.json()).toEqual({
+			email: "gone@example.com",
+			eventsDeleted: 2,
+			suppressionsDeleted: 0,
+		});
+		const events = (await (await getJson("/v1/events?email=gone%40example.com")).json()) as {
+			events: unknown[];
+		};
+		expect(events.events).toEqual([]);
+		expect((await lookup("gone@example.com")).suppressed).toBe(true);
+		expect(await countRows("events")).toBe(1);
+	});
+
+	it("with suppressions=true erases the entries and their history too", async () => {
+		const response = await admin("DELETE", "/v1/addresses/gone%40example.com?suppressions=true");
+		expect(await response.json()).toEqual({
+			email: "gone@example.com",
+			eventsDeleted: 2,
+			suppressionsDeleted: 1,
+		});
+		expect((await lookup("gone@example.com")).suppressed).toBe(false);
+		expect(await countRows("suppression_history")).toBe(0);
+	});
+
+	it("refuses a bad flag and a read token", async () => {
+		expect(
+			(await admin("DELETE", "/v1/addresses/gone%40example.com?suppressions=yes")).status,
+		).toBe(400);
+		const read = await call("/v1/addresses/gone%40example.com", {
+			method: "DELETE",
+			headers: { authorization: `Bearer ${tokens.lookup}` },
+		});
+		expect(read.status).toBe(403);
+		expect(await countRows("events")).toBe(3);
+	});
+});
+
+describe("GET /openapi.json", () => {
+	it("serves the OpenAPI 3.1 document without auth", async () => {
+		const response = await call("/openapi.json");
+		expect(response.status).toBe(200);
+		const document = (await response.json()) as { openapi: string; paths: Record<string, unknown> };
+		expect(document.openapi).toBe("3.1.0");
+		expect(Object.keys(document.paths)).toContain("/v1/suppressions/{email}/history");
+	});
+});

@@ -1,0 +1,158 @@
+import { env } from "cloudflare:workers";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { countRows, docSamples, getJson, postCallback, resetDatabase, runCron } from "../helpers";
+
+type Stats = {
+	since: string;
+	until: string;
+	fromDomain: string | null;
+	days: Array<{ day: string; counts: Record<string, number> }>;
+	totals: Record<string, number>;
+	bounceRate: number | null;
+	complaintRate: number | null;
+};
+
+async function stats(query: string): Promise<Stats> {
+	const response = await getJson(`/v1/stats${query}`);
+	expect(response.status).toBe(200);
+	return (await response.json()) as Stats;
+}
+
+const DAY = 86_400;
+const d0 = 1_767_225_600; // 2026-01-01T00:00:00Z
+const ev = (event: string, day: number, extra: Record<string, unknown> = {}) => ({
+	event,
+	email: `${event}-${day}-${Math.random().toString(36).slice(2)}@example.com`,
+	timestamp: d0 + day * DAY + 3600,
+	fromDomain: "news.example.com",
+	...extra,
+});
+
+async function rollupTotal(): Promise<number> {
+	const row = await env.DB.prepare("SELECT coalesce(sum(count), 0) AS n FROM daily_stats").first<{
+		n: number;
+	}>();
+	return row?.n ?? 0;
+}
+
+beforeEach(resetDatabase);
+afterEach(() => vi.restoreAllMocks());
+
+describe("GET /v1/stats", () => {
+	it("counts Tencent's doc samples by day and type", async () => {
+		for (const sample of docSamples) expect((await postCallback(sample)).status).toBe(200);
+		const result = await stats("?since=2020-01-01&until=2023-01-01");
+		expect(result.days).toEqual([
+			{ day: "2020-04-27", counts: expect.objectContaining({ delivered: 3, bounce: 0 }) },
+			{
+				day: "2022-06-01",
+				counts: expect.objectContaining({ delivered: 0, bounce: 3, hardBounce: 3, softBounce: 0 }),
+			},
+		]);
+		expect(result.totals).toMatchObject({ delivered: 3, bounce: 3, hardBounce: 3, spamreport: 0 });
+		expect(result.bounceRate).toBe(0.5);
+		expect(result.complaintRate).toBe(0);
+	});
+
+	it("gives both rates on known data, per sender domain", async () => {
+		const events = [
+			...Array.from({ length: 90 }, (_, i) => ev("delivered", i % 3)),
+			...Array.from({ length: 6 }, () => ev("bounce", 1, { bounceType: "hard_bounce" })),
+			...Array.from({ length: 4 }, () => ev("bounce", 2, { bounceType: "soft_bounce" })),
+			...Array.from({ length: 9 }, () => ev("spamreport", 2)),
+			...Array.from({ length: 5 }, () => ev("open", 0, { fromDomain: "shop.example.com" })),
+		];
+		expect((await postCallback(events.slice(0, 100))).status).toBe(200);
+		expect((await postCallback(events.slice(100))).status).toBe(200);
+		const result = await stats("?since=2026-01-01&until=2026-01-04&fromDomain=news.example.com");
+		expect(result.totals).toMatchObject({
+			delivered: 90,
+			bounce: 10,
+			hardBounce: 6,
+			softBounce: 4,
+			spamreport: 9,
+			open: 0,
+		});
+		expect(result.bounceRate).toBe(0.1); // 10 / (90 + 10)
+		expect(result.complaintRate).toBe(0.1); // 9 / 90
+		expect(result.days.map((day) => day.day)).toEqual(["2026-01-01", "2026-01-02", "2026-01-03"]);
+		expect((await stats("?since=2026-01-01&until=2026-01-04")).totals.open).toBe(5);
+		expect(
+			(await stats("?since=2026-01-01&until=2026-01-04&fromDomain=shop.example.com")).totals,
+		).toMatchObject({ open: 5, delivered: 0 });
+	});
+
+	it("has null rates while there is nothing to divide by", async () => {
+		const result = await stats("?since=2026-01-01&until=2026-01-02");
+		expect(result).toMatchObject({ days: [], bounceRate: null, complaintRate: null });
+	});
+
+	it("rollups equal the stored events, also after duplicates", async () => {
+		const events = Array.from({ length: 20 }, (_, i) => ev(i % 2 ? "open" : "delivered", i % 4));
+		await postCallback(events);
+		await postCallback(events.slice(0, 10));
+		await postCallback([...events.slice(5, 15), ...events.slice(5, 15)]);
+		expect(await countRows("events")).toBe(20);
+		expect(await rollupTotal()).toBe(20);
+		const result = await stats("?since=2026-01-01&until=2026-01-10");
+		expect(result.totals.delivered + result.totals.open).toBe(20);
+	});
+
+	it.each([
+		["?since=soon", "since"],
+		["?since=2026-02-01&until=2026-01-01", "until"],
+		["?fromDomain=a%20b", "fromDomain"],
+		["?days=7", "days"],
+	])("refuses %s", async (query, path) => {
+		const response = await getJson(`/v1/stats${query}`);
+		expect(response.status).toBe(400);
+		const body = (await response.json()) as {
+			error: { code: string; issues: Array<{ path: string }> };
+		};
+		expect(body.error.code).toBe("invalid_query");
+		expect(body.error.issues[0]?.path).toBe(path);
+	});
+});
+
+describe("retention", () => {
+	const later = (days: number) => Date.now() + days * DAY * 1000;
+
+	it("deletes old events in bounded batches over several runs; rollups, entries and history stay", async () => {
+		const events = Array.from({ length: 45 }, (_, i) => ev("delivered", i % 5));
+		events.push(ev("bounce", 1, { bounceType: "hard_bounce", email: "kept@example.com" }));
+		await postCallback(events);
+		const small = { ...env, RETENTION_BATCH_SIZE: "2" };
+		const logged: Array<Record<string, unknown>> = [];
+		vi.spyOn(console, "log").mockImplementation((line: string) => {
+			const entry = JSON.parse(line) as Record<string, unknown>;
+			if (entry.message === "retention") logged.push(entry);
+		});
+		for (let run = 0; run < 5 && logged.at(-1)?.done !== true; run++)
+			await runCron(later(91), small);
+		expect(logged.map((entry) => [entry.deleted, entry.done])).toEqual([
+			[20, false],
+			[20, false],
+			[6, true],
+		]);
+		expect(await countRows("events")).toBe(0);
+		expect(await rollupTotal()).toBe(46);
+		expect(await countRows("suppressions")).toBe(1);
+		expect(await countRows("suppression_history")).toBe(1);
+	});
+
+	it("keeps events younger than EVENT_RETENTION_DAYS", async () => {
+		await postCallback([ev("open", 0), ev("click", 0)]);
+		await runCron(later(89));
+		expect(await countRows("events")).toBe(2);
+		await runCron(later(91));
+		expect(await countRows("events")).toBe(0);
+	});
+
+	it("keeps rejected callbacks 30 days", async () => {
+		await postCallback("{ not json");
+		await runCron(later(29));
+		expect(await countRows("rejected_callbacks")).toBe(1);
+		await runCron(later(31));
+		expect(await countRows("rejected_callbacks")).toBe(0);
+	});
+});

@@ -1,0 +1,254 @@
+import { env } from "cloudflare:workers";
+import { beforeEach, describe, expect, it } from "vitest";
+import { call, countRows, lookup, postCallback, resetDatabase, runCron, tokens } from "../helpers";
+
+type ImportResult = {
+	imported: number;
+	unchanged: number;
+	failed: Array<{ line: number; message: string }>;
+};
+const HEADER = "email,list,scope,reason,source,created_at,updated_at,expires_at";
+
+async function exportText(query = ""): Promise<{ text: string; type: string | null }> {
+	const response = await call(`/v1/suppressions/export${query}`, {
+		headers: { authorization: `Bearer ${tokens.lookup}` },
+	});
+	expect(response.status).toBe(200);
+	return { text: await response.text(), type: response.headers.get("content-type") };
+}
+
+async function importText(body: string, type = "text/csv"): Promise<Response> {
+	return call("/v1/suppressions/import", {
+		method: "POST",
+		headers: { authorization: `Bearer ${tokens.admin}`, "content-type": type },
+		body,
+	});
+}
+
+async function imported(body: string, type = "text/csv"): Promise<ImportResult> {
+	const response = await importText(body, type);
+	expect(response.status).toBe(200);
+	return (await response.json()) as ImportResult;
+}
+
+async function put(email: string, body: Record<string, unknown>): Promise<void> {
+	const response = await call(`/v1/suppressions/${encodeURIComponent(email)}`, {
+		method: "PUT",
+		headers: { authorization: `Bearer ${tokens.admin}` },
+		body: JSON.stringify(body),
+	});
+	expect(response.status).toBe(200);
+}
+
+async function allEntries() {
+	const response = await call("/v1/suppressions?limit=1000", {
+		headers: { authorization: `Bearer ${tokens.lookup}` },
+	});
+	return ((await response.json()) as { entries: unknown[] }).entries;
+}
+
+const HOSTILE = [
+	'=HYPERLINK("http://evil.example","click")',
+	"+1 555 0100",
+	"-2+3",
+	"@SUM(A1:A2)",
+	"'=already quoted",
+	'comma, "quotes" and\nnew line\r\nand CRLF',
+	"\ttab first",
+	" padded ",
+	"用户 ✉️ 😀",
+];
+
+async function seed(): Promise<void> {
+	await postCallback([
+		{
+			event: "bounce",
+			bounceType: "hard_bounce",
+			email: "-dash@example.com",
+			timestamp: 1000,
+			reason: "550 =no such user",
+		},
+		{
+			event: "unsubscribe",
+			email: "u@example.com",
+			timestamp: 1000,
+			fromDomain: "news.example.com",
+		},
+		{ event: "spamreport", email: "用户@例子.广告", timestamp: 1000 },
+	]);
+	const inAWeek = Math.floor(Date.now() / 1000) + 7 * 86_400;
+	for (const [i, reason] of HOSTILE.entries()) {
+		await put(`hostile${i}@example.com`, { reason, ...(i % 2 ? { expiresAt: inAWeek } : {}) });
+	}
+}
+
+beforeEach(resetDatabase);
+
+describe("export", () => {
+	it("streams CSV with the contract's header, RFC 4180 quoting and formulas neutralised", async () => {
+		await seed();
+		const { text, type } = await exportText();
+		expect(type).toBe("text/csv; charset=utf-8");
+		const lines = text.split("\r\n");
+		expect(lines[0]).toBe(HEADER);
+		expect(text).toContain("'-dash@example.com,bounce,*,550 =no such user,event,");
+		expect(text).toContain(`"'=HYPERLINK(""http://evil.example"",""click"")"`);
+		expect(text).toContain(",'+1 555 0100,api,");
+		expect(text).toContain(",'@SUM(A1:A2),api,");
+		expect(text).toContain(`,"comma, ""quotes"" and\nnew line\r\nand CRLF",api,`);
+		expect(text.endsWith("\r\n")).toBe(true);
+	});
+
+	it("streams NDJSON, one full entry per line, filtered", async () => {
+		await seed();
+		const { text, type } = await exportText("?format=ndjson&list=unsubscribe");
+		expect(type).toBe("application/x-ndjson; charset=utf-8");
+		const lines = text
+			.trim()
+			.split("\n")
+			.map((line) => JSON.parse(line));
+		expect(lines).toEqual([
+			expect.objectContaining({
+				email: "u@example.com",
+				list: "unsubscribe",
+				scope: "news.example.com",
+				eventCount: 1,
+			}),
+		]);
+	});
+
+	it("pages through more entries than one D1 page", async () => {
+		const lines = Array.from(
+			{ length: 2500 },
+			(_, i) => `bulk${String(i).padStart(4, "0")}@example.com,manual,*,,api,,,`,
+		);
+		expect(await imported([HEADER, ...lines].join("\n"))).toMatchObject({
+			imported: 2500,
+			failed: [],
+		});
+		const { text } = await exportText();
+		expect(text.trim().split("\r\n")).toHaveLength(2501);
+	});
+});
+
+describe("export then import", () => {
+	it.each(["csv", "ndjson"])(
+		"round-trips every entry unchanged into an empty database (%s)",
+		async (format) => {
+			await seed();
+			const before = await allEntries();
+			expect(before).toHaveLength(12);
+			const { text } = await exportText(`?format=${format}`);
+			await resetDatabase();
+			const result = await imported(text, format === "csv" ? "text/csv" : "application/x-ndjson");
+			expect(result).toEqual({ imported: 12, unchanged: 0, failed: [] });
+			const after = await allEntries();
+			if (format === "ndjson") expect(after).toEqual(before);
+			else {
+				// CSV has no eventCount, lastEventAt or bulkId columns; every column it has comes back.
+				const columns = (entries: unknown[]) =>
+					(entries as Array<Record<string, unknown>>).map(
+						({ eventCount, lastEventAt, bulkId, ...rest }) => rest,
+					);
+				expect(columns(after)).toEqual(columns(before));
+			}
+			expect(await imported(text, format === "csv" ? "text/csv" : "application/x-ndjson")).toEqual({
+				imported: 0,
+				unchanged: 12,
+				failed: [],
+			});
+		},
+	);
+});
+
+describe("import", () => {
+	it("reports each bad line and imports the rest", async () => {
+		const body = [
+			HEADER,
+			"ok1@example.com,manual,*,fine,api,,,",
+			"not-an-address,manual,*,,api,,,",
+			"ok2@example.com,vip,*,,api,,,",
+			"ok3@example.com,manual,not a domain,,api,,,",
+			"ok4@example.com,manual,*,,api,,,2020-01-01T00:00:00Z",
+			"ok1@example.com,manual,*,again,api,,,",
+			'ok5@example.com,manual,*,"unterminated,api,,,',
+		].join("\r\n");
+		const result = await imported(body);
+		expect(result.imported).toBe(1);
+		expect(result.failed.map((failure) => failure.line)).toEqual([3, 4, 5, 6, 7, 8]);
+		expect(result.failed[0]?.message).toBe("email must contain @");
+		expect(result.failed[3]?.message).toBe("has already expired");
+		expect(result.failed[4]?.message).toBe("repeats the entry of line 2");
+		expect((await lookup("ok1@example.com", "?consistent=true")).entries[0]?.reason).toBe("fine");
+	});
+
+	it("puts imported entries in KV", async () => {
+		await imported([HEADER, "kv@example.com,manual,*,,api,,,"].join("\n"));
+		expect((await lookup("kv@example.com")).suppressed).toBe(true);
+	});
+
+	it("leaves what one request cannot push to KV to the cron", async () => {
+		const lines = Array.from({ length: 450 }, (_, i) => `q${i}@example.com,complaint,*,,event,,,`);
+		await imported([HEADER, ...lines].join("\n"));
+		expect(await countRows("edge_pending")).toBe(50);
+		await runCron();
+		expect(await countRows("edge_pending")).toBe(0);
+		expect((await lookup("q449@example.com")).suppressed).toBe(true);
+	});
+
+	it.each([
+		["no header", "a@example.com,manual,*,,api,,,", 400],
+		["a wrong header", "mail,list\na@example.com,manual", 400],
+		[
+			"too many lines",
+			[
+				HEADER,
+				...Array.from({ length: 10_001 }, (_, i) => `x${i}@example.com,manual,*,,api,,,`),
+			].join("\n"),
+			400,
+		],
+	])("refuses %s", async (_name, body, status) => {
+		const response = await importText(body);
+		expect(response.status).toBe(status);
+		expect(await countRows("suppressions")).toBe(0);
+	});
+
+	it("refuses a body that is not UTF-8 and a content type it does not read", async () => {
+		expect((await importText("a@example.com", "application/json")).status).toBe(415);
+		const response = await call("/v1/suppressions/import", {
+			method: "POST",
+			headers: { authorization: `Bearer ${tokens.admin}`, "content-type": "text/csv" },
+			body: new Uint8Array([0xff, 0xfe]),
+		});
+		expect(response.status).toBe(400);
+	});
+
+	it("reads NDJSON with per-line JSON errors", async () => {
+		const body = [
+			'{"email":"n@example.com","list":"manual","scope":"*"}',
+			"{oops",
+			"",
+			'{"email":"m@example.com","list":"bounce","scope":"*","source":"event","eventCount":3}',
+		].join("\n");
+		const result = await imported(body, "application/x-ndjson");
+		expect(result).toEqual({
+			imported: 2,
+			unchanged: 0,
+			failed: [{ line: 2, message: "is not valid JSON" }],
+		});
+		expect((await lookup("m@example.com", "?consistent=true")).entries[0]).toMatchObject({
+			source: "event",
+			eventCount: 3,
+		});
+	});
+
+	it("needs an admin token", async () => {
+		const response = await call("/v1/suppressions/import", {
+			method: "POST",
+			headers: { authorization: `Bearer ${tokens.lookup}`, "content-type": "text/csv" },
+			body: HEADER,
+		});
+		expect(response.status).toBe(403);
+		expect(env.ADMIN_TOKENS).not.toBe(tokens.lookup);
+	});
+});

@@ -1,0 +1,91 @@
+import { Validator } from "@seriousme/openapi-schema-validator";
+import { describe, expect, it } from "vitest";
+import { openApiDocument } from "../../src/openapi";
+import { router } from "../../src/router";
+import { ROUTES } from "../../src/routes";
+
+type Operation = {
+	security?: unknown[];
+	responses: Record<string, unknown>;
+	parameters?: Array<{ name: string; in: string }>;
+};
+const document = JSON.parse(JSON.stringify(openApiDocument())) as {
+	openapi: string;
+	paths: Record<string, Record<string, Operation>>;
+};
+
+function operations(): Array<[string, string, Operation]> {
+	return Object.entries(document.paths).flatMap(([path, methods]) =>
+		Object.entries(methods).map(([method, operation]): [string, string, Operation] => [
+			method.toUpperCase(),
+			path,
+			operation,
+		]),
+	);
+}
+
+describe("GET /openapi.json", () => {
+	it("is a valid OpenAPI 3.1 document", async () => {
+		const validator = new Validator();
+		const result = await validator.validate(document);
+		expect(result.errors ?? []).toEqual([]);
+		expect(result.valid).toBe(true);
+		expect(validator.version).toBe("3.1");
+	});
+
+	it("names every route the router serves, and nothing else", () => {
+		const served = router.routes
+			.filter(([method]) => method !== "ALL")
+			.map(([method, , , path]) => `${method} ${(path ?? "").replace(/:(\w+)/g, "{$1}")}`)
+			.sort();
+		const documented = operations()
+			.map(([method, path]) => `${method} ${path}`)
+			.sort();
+		expect(documented).toEqual(served);
+		expect(served).toHaveLength(ROUTES.length);
+	});
+
+	it("states the auth of every route and the errors it answers", () => {
+		for (const [method, path, operation] of operations()) {
+			const route = ROUTES.find(
+				(r) => r.method === method && r.path.replace(/:(\w+)/g, "{$1}") === path,
+			);
+			expect(route, `${method} ${path}`).toBeDefined();
+			const statuses = Object.keys(operation.responses);
+			expect(statuses).toContain("200");
+			expect(statuses).toContain("500");
+			if (route?.access === "read" || route?.access === "admin") {
+				expect(operation.security).toEqual([
+					{ [route.access === "read" ? "lookupToken" : "adminToken"]: [] },
+				]);
+				expect(statuses).toContain("401");
+			}
+			if (route?.access === "admin") expect(statuses).toContain("403");
+			if (route?.access === "callback") expect(statuses).toContain("404");
+		}
+	});
+
+	it("documents query parameters from the zod schemas that validate them", () => {
+		const events = document.paths["/v1/events"]?.get;
+		expect(events?.parameters?.map((p) => p.name).sort()).toEqual(
+			[
+				"bulkId",
+				"cursor",
+				"email",
+				"event",
+				"fromDomain",
+				"limit",
+				"messageId",
+				"since",
+				"until",
+			].sort(),
+		);
+		const lookup = document.paths["/v1/suppressions/{email}"]?.get;
+		expect(lookup?.parameters).toEqual(
+			expect.arrayContaining([
+				expect.objectContaining({ name: "email", in: "path" }),
+				expect.objectContaining({ name: "fromDomain", in: "query" }),
+			]),
+		);
+	});
+});
