@@ -95,7 +95,7 @@ describe("GET /v1/stats", () => {
 		expect(await countRows("events")).toBe(20);
 		expect(await rollupTotal()).toBe(20);
 		const result = await stats("?since=2026-01-01&until=2026-01-10");
-		expect(result.totals.delivered + result.totals.open).toBe(20);
+		expect((result.totals.delivered ?? 0) + (result.totals.open ?? 0)).toBe(20);
 	});
 
 	it.each([
