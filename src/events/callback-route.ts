@@ -5,14 +5,11 @@ import { ApiError, json, notFound } from "../errors";
 import { log } from "../log";
 import { syncEdge } from "../suppressions/edge";
 import { parseCallback } from "../tencent/normalise";
-import { storeCallback } from "./ingest";
+import { storageUnavailable, storeCallback } from "./ingest";
 import { recordRejected } from "./rejected-store";
 
 /** Largest callback body accepted. */
 export const MAX_CALLBACK_BYTES = 256 * 1024;
-
-/** Seconds a sender should wait before retrying after a storage failure. */
-const RETRY_AFTER_SECONDS = 30;
 
 interface CallbackRequest extends Request {
 	params: Record<string, string | undefined>;
@@ -67,15 +64,7 @@ export async function receiveCallback(
 		({ stored, changed } = await storeCallback(env.DB, events, settings.policy, receivedAt));
 	} catch (error) {
 		log("error", "callback not stored", { requestId: request.requestId, error: String(error) });
-		throw new ApiError(
-			503,
-			"storage_unavailable",
-			"Storage is unavailable; retry later",
-			undefined,
-			{
-				"Retry-After": String(RETRY_AFTER_SECONDS),
-			},
-		);
+		throw storageUnavailable();
 	}
 	// The KV copy follows the D1 commit; a failure there is repaired by the reconcile cron.
 	if (changed.size > 0) ctx.waitUntil(syncEdge(env, [...changed], receivedAt, request.requestId));

@@ -1,4 +1,5 @@
 import type { PolicySettings } from "../config";
+import { ApiError } from "../errors";
 import { evidenceFrom, softBounceAddresses } from "../suppressions/policy";
 import { applyEvidence, recomputeSoftBounces } from "../suppressions/store";
 import type { StoredEvent } from "./event";
@@ -31,4 +32,20 @@ export async function storeCallback(
 		for (const row of result.results) if (row.email) changed.add(row.email);
 	}
 	return { stored: inserted?.results.length ?? 0, changed };
+}
+
+/** Seconds a sender should wait before retrying after a storage failure. */
+const RETRY_AFTER_SECONDS = 30;
+
+/** 503 with Retry-After: nothing was stored, so the sender may send the same request again. */
+export function storageUnavailable(): ApiError {
+	return new ApiError(
+		503,
+		"storage_unavailable",
+		"Storage is unavailable; retry later",
+		undefined,
+		{
+			"Retry-After": String(RETRY_AFTER_SECONDS),
+		},
+	);
 }

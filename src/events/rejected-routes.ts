@@ -2,11 +2,12 @@ import * as z from "zod/mini";
 import { parseJsonBytes } from "../body";
 import { loadSettings } from "../config";
 import { ApiError, json, notFound } from "../errors";
+import { log } from "../log";
 import { decodeCursor, encodeCursor, limitParam, parseQuery, type RawQuery } from "../query";
 import { syncEdge } from "../suppressions/edge";
 import { parseCallback } from "../tencent/normalise";
 import { isoTime } from "./event";
-import { storeCallback } from "./ingest";
+import { storageUnavailable, storeCallback } from "./ingest";
 import { listRejected, markReplayed, type RejectedRow, readRejected } from "./rejected-store";
 
 interface RouteRequest {
@@ -103,7 +104,14 @@ export async function replayRoute(
 			error.issues,
 		);
 	}
-	const { stored, changed } = await storeCallback(env.DB, events, settings.policy, now);
+	let result: Awaited<ReturnType<typeof storeCallback>>;
+	try {
+		result = await storeCallback(env.DB, events, settings.policy, now);
+	} catch (error) {
+		log("error", "replay not stored", { requestId: request.requestId, error: String(error) });
+		throw storageUnavailable();
+	}
+	const { stored, changed } = result;
 	await markReplayed(env.DB, row.id, now, stored);
 	if (changed.size > 0) ctx.waitUntil(syncEdge(env, [...changed], now, request.requestId));
 	return json({
