@@ -27,6 +27,30 @@ function tokenList(pattern: RegExp, charset: string) {
 	);
 }
 
+/** Comma-separated browser origins, each a scheme and a host. */
+function originList() {
+	return z.pipe(
+		z._default(z.string(), ""),
+		z.transform((raw, ctx) => {
+			const origins = raw
+				.split(",")
+				.map((origin) => origin.trim())
+				.filter((origin) => origin !== "");
+			for (const origin of origins) {
+				if (!/^https?:\/\/[^/\s]+$/.test(origin)) {
+					ctx.issues.push({
+						code: "custom",
+						input: origin,
+						message: "each origin must look like https://app.example.com",
+					});
+					return z.NEVER;
+				}
+			}
+			return origins;
+		}),
+	);
+}
+
 /** An integer setting given as a string var, with a default and bounds. */
 function intSetting(fallback: number, min: number, max: number) {
 	return z.pipe(
@@ -54,6 +78,7 @@ const settingsSchema = z
 		EVENT_RETENTION_DAYS: intSetting(90, 1, 36500),
 		REJECTED_RETENTION_DAYS: intSetting(30, 1, 36500),
 		RETENTION_BATCH_SIZE: intSetting(1000, 1, 10000),
+		CORS_ORIGINS: originList(),
 	})
 	.check(
 		z.superRefine((settings, ctx) => {
@@ -91,6 +116,8 @@ export interface Settings {
 	/** Addresses the reconcile cron checks per run. */
 	reconcileBatchSize: number;
 	retention: { eventDays: number; rejectedDays: number; batchSize: number };
+	/** Origins browsers may call the API from; none by default. */
+	corsOrigins: string[];
 }
 
 const cache = new WeakMap<object, Settings>();
@@ -135,6 +162,7 @@ export function loadSettings(env: object): Settings {
 			rejectedDays: parsed.data.REJECTED_RETENTION_DAYS,
 			batchSize: parsed.data.RETENTION_BATCH_SIZE,
 		},
+		corsOrigins: parsed.data.CORS_ORIGINS,
 	};
 	cache.set(env, settings);
 	return settings;

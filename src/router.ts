@@ -1,5 +1,6 @@
 import { type IRequest, type RequestHandler, Router } from "itty-router";
 import { authorize, type Role } from "./auth";
+import { addCorsHeaders, answerPreflight } from "./cors";
 import { ApiError, errorToResponse, notFound } from "./errors";
 import { log } from "./log";
 import { type AppRequest, ROUTES } from "./routes";
@@ -20,7 +21,8 @@ function start(request: AppRequest): void {
 	request.startedAt = Date.now();
 }
 
-function finish(response: Response, request: AppRequest): Response {
+function finish(response: Response, request: AppRequest, env: Env): Response {
+	addCorsHeaders(response, request, env);
 	response.headers.set("x-content-type-options", "nosniff");
 	response.headers.set("cache-control", "no-store");
 	response.headers.set("x-request-id", request.requestId);
@@ -37,7 +39,7 @@ function finish(response: Response, request: AppRequest): Response {
 
 /** The whole route table. */
 export const router = Router<AppRequest, Args>({
-	before: [start],
+	before: [start, answerPreflight],
 	catch: (error: unknown, request: IRequest) => errorToResponse(error, String(request.requestId)),
 	finally: [finish],
 });

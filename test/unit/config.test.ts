@@ -18,6 +18,7 @@ const POLICY_DEFAULTS = {
 	},
 	reconcileBatchSize: 500,
 	retention: { eventDays: 90, rejectedDays: 30, batchSize: 1000 },
+	corsOrigins: [],
 };
 
 /** The ApiError that `fn` throws. */

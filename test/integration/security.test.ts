@@ -1,0 +1,167 @@
+import { env } from "cloudflare:workers";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { router } from "../../src/router";
+import { call, postCallback, resetDatabase, tokens } from "../helpers";
+
+// Every route the router actually serves, so that a route added without auth fails here.
+const served = router.routes
+	.filter(([method]) => method !== "ALL")
+	.map(([method, , , path]) => ({ method, path: path ?? "" }));
+const protectedRoutes = served.filter(
+	(route) => route.path.startsWith("/v1/") && !route.path.startsWith("/v1/callbacks/"),
+);
+// A write needs an admin token; the pre-send check is a read sent as POST.
+const isWrite = (route: { method: string; path: string }) =>
+	!["GET", "HEAD"].includes(route.method) && route.path !== "/v1/suppressions/check";
+
+function concrete(path: string): string {
+	return path
+		.replace(":email", "someone%40example.com")
+		.replace(":id", "no-such-id")
+		.replace(":token", tokens.callback);
+}
+
+function request(route: { method: string; path: string }, token?: string): Promise<Response> {
+	const headers: Record<string, string> = { "content-type": "application/json" };
+	if (token !== undefined) headers.authorization = `Bearer ${token}`;
+	const body = ["GET", "HEAD"].includes(route.method) ? undefined : "{}";
+	return call(concrete(route.path), { method: route.method, headers, body });
+}
+
+beforeEach(resetDatabase);
+afterEach(() => vi.restoreAllMocks());
+
+describe("every /v1 route but the callback needs a token of the right role", () => {
+	it("the walk covers the API", () => {
+		expect(protectedRoutes).toHaveLength(13);
+		expect(protectedRoutes.filter(isWrite)).toHaveLength(5);
+	});
+
+	it.each(protectedRoutes.map((route) => [route.method, route.path, route]))(
+		"%s %s refuses no token, a wrong token, a callback token and a token prefix",
+		async (_method, _path, route) => {
+			for (const token of [
+				undefined,
+				"wrong-token-wrong-token",
+				tokens.callback,
+				tokens.admin.slice(0, -1),
+				`${tokens.lookup}x`,
+			]) {
+				const response = await request(route, token);
+				expect(response.status, `token ${token}`).toBe(401);
+				expect(response.headers.get("www-authenticate")).toBe("Bearer");
+				if (route.method !== "HEAD")
+					expect(((await response.json()) as { error: { code: string } }).error.code).toBe(
+						"unauthorized",
+					);
+			}
+		},
+	);
+
+	it.each(protectedRoutes.filter(isWrite).map((route) => [route.method, route.path, route]))(
+		"%s %s refuses a lookup token with 403",
+		async (_method, _path, route) => {
+			const response = await request(route, tokens.lookup);
+			expect(response.status).toBe(403);
+		},
+	);
+
+	it.each(
+		protectedRoutes
+			.filter((route) => !isWrite(route))
+			.map((route) => [route.method, route.path, route]),
+	)("%s %s lets a lookup token read", async (_method, _path, route) => {
+		const response = await request(route, tokens.lookup);
+		expect([401, 403]).not.toContain(response.status);
+		expect(response.status).toBeLessThan(500);
+	});
+});
+
+describe("headers", () => {
+	it("no CORS unless CORS_ORIGINS lists the origin", async () => {
+		const origin = "https://app.example.com";
+		const plain = await call("/v1/events", {
+			headers: { origin, authorization: `Bearer ${tokens.lookup}` },
+		});
+		expect(plain.headers.get("access-control-allow-origin")).toBeNull();
+		expect((await call("/v1/events", { method: "OPTIONS", headers: { origin } })).status).toBe(405);
+
+		const withCors = { ...env, CORS_ORIGINS: `${origin}, https://admin.example.com` };
+		const preflight = await call(
+			"/v1/events",
+			{ method: "OPTIONS", headers: { origin } },
+			withCors,
+		);
+		expect(preflight.status).toBe(204);
+		expect(preflight.headers.get("access-control-allow-origin")).toBe(origin);
+		expect(preflight.headers.get("access-control-allow-headers")).toContain("authorization");
+		const allowed = await call(
+			"/v1/events",
+			{ headers: { origin, authorization: `Bearer ${tokens.lookup}` } },
+			withCors,
+		);
+		expect(allowed.headers.get("access-control-allow-origin")).toBe(origin);
+		const other = await call(
+			"/v1/events",
+			{ headers: { origin: "https://evil.example.com", authorization: `Bearer ${tokens.lookup}` } },
+			withCors,
+		);
+		expect(other.headers.get("access-control-allow-origin")).toBeNull();
+		const callback = await call(
+			`/v1/callbacks/tencent/${tokens.callback}`,
+			{ headers: { origin } },
+			withCors,
+		);
+		expect(callback.headers.get("access-control-allow-origin")).toBeNull();
+	});
+
+	it("a bad CORS_ORIGINS answers 503 naming it", async () => {
+		const response = await call(
+			"/v1/events",
+			{ headers: { authorization: `Bearer ${tokens.lookup}` } },
+			{ ...env, CORS_ORIGINS: "*" },
+		);
+		expect(response.status).toBe(503);
+		expect(((await response.json()) as { error: { message: string } }).error.message).toContain(
+			"CORS_ORIGINS",
+		);
+	});
+});
+
+describe("logs", () => {
+	it("never contain a token, over a cycle of every route", async () => {
+		const lines: string[] = [];
+		for (const method of ["log", "warn", "error", "info", "debug"] as const) {
+			vi.spyOn(console, method).mockImplementation((...args: unknown[]) => {
+				lines.push(args.map(String).join(" "));
+			});
+		}
+		await postCallback({
+			event: "bounce",
+			bounceType: "hard_bounce",
+			email: "x@example.com",
+			timestamp: 1,
+		});
+		await postCallback("{ bad");
+		await postCallback(
+			{ event: "open", email: "x@example.com", timestamp: 1 },
+			{ token: "wrong-token-wrong-token" },
+		);
+		for (const route of served) {
+			await request(route, route.method === "GET" ? tokens.lookup : tokens.admin);
+		}
+		expect(lines.length).toBeGreaterThan(served.length);
+		for (const line of lines) {
+			for (const secret of [tokens.callback, tokens.lookup, tokens.admin])
+				expect(line).not.toContain(secret);
+			const entry = JSON.parse(line) as { requestId?: unknown };
+			expect(typeof entry.requestId === "string" || entry.requestId === undefined).toBe(true);
+		}
+		const requests = lines
+			.map((line) => JSON.parse(line) as Record<string, unknown>)
+			.filter((entry) => entry.message === "request");
+		expect(
+			requests.every((entry) => typeof entry.requestId === "string" && entry.requestId !== ""),
+		).toBe(true);
+	});
+});
