@@ -5,7 +5,11 @@ import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 
 const require = createRequire(import.meta.url);
-const bin = join(dirname(require.resolve("wrangler/package.json")), "bin", "wrangler.js");
+export const wranglerBin = join(
+	dirname(require.resolve("wrangler/package.json")),
+	"bin",
+	"wrangler.js",
+);
 
 export const quietEnv = {
 	...process.env,
@@ -16,7 +20,7 @@ export const quietEnv = {
 /** Runs `wrangler ...args`, inheriting stdio; resolves with its exit code. */
 export function wrangler(args, options = {}) {
 	return new Promise((resolve, reject) => {
-		const child = spawn(process.execPath, [bin, ...args], {
+		const child = spawn(process.execPath, [wranglerBin, ...args], {
 			stdio: "inherit",
 			env: quietEnv,
 			...options,
