@@ -334,6 +334,34 @@ describe("KV writes", () => {
 	});
 });
 
+describe("storage failure", () => {
+	it("a failing batch stores no event, entry, history or rollup; the retry stores them once", async () => {
+		const { envWithFailingBatch, countRows } = await import("../helpers");
+		const events = [
+			hard("f@example.com", 1000),
+			{
+				event: "unsubscribe",
+				email: "f@example.com",
+				timestamp: 1000,
+				fromDomain: "news.example.com",
+			},
+		];
+		const failed = await postCallback(events, { env: envWithFailingBatch() });
+		expect(failed.status).toBe(503);
+		for (const table of ["events", "suppressions", "suppression_history", "daily_stats"]) {
+			expect(await countRows(table)).toBe(0);
+		}
+		await post(events);
+		await post(events);
+		expect(await countRows("events")).toBe(2);
+		expect(await entriesOf("f@example.com")).toEqual([
+			expect.objectContaining({ list: "bounce", eventCount: 1 }),
+			expect.objectContaining({ list: "unsubscribe", eventCount: 1 }),
+		]);
+		expect(await countRows("suppression_history")).toBe(2);
+	});
+});
+
 describe("removal", () => {
 	it("DELETE lifts the entry and an older bounce does not bring it back; a newer one does", async () => {
 		await post(docSamples[3] as Event);
