@@ -1,0 +1,38 @@
+import { readFileSync } from "node:fs";
+import { describe, expect, it } from "vitest";
+import { missingSecrets, placeholderProblems } from "../../scripts/deploy-checks.mjs";
+
+const shipped = readFileSync("wrangler.toml", "utf8");
+
+describe("npm run deploy preconditions", () => {
+	it("refuses the wrangler.toml as shipped, naming both placeholder ids", () => {
+		const problems = placeholderProblems(shipped);
+		expect(problems).toHaveLength(2);
+		expect(problems[0]).toContain("database_id");
+		expect(problems[1]).toContain("KV namespace id");
+	});
+
+	it("accepts real ids", () => {
+		const real = shipped
+			.replace(/database_id = "[^"]*"/, 'database_id = "5f0c1d7e-3b2a-4c8e-9d1f-6a7b8c9d0e1f"')
+			.replace(/^id = "0+"/m, 'id = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"');
+		expect(placeholderProblems(real)).toEqual([]);
+	});
+
+	it("names the secrets that are missing", () => {
+		expect(missingSecrets('[{"name":"CALLBACK_TOKENS","type":"secret_text"}]')).toEqual([
+			"LOOKUP_TOKENS",
+			"ADMIN_TOKENS",
+		]);
+		expect(
+			missingSecrets(
+				'[{"name":"ADMIN_TOKENS"},{"name":"LOOKUP_TOKENS"},{"name":"CALLBACK_TOKENS"}]',
+			),
+		).toEqual([]);
+		expect(missingSecrets("not json")).toEqual([
+			"CALLBACK_TOKENS",
+			"LOOKUP_TOKENS",
+			"ADMIN_TOKENS",
+		]);
+	});
+});
