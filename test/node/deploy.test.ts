@@ -1,8 +1,6 @@
-import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { missingSecrets, placeholderProblems } from "../../scripts/deploy-checks.mjs";
-
-const shipped = readFileSync("wrangler.toml", "utf8");
+import shipped from "../../wrangler.toml?raw";
 
 describe("npm run deploy preconditions", () => {
 	it("refuses the wrangler.toml as shipped, naming both placeholder ids", () => {
