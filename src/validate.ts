@@ -48,6 +48,20 @@ export function emailFromPath(raw: string | undefined): string {
 	return email;
 }
 
+/** An address in a query or a body: normalised, and refused with the reason when implausible. */
+export const emailField = z.pipe(
+	z.string(),
+	z.pipe(
+		z.transform(normalizeEmail),
+		z.string().check(
+			z.superRefine((value, ctx) => {
+				const problem = emailProblem(value);
+				if (problem) ctx.addIssue({ code: "custom", input: value, message: problem });
+			}),
+		),
+	),
+);
+
 /** A sender domain as scopes and `fromDomain` hold it: trimmed, lower-cased, NFC. */
 export const domainParam = z.pipe(
 	z

@@ -1,5 +1,5 @@
 import * as z from "zod/mini";
-import { emailProblem, normalizeEmail } from "../email";
+
 import { json } from "../errors";
 import {
 	decodeCursor,
@@ -10,21 +10,9 @@ import {
 	timeParam,
 } from "../query";
 import { EVENT_TYPES } from "../tencent/schema";
+import { domainParam, emailField } from "../validate";
 import { renderEvent } from "./event";
 import { type EventCursor, listEvents } from "./store";
-
-const emailParam = z.pipe(
-	z.string(),
-	z.pipe(
-		z.transform(normalizeEmail),
-		z.string().check(
-			z.superRefine((value, ctx) => {
-				const problem = emailProblem(value);
-				if (problem) ctx.addIssue({ code: "custom", input: value, message: problem });
-			}),
-		),
-	),
-);
 
 const cursorParam = z.pipe(
 	z.string(),
@@ -41,11 +29,11 @@ const cursorParam = z.pipe(
 
 /** Query of `GET /v1/events`. */
 export const eventsQuery = z.strictObject({
-	email: z.optional(emailParam),
+	email: z.optional(emailField),
 	bulkId: z.optional(z.string().check(z.maxLength(512))),
 	messageId: z.optional(z.string().check(z.maxLength(998))),
 	event: z.optional(z.enum(EVENT_TYPES, { error: `must be one of ${EVENT_TYPES.join(", ")}` })),
-	fromDomain: z.optional(z.pipe(z.string().check(z.maxLength(253)), z.transform(normalizeEmail))),
+	fromDomain: z.optional(domainParam),
 	since: z.optional(timeParam),
 	until: z.optional(timeParam),
 	cursor: z.optional(cursorParam),

@@ -1,30 +1,16 @@
 import * as z from "zod/mini";
-import { emailProblem, normalizeEmail } from "../email";
 import { ApiError } from "../errors";
 import { timeValue } from "../query";
-import { domainParam, reasonField } from "../validate";
+import { domainParam, emailField, reasonField } from "../validate";
 import { CSV_HEADER, parseCsv, restoreCsvField } from "./csv";
 import { ANY_SCOPE, LISTS } from "./policy";
 import type { ImportedEntry } from "./transfer-store";
 
 export const MAX_IMPORT_LINES = 10_000;
 
-const email = z.pipe(
-	z.string(),
-	z.pipe(
-		z.transform(normalizeEmail),
-		z.string().check(
-			z.superRefine((value, ctx) => {
-				const problem = emailProblem(value);
-				if (problem) ctx.addIssue({ code: "custom", input: value, message: problem });
-			}),
-		),
-	),
-);
-
 /** One imported entry, in the export's vocabulary (NDJSON may carry every field of an entry). */
 const lineSchema = z.object({
-	email,
+	email: emailField,
 	list: z.enum(LISTS, { error: `must be one of ${LISTS.join(", ")}` }),
 	scope: z.union([z.literal(ANY_SCOPE), domainParam], { error: 'must be "*" or a domain' }),
 	reason: z._default(reasonField, null),
