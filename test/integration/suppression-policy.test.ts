@@ -334,6 +334,30 @@ describe("KV writes", () => {
 	});
 });
 
+describe("cost", () => {
+	it("a delivered callback reads only its own address's events, however many others are stored", async () => {
+		const others = Array.from({ length: 1500 }, (_, i) => delivered(`other${i}@example.com`, 1000 + i));
+		for (let i = 0; i < others.length; i += 100) await post(others.slice(i, i + 100));
+		let rowsRead = 0;
+		const db = new Proxy(env.DB, {
+			get(target, property) {
+				if (property === "batch") {
+					return async (statements: D1PreparedStatement[]) => {
+						const results = await target.batch(statements);
+						for (const result of results) rowsRead += result.meta.rows_read ?? 0;
+						return results;
+					};
+				}
+				const value = Reflect.get(target, property);
+				return typeof value === "function" ? value.bind(target) : value;
+			},
+		});
+		await post(delivered("new@example.com", 5000), { ...env, DB: db });
+		expect(rowsRead).toBeGreaterThan(0);
+		expect(rowsRead).toBeLessThan(50);
+	});
+});
+
 describe("storage failure", () => {
 	it("a failing batch stores no event, entry, history or rollup; the retry stores them once", async () => {
 		const { envWithFailingBatch, countRows } = await import("../helpers");
