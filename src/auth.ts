@@ -7,6 +7,18 @@ async function digest(value: string): Promise<ArrayBuffer> {
 	return crypto.subtle.digest("SHA-256", encoder.encode(value));
 }
 
+// Digests of configured tokens, computed once per isolate: a request then hashes only its own.
+const tokenDigests = new Map<string, Promise<ArrayBuffer>>();
+
+function tokenDigest(token: string): Promise<ArrayBuffer> {
+	let cached = tokenDigests.get(token);
+	if (!cached) {
+		cached = digest(token);
+		tokenDigests.set(token, cached);
+	}
+	return cached;
+}
+
 /**
  * Whether `candidate` equals one of `tokens`, in time independent of where they differ: both
  * sides are hashed to equal-length digests, compared with `timingSafeEqual`, and every token is
@@ -19,7 +31,7 @@ export async function matchesToken(candidate: string, tokens: readonly string[])
 	const candidateDigest = await digest(candidate);
 	let matched = false;
 	for (const token of tokens) {
-		const equal = crypto.subtle.timingSafeEqual(candidateDigest, await digest(token));
+		const equal = crypto.subtle.timingSafeEqual(candidateDigest, await tokenDigest(token));
 		matched = matched || equal;
 	}
 	return matched;

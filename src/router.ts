@@ -33,6 +33,7 @@ function finish(response: Response, request: AppRequest, env: Env): Response {
 		route: request.route ?? null,
 		status: response.status,
 		ms: Date.now() - request.startedAt,
+		...request.logFields,
 	});
 	return response;
 }

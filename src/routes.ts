@@ -23,6 +23,8 @@ import { tencentEventSchema } from "./tencent/schema";
 export interface AppRequest extends IRequestStrict {
 	requestId: string;
 	startedAt: number;
+	/** Fields a handler adds to the request's one log line. */
+	logFields?: Record<string, unknown>;
 }
 
 /** Who may call a route: anyone, Tencent with a callback token in the path, or a bearer token. */

@@ -14,6 +14,7 @@ export const MAX_CALLBACK_BYTES = 256 * 1024;
 interface CallbackRequest extends Request {
 	params: Record<string, string | undefined>;
 	requestId: string;
+	logFields?: Record<string, unknown>;
 }
 
 /** 404 unless `token` is one of `CALLBACK_TOKENS`; 503 when none is set. */
@@ -69,12 +70,8 @@ export async function receiveCallback(
 	// The KV copy follows the D1 commit; a failure there is repaired by the reconcile cron.
 	if (changed.size > 0) ctx.waitUntil(syncEdge(env, [...changed], receivedAt, request.requestId));
 	const duplicates = events.length - stored;
-	log("info", "callback stored", {
-		requestId: request.requestId,
-		received: events.length,
-		stored,
-		duplicates,
-	});
+	// Counted in the request's one log line rather than a line of their own.
+	request.logFields = { received: events.length, stored, duplicates };
 	return json({ ok: true, received: events.length, stored, duplicates });
 }
 
@@ -92,11 +89,7 @@ async function recordRejectedSafely(
 			body: rejected.body.bytes,
 			bodyBytes: rejected.body.size,
 		});
-		log("warn", "callback rejected", {
-			requestId: request.requestId,
-			rejectedId: id,
-			code: rejected.error.code,
-		});
+		request.logFields = { rejectedId: id, code: rejected.error.code };
 	} catch (error) {
 		log("error", "rejected callback not recorded", {
 			requestId: request.requestId,

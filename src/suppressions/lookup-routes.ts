@@ -13,7 +13,7 @@ import {
 } from "../query";
 import { domainParam, emailFromPath, parseBody } from "../validate";
 import { type EntryCursor, listEntries } from "./api-store";
-import { edgeKey, KV_BATCH, parseEdgeValue } from "./edge";
+import { edgeKey, KV_BATCH, parseEdgeValue, plainEdgeKey } from "./edge";
 import { type EntryJson, lookupResult, renderEntry } from "./entry";
 import { ANY_SCOPE, LISTS } from "./policy";
 import { readEntries } from "./store";
@@ -84,7 +84,10 @@ async function entriesOfMany(env: Env, emails: string[], at: number, requestId: 
 	await Promise.all(
 		batches.map(async (batch) => {
 			try {
-				const keys = await Promise.all(batch.map(edgeKey));
+				const plain = batch.map(plainEdgeKey);
+				const keys = plain.every((key): key is string => key !== null)
+					? plain
+					: await Promise.all(batch.map(edgeKey));
 				const values = await env.SUPPRESSIONS.get(keys, "text");
 				batch.forEach((email, i) => {
 					const text = values.get(keys[i] as string);

@@ -82,7 +82,23 @@ describe("routing and the error shape", () => {
 		}
 		await postCallback({ event: "open", email: "log@example.com", timestamp: 1 });
 		await postCallback("{bad json");
-		expect(lines.length).toBeGreaterThanOrEqual(4);
+		// One line per request, the callback's counts or its rejection in it.
+		expect(lines).toHaveLength(2);
+		const [stored, refused] = lines.map((line) => JSON.parse(line) as Record<string, unknown>);
+		expect(stored).toMatchObject({
+			message: "request",
+			route: "/v1/callbacks/tencent/:token",
+			status: 200,
+			received: 1,
+			stored: 1,
+			duplicates: 0,
+		});
+		expect(refused).toMatchObject({
+			message: "request",
+			status: 400,
+			code: "invalid_json",
+			rejectedId: expect.any(String),
+		});
 		for (const line of lines) {
 			const entry = JSON.parse(line) as Record<string, unknown>;
 			expect(typeof entry.requestId).toBe("string");

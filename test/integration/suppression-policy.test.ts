@@ -336,7 +336,9 @@ describe("KV writes", () => {
 
 describe("cost", () => {
 	it("a delivered callback reads only its own address's events, however many others are stored", async () => {
-		const others = Array.from({ length: 1500 }, (_, i) => delivered(`other${i}@example.com`, 1000 + i));
+		const others = Array.from({ length: 1500 }, (_, i) =>
+			delivered(`other${i}@example.com`, 1000 + i),
+		);
 		for (let i = 0; i < others.length; i += 100) await post(others.slice(i, i + 100));
 		let rowsRead = 0;
 		const db = new Proxy(env.DB, {
