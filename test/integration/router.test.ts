@@ -107,6 +107,27 @@ describe("routing and the error shape", () => {
 	});
 });
 
+describe("which requests log", () => {
+	it("a successful read logs nothing, a failed one and a write log their line", async () => {
+		const lines: string[] = [];
+		vi.spyOn(console, "log").mockImplementation((line: string) => {
+			lines.push(line);
+		});
+		await getJson("/v1/events");
+		await call("/healthz");
+		expect(lines).toEqual([]);
+		await getJson("/v1/events?limit=0");
+		await call("/v1/suppressions/a%40example.com", {
+			method: "PUT",
+			headers: { authorization: `Bearer ${tokens.admin}` },
+			body: "{}",
+		});
+		expect(lines.map((line) => (JSON.parse(line) as { status: number }).status)).toEqual([
+			400, 200,
+		]);
+	});
+});
+
 describe("bearer auth", () => {
 	it("LOOKUP_TOKENS and ADMIN_TOKENS unset: 503 not_configured", async () => {
 		const { LOOKUP_TOKENS, ADMIN_TOKENS, ...rest } = env;

@@ -150,7 +150,8 @@ describe("logs", () => {
 		for (const route of served) {
 			await request(route, route.method === "GET" ? tokens.lookup : tokens.admin);
 		}
-		expect(lines.length).toBeGreaterThan(served.length);
+		// Successful reads log nothing; callbacks, writes and every failure log a line.
+		expect(lines.length).toBeGreaterThan(served.length / 2);
 		for (const line of lines) {
 			for (const secret of [tokens.callback, tokens.lookup, tokens.admin])
 				expect(line).not.toContain(secret);
