@@ -1,17 +1,7 @@
-/** An entry as an import writes it (times in Unix seconds). */
-export interface ImportedEntry {
-	email: string;
-	list: string;
-	scope: string;
-	origin: "event" | "api";
-	reason: string | null;
-	eventCount: number;
-	lastEventAt: number | null;
-	bulkId: string | null;
-	createdAt: number;
-	updatedAt: number;
-	expiresAt: number | null;
-}
+import type { StoredEntry } from "./entry";
+
+/** An entry as an import writes it: a stored entry from single events or an operator. */
+export type ImportedEntry = Omit<StoredEntry, "origin"> & { origin: "event" | "api" };
 
 /** Rows per statement: keeps the one JSON parameter well under D1's 2 MB per value. */
 export const IMPORT_CHUNK = 2000;
