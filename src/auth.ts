@@ -28,7 +28,13 @@ function tokenDigest(token: string): Promise<ArrayBuffer> {
  * await matchesToken(params.token, settings.callbackTokens)
  */
 export async function matchesToken(candidate: string, tokens: readonly string[]): Promise<boolean> {
-	const candidateDigest = await digest(candidate);
+	return matchesDigest(await digest(candidate), tokens);
+}
+
+async function matchesDigest(
+	candidateDigest: ArrayBuffer,
+	tokens: readonly string[],
+): Promise<boolean> {
 	let matched = false;
 	for (const token of tokens) {
 		const equal = crypto.subtle.timingSafeEqual(candidateDigest, await tokenDigest(token));
@@ -56,9 +62,10 @@ export async function authorize(request: Request, env: object, role: Role): Prom
 	const header = request.headers.get("authorization") ?? "";
 	const match = /^Bearer +(\S+) *$/i.exec(header);
 	if (!match?.[1]) throw unauthorized("A bearer token is required");
-	const token = match[1];
-	if (await matchesToken(token, settings.adminTokens)) return;
-	if (await matchesToken(token, settings.lookupTokens)) {
+	// Hashed once, then compared with both lists.
+	const candidate = await digest(match[1]);
+	if (await matchesDigest(candidate, settings.adminTokens)) return;
+	if (await matchesDigest(candidate, settings.lookupTokens)) {
 		if (role === "read") return;
 		throw new ApiError(403, "forbidden", "This token may only read");
 	}
