@@ -18,20 +18,26 @@ export async function storeCallback(
 	now: number,
 ): Promise<{ stored: number; changed: Set<string> }> {
 	const evidence = evidenceFrom(events, policy);
-	const softEmails = softBounceAddresses(events);
-	const statements = [
-		...(evidence.length > 0 ? [applyEvidence(db, evidence, now)] : []),
-		insertEvents(db, events),
-		...(softEmails.length > 0 ? [recomputeSoftBounces(db, softEmails, policy, now)] : []),
-	];
-	const results = await db.batch<{ id?: string; email?: string }>(statements);
-	const inserted = results[evidence.length > 0 ? 1 : 0];
+	const soft = softBounceAddresses(events);
+	const inserts = insertEvents(db, events);
+	const before = evidence.length > 0 ? [applyEvidence(db, evidence, now)] : [];
+	const after =
+		soft.bounced.length + soft.delivered.length > 0
+			? [recomputeSoftBounces(db, soft, policy, now)]
+			: [];
+	const results = await db.batch<{ id?: string; email?: string }>([
+		...before,
+		...inserts,
+		...after,
+	]);
+	const end = before.length + inserts.length;
+	let stored = 0;
+	for (const result of results.slice(before.length, end)) stored += result.results.length;
 	const changed = new Set<string>();
-	for (const result of results) {
-		if (result === inserted) continue;
+	for (const result of [...results.slice(0, before.length), ...results.slice(end)]) {
 		for (const row of result.results) if (row.email) changed.add(row.email);
 	}
-	return { stored: inserted?.results.length ?? 0, changed };
+	return { stored, changed };
 }
 
 /** Seconds a sender should wait before retrying after a storage failure. */

@@ -26,26 +26,39 @@ const COLUMNS = {
 type Field = keyof typeof COLUMNS;
 const FIELDS = Object.keys(COLUMNS) as Field[];
 
-// The whole request's events travel as one JSON parameter and are unpacked by json_each, so a
-// request of any size is one statement with one bound parameter (D1 allows 100 per statement).
-// WHERE true keeps SQLite from reading ON CONFLICT as a join constraint.
-const INSERT_EVENTS = `INSERT INTO events (${FIELDS.map((field) => COLUMNS[field]).join(", ")})
-SELECT ${FIELDS.map((field) => `value ->> '${field}'`).join(", ")}
-FROM json_each(?1) WHERE true
+// Bound parameters, not a JSON document unpacked in SQL: extracting twenty fields with `->>`
+// cost about 100 µs of CPU per event more in local workerd (measured with `npm run bench`). D1
+// binds at most 100 parameters per statement, so a statement carries up to five events.
+const ROWS_PER_STATEMENT = Math.floor(100 / FIELDS.length);
+const ROW = `(${FIELDS.map(() => "?").join(", ")})`;
+const INSERT_EVENTS = Array.from(
+	{ length: ROWS_PER_STATEMENT },
+	(_, i) => `INSERT INTO events (${FIELDS.map((field) => COLUMNS[field]).join(", ")})
+VALUES ${Array.from({ length: i + 1 }, () => ROW).join(", ")}
 ON CONFLICT (id) DO NOTHING
-RETURNING id`;
+RETURNING id`,
+);
 
 /**
- * The statement that inserts `events`, skipping any already stored (same id), and returns the
+ * The statements that insert `events`, skipping any already stored (same id); each returns the
  * ids it inserted. Meant to go into the request's single `DB.batch()`.
  */
-export function insertEvents(db: D1Database, events: StoredEvent[]): D1PreparedStatement {
-	const rows = events.map((event) => ({
-		...event,
-		custom: Object.keys(event.custom).length > 0 ? JSON.stringify(event.custom) : null,
-		extra: Object.keys(event.extra).length > 0 ? JSON.stringify(event.extra) : null,
-	}));
-	return db.prepare(INSERT_EVENTS).bind(JSON.stringify(rows));
+export function insertEvents(db: D1Database, events: StoredEvent[]): D1PreparedStatement[] {
+	const statements: D1PreparedStatement[] = [];
+	for (let start = 0; start < events.length; start += ROWS_PER_STATEMENT) {
+		const chunk = events.slice(start, start + ROWS_PER_STATEMENT);
+		const values: unknown[] = [];
+		for (const event of chunk) {
+			for (const field of FIELDS) {
+				const value = event[field];
+				if (field === "custom" || field === "extra") {
+					values.push(Object.keys(value as object).length > 0 ? JSON.stringify(value) : null);
+				} else values.push(value ?? null);
+			}
+		}
+		statements.push(db.prepare(INSERT_EVENTS[chunk.length - 1] as string).bind(...values));
+	}
+	return statements;
 }
 
 /** Filters of `GET /v1/events`; all optional, combined with AND. */

@@ -96,17 +96,24 @@ function targetOf(
 }
 
 /**
- * Addresses whose soft-bounce entry must be decided again: those with a soft bounce (a bounce
- * without a type counts as soft, the cautious reading) or a delivery, which may start or break a
- * run of soft bounces. The rule itself runs in SQL over the address's stored events, inside the
- * callback's transaction (see `recomputeSoftBounces`).
+ * Addresses whose soft-bounce entry must be decided again: `bounced` had a soft bounce (a bounce
+ * without a type counts as soft, the cautious reading), which may start or extend a run;
+ * `delivered` only a delivery, which may break a run but never start one, so it matters only to an
+ * address with a live soft entry. The rule itself runs in SQL over the address's stored events,
+ * inside the callback's transaction (see `recomputeSoftBounces`).
  */
-export function softBounceAddresses(events: readonly StoredEvent[]): string[] {
-	const emails = new Set<string>();
+export function softBounceAddresses(events: readonly StoredEvent[]): {
+	bounced: string[];
+	delivered: string[];
+} {
+	const bounced = new Set<string>();
+	const delivered = new Set<string>();
 	for (const event of events) {
-		if ((event.event === "bounce" && event.bounceType !== "hard") || event.event === "delivered") {
-			emails.add(event.email);
-		}
+		if (event.event === "bounce" && event.bounceType !== "hard") bounced.add(event.email);
+		else if (event.event === "delivered") delivered.add(event.email);
 	}
-	return [...emails];
+	return {
+		bounced: [...bounced],
+		delivered: [...delivered].filter((email) => !bounced.has(email)),
+	};
 }

@@ -67,18 +67,25 @@ export function applyEvidence(
  * none at or before an operator's removal of the address's bounce entry. The latest run that still
  * applies makes a `bounce` entry for every sender, expiring `softBounceSuppressSeconds` after its
  * last bounce. When no run applies any more (a delivery arrived late), a live soft entry is
- * withdrawn by setting its expiry to now, which the history records as a removal.
+ * withdrawn by setting its expiry to now, which the history records as a removal. An address
+ * in `delivered` is decided again only when it has a live soft entry: a delivery cannot start a
+ * run, and most deliveries go to addresses with none, for which the statement then reads one key.
  * Returns the addresses whose entries changed.
  */
 export function recomputeSoftBounces(
 	db: D1Database,
-	emails: string[],
+	emails: { bounced: string[]; delivered: string[] },
 	policy: PolicySettings,
 	now: number,
 ): D1PreparedStatement {
 	return db
 		.prepare(
-			`WITH affected(email) AS (SELECT DISTINCT value FROM json_each(?1)),
+			`WITH affected(email) AS (
+				SELECT value FROM json_each(?1)
+				UNION
+				SELECT d.value FROM json_each(?6) AS d WHERE EXISTS (SELECT 1 FROM suppressions AS x
+					WHERE x.email = d.value AND x.list = 'bounce' AND x.scope = '*' AND x.origin = 'soft'
+						AND x.expires_at > ?2)),
 			removal AS (
 				SELECT a.email, coalesce((SELECT r.removed_at FROM suppression_removals AS r
 					WHERE r.email = a.email AND r.list = 'bounce' AND r.scope = '*'), -1) AS removed_at
@@ -124,11 +131,12 @@ export function recomputeSoftBounces(
 			RETURNING email`,
 		)
 		.bind(
-			JSON.stringify(emails),
+			JSON.stringify(emails.bounced),
 			now,
 			policy.softBounceLimit,
 			policy.softBounceWindowSeconds,
 			policy.softBounceSuppressSeconds,
+			JSON.stringify(emails.delivered),
 		);
 }
 

@@ -124,6 +124,24 @@ describe("exactly once", () => {
 		expect(await countRows("events")).toBe(2);
 	});
 
+	it("repeats far apart in a long array are stored once", async () => {
+		// Five events go in one INSERT statement, so these repeats meet their first copy in an
+		// earlier statement of the same batch.
+		const distinct = Array.from({ length: 12 }, (_, i) => ({
+			...base,
+			timestamp: base.timestamp + i,
+		}));
+		const response = await postCallback([...distinct, distinct[0], distinct[6], distinct[11]]);
+		expect(await response.json()).toEqual({ ok: true, received: 15, stored: 12, duplicates: 3 });
+		expect(await countRows("events")).toBe(12);
+		const stored = await eventsOf(base.email);
+		expect(stored.map((event) => event.occurredAt)).toEqual(
+			distinct
+				.map((event) => new Date(event.timestamp * 1000).toISOString().replace(".000", ""))
+				.reverse(),
+		);
+	});
+
 	it("the same event with its keys in another order is the same event", async () => {
 		await postCallback(base);
 		const reordered = Object.fromEntries(Object.entries(base).reverse());
