@@ -21,11 +21,12 @@ function start(request: AppRequest): void {
 	request.startedAt = Date.now();
 }
 
-// Successful reads are not logged: a lookup API answers before every send, Workers Logs already
-// records each invocation with its status, and a line per lookup would cost more than the lookup.
-// Callbacks, writes and every failure get their line.
-const QUIET_READS = new Set(
-	ROUTES.filter((route) => route.access === "read" || route.access === "public").map(
+// Successful reads and routine callbacks are not logged unless their handler adds fields: a
+// lookup answers before every send and a callback arrives for every event, Workers Logs already
+// records each invocation with its status, and a line each would double the log volume and cost
+// more CPU than a lookup. Writes and every failure get their line.
+const QUIET = new Set(
+	ROUTES.filter((route) => route.access !== "admin").map(
 		(route) => `${route.method} ${route.path}`,
 	),
 );
@@ -35,8 +36,13 @@ function finish(response: Response, request: AppRequest, env: Env): Response {
 	response.headers.set("x-content-type-options", "nosniff");
 	response.headers.set("cache-control", "no-store");
 	response.headers.set("x-request-id", request.requestId);
-	if (response.status < 400 && QUIET_READS.has(`${request.method} ${request.route}`))
+	if (
+		response.status < 400 &&
+		!request.logFields &&
+		QUIET.has(`${request.method} ${request.route}`)
+	) {
 		return response;
+	}
 	// The route pattern, never the path: a callback path holds a secret.
 	log("info", "request", {
 		requestId: request.requestId,

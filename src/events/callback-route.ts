@@ -70,8 +70,11 @@ export async function receiveCallback(
 	// The KV copy follows the D1 commit; a failure there is repaired by the reconcile cron.
 	if (changed.size > 0) ctx.waitUntil(syncEdge(env, [...changed], receivedAt, request.requestId));
 	const duplicates = events.length - stored;
-	// Counted in the request's one log line rather than a line of their own.
-	request.logFields = { received: events.length, stored, duplicates };
+	// A callback that only stored new events is routine and not logged; redeliveries and
+	// suppression changes are worth a line.
+	if (duplicates > 0 || changed.size > 0) {
+		request.logFields = { received: events.length, stored, duplicates, changed: changed.size };
+	}
 	return json({ ok: true, received: events.length, stored, duplicates });
 }
 

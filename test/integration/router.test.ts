@@ -80,18 +80,23 @@ describe("routing and the error shape", () => {
 				lines.push(line);
 			});
 		}
-		await postCallback({ event: "open", email: "log@example.com", timestamp: 1 });
+		const event = { event: "open", email: "log@example.com", timestamp: 1 };
+		// A callback that only stores new events is routine: no line of its own.
+		await postCallback(event);
+		expect(lines).toEqual([]);
+		await postCallback(event);
 		await postCallback("{bad json");
 		// One line per request, the callback's counts or its rejection in it.
 		expect(lines).toHaveLength(2);
-		const [stored, refused] = lines.map((line) => JSON.parse(line) as Record<string, unknown>);
-		expect(stored).toMatchObject({
+		const [repeated, refused] = lines.map((line) => JSON.parse(line) as Record<string, unknown>);
+		expect(repeated).toMatchObject({
 			message: "request",
 			route: "/v1/callbacks/tencent/:token",
 			status: 200,
 			received: 1,
-			stored: 1,
-			duplicates: 0,
+			stored: 0,
+			duplicates: 1,
+			changed: 0,
 		});
 		expect(refused).toMatchObject({
 			message: "request",
@@ -125,6 +130,22 @@ describe("which requests log", () => {
 		expect(lines.map((line) => (JSON.parse(line) as { status: number }).status)).toEqual([
 			400, 200,
 		]);
+	});
+
+	it("a callback logs only when it repeats events or changes suppressions", async () => {
+		const lines: Array<Record<string, unknown>> = [];
+		vi.spyOn(console, "log").mockImplementation((line: string) => {
+			lines.push(JSON.parse(line) as Record<string, unknown>);
+		});
+		await postCallback({ event: "delivered", email: "quiet@example.com", timestamp: 1 });
+		expect(lines).toEqual([]);
+		await postCallback({
+			event: "bounce",
+			bounceType: "hard",
+			email: "quiet@example.com",
+			timestamp: 2,
+		});
+		expect(lines).toMatchObject([{ status: 200, stored: 1, duplicates: 0, changed: 1 }]);
 	});
 });
 
