@@ -16,7 +16,7 @@ export default {
 		const now = Math.floor(controller.scheduledTime / 1000);
 		const retention = await pruneStorage(env.DB, now, settings.retention);
 		log("info", "retention", { cron: controller.cron, ...retention });
-		const reconciled = await reconcile(env, now, settings.reconcileBatchSize);
+		const reconciled = await reconcile(env, now, settings.reconcileBatchSize, settings.policy);
 		log("info", "reconcile", { cron: controller.cron, ...reconciled });
 	},
 } satisfies ExportedHandler<Env>;

@@ -69,6 +69,7 @@ const TABLES = [
 	"cron_state",
 	"daily_stats",
 	"edge_pending",
+	"soft_bounce_recheck",
 ];
 
 /** Deletes every row and KV key, so a test does not depend on what ran before it. */
@@ -94,6 +95,26 @@ export function envWithFailingBatch(): Env {
 			if (property === "batch") {
 				return (statements: D1PreparedStatement[]) =>
 					target.batch([...statements, target.prepare("INSERT INTO no_such_table VALUES (1)")]);
+			}
+			const value = Reflect.get(target, property);
+			return typeof value === "function" ? value.bind(target) : value;
+		},
+	});
+	return { ...env, DB: db };
+}
+
+/** An env whose D1 fails the `n`th batch (counting from 1) and runs every other one. */
+export function envWithNthBatchFailing(n: number): Env {
+	let batches = 0;
+	const db = new Proxy(env.DB, {
+		get(target, property) {
+			if (property === "batch") {
+				return (statements: D1PreparedStatement[]) => {
+					batches++;
+					return batches === n
+						? Promise.reject(new Error(`batch ${n} refused by the test`))
+						: target.batch(statements);
+				};
 			}
 			const value = Reflect.get(target, property);
 			return typeof value === "function" ? value.bind(target) : value;

@@ -1,3 +1,4 @@
+import type { PolicySettings } from "../config";
 import { edgeKey, KV_BATCH, renderEdgeValue, writeEdge } from "../suppressions/edge";
 import {
 	listAddresses,
@@ -5,11 +6,13 @@ import {
 	retireExpired,
 	writeCronState,
 } from "../suppressions/expiry-store";
-import { readEntries } from "../suppressions/store";
+import { readEntries, readSoftBounceRecheck, recheckSoftBounces } from "../suppressions/store";
 import { clearPending, readPending } from "../suppressions/transfer-store";
 
 /** What one reconcile run did, and whether it reached the end of its sweeps. */
 export interface ReconcileResult {
+	/** Soft-bounce entries decided again that a callback left queued. */
+	rechecked: number;
 	expired: number;
 	checked: number;
 	fixed: number;
@@ -44,7 +47,8 @@ function parseState(raw: string): SweepState {
 
 /**
  * Makes the KV edge copy match D1, a bounded batch per run, going on where the last run stopped:
- * retires expired entries (recording them in the history), puts missing or stale keys for a batch
+ * decides again the soft-bounce entries a callback left queued (migration 0007), retires expired
+ * entries (recording them in the history), puts missing or stale keys for a batch
  * of addresses that have entries, and deletes keys of a batch of KV keys whose address has no
  * live entry. A run that dies half way leaves D1 consistent (each step is one transaction) and KV
  * no worse; the next run redoes the batch, since the position is saved only at the end.
@@ -53,7 +57,10 @@ export async function reconcile(
 	env: Env,
 	now: number,
 	batchSize: number,
+	policy: PolicySettings,
 ): Promise<ReconcileResult> {
+	const queued = await readSoftBounceRecheck(env.DB, batchSize);
+	const rechecked = queued.length > 0 ? await recheckSoftBounces(env.DB, queued, policy, now) : [];
 	const retired = await retireExpired(env.DB, now, batchSize);
 	const drained = await drainPending(env, now, batchSize);
 	const state = parseState(await readCronState(env.DB, STATE));
@@ -63,7 +70,7 @@ export async function reconcile(
 		addresses = await listAddresses(env.DB, state.d1, batchSize);
 		state.d1 = addresses.length < batchSize ? true : (addresses[addresses.length - 1] ?? true);
 	}
-	const toCheck = [...new Set([...retired, ...addresses])];
+	const toCheck = [...new Set([...rechecked, ...retired, ...addresses])];
 	let fixed = drained.fixed + (await repairKeys(env, toCheck, now));
 
 	let listedCount = 0;
@@ -80,11 +87,13 @@ export async function reconcile(
 	const done =
 		state.d1 === true &&
 		state.kv === true &&
+		queued.length < batchSize &&
 		retired.length < batchSize &&
 		drained.checked < batchSize;
 	const next = done ? { d1: "", kv: "" } : state;
 	await writeCronState(env.DB, STATE, JSON.stringify(next)).run();
 	return {
+		rechecked: queued.length,
 		expired: retired.length,
 		checked: drained.checked + toCheck.length + listedCount,
 		fixed,

@@ -62,7 +62,13 @@ export async function receiveCallback(
 	let stored: number;
 	let changed: Set<string>;
 	try {
-		({ stored, changed } = await storeCallback(env.DB, events, settings.policy, receivedAt));
+		({ stored, changed } = await storeCallback(
+			env.DB,
+			events,
+			settings.policy,
+			receivedAt,
+			request.requestId,
+		));
 	} catch (error) {
 		log("error", "callback not stored", { requestId: request.requestId, error: String(error) });
 		throw storageUnavailable();

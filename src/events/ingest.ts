@@ -1,7 +1,8 @@
 import type { PolicySettings } from "../config";
 import { ApiError } from "../errors";
+import { log } from "../log";
 import { evidenceFrom, softBounceAddresses } from "../suppressions/policy";
-import { applyEvidence, recomputeSoftBounces } from "../suppressions/store";
+import { applyEvidence, recheckSoftBounces, recomputeSoftBounces } from "../suppressions/store";
 import type { StoredEvent } from "./event";
 import { insertEvents } from "./store";
 
@@ -10,32 +11,48 @@ import { insertEvents } from "./store";
  * one transaction. Evidence goes first, so it can skip events already stored; the soft-bounce
  * recompute goes last, so it sees the request's own events. Returns how many events were new and
  * which addresses' entries changed.
+ *
+ * A delivery to an address with a live soft-bounce entry (rare: such addresses are not mailed) is
+ * decided again in a second round trip. The first one queued the address in the same transaction
+ * as the delivery, so if the second fails the callback still succeeds (its events are stored) and
+ * the reconcile cron decides it instead.
  */
 export async function storeCallback(
 	db: D1Database,
 	events: StoredEvent[],
 	policy: PolicySettings,
 	now: number,
+	requestId: string,
 ): Promise<{ stored: number; changed: Set<string> }> {
 	const evidence = evidenceFrom(events, policy);
-	const soft = softBounceAddresses(events);
+	const bounced = softBounceAddresses(events);
 	const inserts = insertEvents(db, events);
 	const before = evidence.length > 0 ? [applyEvidence(db, evidence, now)] : [];
-	const after =
-		soft.bounced.length + soft.delivered.length > 0
-			? [recomputeSoftBounces(db, soft, policy, now)]
-			: [];
-	const results = await db.batch<{ id?: string; email?: string }>([
+	const after = bounced.length > 0 ? [recomputeSoftBounces(db, bounced, policy, now)] : [];
+	const results = await db.batch<{ id?: string; email?: string; recheck?: string | null }>([
 		...before,
 		...inserts,
 		...after,
 	]);
 	const end = before.length + inserts.length;
 	let stored = 0;
-	for (const result of results.slice(before.length, end)) stored += result.results.length;
+	const recheck = new Set<string>();
+	for (const result of results.slice(before.length, end)) {
+		stored += result.results.length;
+		for (const row of result.results) if (row.recheck) recheck.add(row.recheck);
+	}
 	const changed = new Set<string>();
 	for (const result of [...results.slice(0, before.length), ...results.slice(end)]) {
 		for (const row of result.results) if (row.email) changed.add(row.email);
+	}
+	if (recheck.size > 0) {
+		try {
+			for (const email of await recheckSoftBounces(db, [...recheck], policy, now)) {
+				changed.add(email);
+			}
+		} catch (error) {
+			log("warn", "soft-bounce recheck left to the cron", { requestId, error: String(error) });
+		}
 	}
 	return { stored, changed };
 }

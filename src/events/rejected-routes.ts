@@ -106,7 +106,7 @@ export async function replayRoute(
 	}
 	let result: Awaited<ReturnType<typeof storeCallback>>;
 	try {
-		result = await storeCallback(env.DB, events, settings.policy, now);
+		result = await storeCallback(env.DB, events, settings.policy, now, request.requestId);
 	} catch (error) {
 		log("error", "replay not stored", { requestId: request.requestId, error: String(error) });
 		throw storageUnavailable();

@@ -26,6 +26,12 @@ const COLUMNS = {
 type Field = keyof typeof COLUMNS;
 const FIELDS = Object.keys(COLUMNS) as Field[];
 
+// The condition of migration 0007's trigger, which queues the address in soft_bounce_recheck: so
+// the callback learns, without another statement, which addresses it must decide again.
+const DELIVERED_DURING_SOFT_ENTRY = `event = 'delivered' AND EXISTS (SELECT 1 FROM suppressions AS s
+	WHERE s.email = events.email AND s.list = 'bounce' AND s.scope = '*' AND s.origin = 'soft'
+		AND s.expires_at > events.received_at)`;
+
 // Bound parameters, not a JSON document unpacked in SQL: extracting twenty fields with `->>`
 // cost about 100 µs of CPU per event more in local workerd (measured with `npm run bench`). D1
 // binds at most 100 parameters per statement, so a statement carries up to five events.
@@ -36,12 +42,13 @@ const INSERT_EVENTS = Array.from(
 	(_, i) => `INSERT INTO events (${FIELDS.map((field) => COLUMNS[field]).join(", ")})
 VALUES ${Array.from({ length: i + 1 }, () => ROW).join(", ")}
 ON CONFLICT (id) DO NOTHING
-RETURNING id`,
+RETURNING id, iif(${DELIVERED_DURING_SOFT_ENTRY}, email, NULL) AS recheck`,
 );
 
 /**
  * The statements that insert `events`, skipping any already stored (same id); each returns the
- * ids it inserted. Meant to go into the request's single `DB.batch()`.
+ * ids it inserted, and with each delivery that arrived while its address had a live soft-bounce
+ * entry, that address as `recheck`. Meant to go into the request's `DB.batch()`.
  */
 export function insertEvents(db: D1Database, events: StoredEvent[]): D1PreparedStatement[] {
 	const statements: D1PreparedStatement[] = [];

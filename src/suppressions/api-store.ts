@@ -155,7 +155,11 @@ export async function eraseAddress(
 	email: string,
 	suppressions: boolean,
 ): Promise<{ events: number; entries: number }> {
-	const statements = [db.prepare("DELETE FROM events WHERE email = ?").bind(email)];
+	const statements = [
+		db.prepare("DELETE FROM events WHERE email = ?").bind(email),
+		// Its events are gone, so there is nothing left to decide again.
+		db.prepare("DELETE FROM soft_bounce_recheck WHERE email = ?").bind(email),
+	];
 	if (suppressions) {
 		statements.push(
 			db.prepare("DELETE FROM suppressions WHERE email = ?").bind(email),
@@ -163,6 +167,6 @@ export async function eraseAddress(
 			db.prepare("DELETE FROM suppression_history WHERE email = ?").bind(email),
 		);
 	}
-	const [events, entries] = await db.batch(statements);
+	const [events, , entries] = await db.batch(statements);
 	return { events: events?.meta.changes ?? 0, entries: entries?.meta.changes ?? 0 };
 }

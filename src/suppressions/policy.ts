@@ -96,24 +96,16 @@ function targetOf(
 }
 
 /**
- * Addresses whose soft-bounce entry must be decided again: `bounced` had a soft bounce (a bounce
- * without a type counts as soft, the cautious reading), which may start or extend a run;
- * `delivered` only a delivery, which may break a run but never start one, so it matters only to an
- * address with a live soft entry. The rule itself runs in SQL over the address's stored events,
- * inside the callback's transaction (see `recomputeSoftBounces`).
+ * Addresses with a soft bounce (a bounce without a type counts as soft, the cautious reading),
+ * whose soft-bounce entry must be decided again: it may start or extend a run. The rule itself
+ * runs in SQL over the address's stored events, inside the callback's transaction (see
+ * `recomputeSoftBounces`). A delivery can only break a run, so it matters only to an address with
+ * a live soft entry, which the insert itself reports (see `insertEvents`).
  */
-export function softBounceAddresses(events: readonly StoredEvent[]): {
-	bounced: string[];
-	delivered: string[];
-} {
-	const bounced = new Set<string>();
-	const delivered = new Set<string>();
+export function softBounceAddresses(events: readonly StoredEvent[]): string[] {
+	const emails = new Set<string>();
 	for (const event of events) {
-		if (event.event === "bounce" && event.bounceType !== "hard") bounced.add(event.email);
-		else if (event.event === "delivered") delivered.add(event.email);
+		if (event.event === "bounce" && event.bounceType !== "hard") emails.add(event.email);
 	}
-	return {
-		bounced: [...bounced],
-		delivered: [...delivered].filter((email) => !bounced.has(email)),
-	};
+	return [...emails];
 }

@@ -67,25 +67,18 @@ export function applyEvidence(
  * none at or before an operator's removal of the address's bounce entry. The latest run that still
  * applies makes a `bounce` entry for every sender, expiring `softBounceSuppressSeconds` after its
  * last bounce. When no run applies any more (a delivery arrived late), a live soft entry is
- * withdrawn by setting its expiry to now, which the history records as a removal. An address
- * in `delivered` is decided again only when it has a live soft entry: a delivery cannot start a
- * run, and most deliveries go to addresses with none, for which the statement then reads one key.
+ * withdrawn by setting its expiry to now, which the history records as a removal.
  * Returns the addresses whose entries changed.
  */
 export function recomputeSoftBounces(
 	db: D1Database,
-	emails: { bounced: string[]; delivered: string[] },
+	emails: readonly string[],
 	policy: PolicySettings,
 	now: number,
 ): D1PreparedStatement {
 	return db
 		.prepare(
-			`WITH affected(email) AS (
-				SELECT value FROM json_each(?1)
-				UNION
-				SELECT d.value FROM json_each(?6) AS d WHERE EXISTS (SELECT 1 FROM suppressions AS x
-					WHERE x.email = d.value AND x.list = 'bounce' AND x.scope = '*' AND x.origin = 'soft'
-						AND x.expires_at > ?2)),
+			`WITH affected(email) AS (SELECT DISTINCT value FROM json_each(?1)),
 			removal AS (
 				SELECT a.email, coalesce((SELECT r.removed_at FROM suppression_removals AS r
 					WHERE r.email = a.email AND r.list = 'bounce' AND r.scope = '*'), -1) AS removed_at
@@ -131,13 +124,40 @@ export function recomputeSoftBounces(
 			RETURNING email`,
 		)
 		.bind(
-			JSON.stringify(emails.bounced),
+			JSON.stringify(emails),
 			now,
 			policy.softBounceLimit,
 			policy.softBounceWindowSeconds,
 			policy.softBounceSuppressSeconds,
-			JSON.stringify(emails.delivered),
 		);
+}
+
+/**
+ * Decides the soft-bounce entries of queued addresses again (see migration 0007) and takes them
+ * off the queue, in one transaction. Returns the addresses whose entries changed.
+ */
+export async function recheckSoftBounces(
+	db: D1Database,
+	emails: readonly string[],
+	policy: PolicySettings,
+	now: number,
+): Promise<string[]> {
+	const [recomputed] = await db.batch<{ email: string }>([
+		recomputeSoftBounces(db, emails, policy, now),
+		db
+			.prepare("DELETE FROM soft_bounce_recheck WHERE email IN (SELECT value FROM json_each(?1))")
+			.bind(JSON.stringify(emails)),
+	]);
+	return recomputed?.results.map((row) => row.email) ?? [];
+}
+
+/** Up to `limit` addresses queued for a soft-bounce recheck that no callback finished. */
+export async function readSoftBounceRecheck(db: D1Database, limit: number): Promise<string[]> {
+	const { results } = await db
+		.prepare("SELECT email FROM soft_bounce_recheck ORDER BY email LIMIT ?1")
+		.bind(limit)
+		.all<{ email: string }>();
+	return results.map((row) => row.email);
 }
 
 /** The entries of `emails` that apply at `now`, grouped by address. */

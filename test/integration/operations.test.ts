@@ -214,6 +214,16 @@ describe("DELETE /v1/addresses/{email}", () => {
 		expect(await countRows("suppression_history")).toBe(0);
 	});
 
+	it("leaves no soft-bounce recheck queued for the address", async () => {
+		// Queued as if a callback's recheck had failed (see the soft-bounce policy tests).
+		await env.DB.prepare("INSERT INTO soft_bounce_recheck (email) VALUES (?1), (?2)")
+			.bind("gone@example.com", "other@example.com")
+			.run();
+		await admin("DELETE", "/v1/addresses/gone%40example.com");
+		const left = await env.DB.prepare("SELECT email FROM soft_bounce_recheck").all();
+		expect(left.results).toEqual([{ email: "other@example.com" }]);
+	});
+
 	it("refuses a bad flag and a read token", async () => {
 		expect(
 			(await admin("DELETE", "/v1/addresses/gone%40example.com?suppressions=yes")).status,

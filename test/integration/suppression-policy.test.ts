@@ -3,12 +3,15 @@ import { beforeEach, describe, expect, it } from "vitest";
 import {
 	call,
 	countingKv,
+	countRows,
 	daysAgo,
 	docSamples,
 	entriesOf,
+	envWithNthBatchFailing,
 	lookup,
 	postCallback,
 	resetDatabase,
+	runCron,
 	tokens,
 } from "../helpers";
 
@@ -155,6 +158,42 @@ describe("soft bounces", () => {
 			{ action: "added", source: "event", note: "452 4.2.2 mailbox full" },
 			{ action: "removed", source: "event", note: "a delivery broke the run of soft bounces" },
 		]);
+	});
+
+	it("a delivery to an address without a live soft entry queues no recheck", async () => {
+		await post([soft("calm@example.com", t), delivered("calm@example.com", t + 60)]);
+		await post(delivered("calm@example.com", t + 120));
+		expect(await countRows("soft_bounce_recheck")).toBe(0);
+	});
+
+	it("a late delivery is decided at once and leaves nothing queued", async () => {
+		await post([
+			soft("q@example.com", t),
+			soft("q@example.com", t + 60),
+			soft("q@example.com", t + 120),
+		]);
+		await post(delivered("q@example.com", t + 90));
+		expect(await entriesOf("q@example.com")).toEqual([]);
+		expect(await countRows("soft_bounce_recheck")).toBe(0);
+	});
+
+	it("when deciding a late delivery fails, the callback succeeds and the cron decides it", async () => {
+		const email = "retry@example.com";
+		await post([soft(email, t), soft(email, t + 60), soft(email, t + 120)]);
+		expect((await lookup(email)).suppressed).toBe(true);
+		expect(await env.SUPPRESSIONS.get(`s:${email}`)).not.toBeNull();
+		// The first batch stores the delivery and queues the address; the second, the recheck, fails.
+		const response = await postCallback(delivered(email, t + 90), {
+			env: envWithNthBatchFailing(2),
+		});
+		expect(await response.json()).toEqual({ ok: true, received: 1, stored: 1, duplicates: 0 });
+		expect(await entriesOf(email)).toHaveLength(1);
+		expect(await countRows("soft_bounce_recheck")).toBe(1);
+		await runCron();
+		expect(await lookup(email)).toEqual({ email, suppressed: false, entries: [] });
+		expect(await countRows("soft_bounce_recheck")).toBe(0);
+		// The KV copy followed: the edge answers not suppressed too.
+		expect(await env.SUPPRESSIONS.get(`s:${email}`)).toBeNull();
 	});
 
 	it("a late delivery falls back to the latest run it leaves intact", async () => {
