@@ -41,6 +41,9 @@ export async function readBody(request: Request, maxBytes: number): Promise<RawB
 	return { bytes, size: Math.max(size, Number.isFinite(declared) ? declared : 0), tooLarge };
 }
 
+// Decoding without `stream` leaves no state behind, so one decoder serves every request.
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false });
+
 /**
  * Parses bytes as JSON in strict UTF-8. `request.json()` would silently replace invalid bytes with
  * U+FFFD and so change what Tencent sent.
@@ -50,7 +53,7 @@ export async function readBody(request: Request, maxBytes: number): Promise<RawB
 export function parseJsonBytes(bytes: Uint8Array): unknown {
 	let text: string;
 	try {
-		text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes);
+		text = strictUtf8.decode(bytes);
 	} catch {
 		throw new ApiError(400, "invalid_json", "The body is not valid UTF-8");
 	}

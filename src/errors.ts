@@ -31,6 +31,9 @@ const JSON_TYPE = "application/json; charset=utf-8";
 
 /** A JSON response with the contract's content type. */
 export function json(body: unknown, status = 200, headers?: HeadersInit): Response {
+	if (!headers) {
+		return new Response(JSON.stringify(body), { status, headers: { "content-type": JSON_TYPE } });
+	}
 	const response = new Response(JSON.stringify(body), { status, headers });
 	response.headers.set("content-type", JSON_TYPE);
 	return response;

@@ -28,10 +28,15 @@ export function canonicalJson(value: unknown): string {
  * canonical JSON, in hex. A redelivery of the same event has the same key.
  */
 export async function eventKey(received: object): Promise<string> {
-	const bytes = new TextEncoder().encode(canonicalJson(received));
+	const bytes = encoder.encode(canonicalJson(received));
 	const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
-	return Array.from(digest.subarray(0, 16), (byte) => byte.toString(16).padStart(2, "0")).join("");
+	let hex = "";
+	for (let i = 0; i < 16; i++) hex += HEX[digest[i] as number];
+	return hex;
 }
+
+const encoder = new TextEncoder();
+const HEX = Array.from({ length: 256 }, (_, byte) => byte.toString(16).padStart(2, "0"));
 
 /**
  * Problems with the fields of an event object that the schema does not model: too many fields,
