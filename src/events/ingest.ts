@@ -26,23 +26,20 @@ export async function storeCallback(
 ): Promise<{ stored: number; changed: Set<string> }> {
 	const evidence = evidenceFrom(events, policy);
 	const bounced = softBounceAddresses(events);
-	const inserts = insertEvents(db, events);
+	const insert = insertEvents(db, events);
 	const before = evidence.length > 0 ? [applyEvidence(db, evidence, now)] : [];
 	const after = bounced.length > 0 ? [recomputeSoftBounces(db, bounced, policy, now)] : [];
 	const results = await db.batch<{ id?: string; email?: string; recheck?: string | null }>([
 		...before,
-		...inserts,
+		insert,
 		...after,
 	]);
-	const end = before.length + inserts.length;
-	let stored = 0;
+	const inserted = results[before.length]?.results ?? [];
 	const recheck = new Set<string>();
-	for (const result of results.slice(before.length, end)) {
-		stored += result.results.length;
-		for (const row of result.results) if (row.recheck) recheck.add(row.recheck);
-	}
+	for (const row of inserted) if (row.recheck) recheck.add(row.recheck);
 	const changed = new Set<string>();
-	for (const result of [...results.slice(0, before.length), ...results.slice(end)]) {
+	for (const [i, result] of results.entries()) {
+		if (i === before.length) continue; // the insert: ids, not changed addresses
 		for (const row of result.results) if (row.email) changed.add(row.email);
 	}
 	if (recheck.size > 0) {
@@ -54,7 +51,7 @@ export async function storeCallback(
 			log("warn", "soft-bounce recheck left to the cron", { requestId, error: String(error) });
 		}
 	}
-	return { stored, changed };
+	return { stored: inserted.length, changed };
 }
 
 /** Seconds a sender should wait before retrying after a storage failure. */

@@ -107,6 +107,18 @@ describe("Tencent's published samples", () => {
 		expect(await response.json()).toEqual({ ok: true, received: 6, stored: 6, duplicates: 0 });
 		expect(await eventsOf("example@example.com")).toHaveLength(6);
 	});
+
+	it("an array of more than five events stores the same fields as events sent one by one", async () => {
+		// Up to five events are bound as parameters; more travel as one JSON parameter.
+		const withoutArrival = (events: Json[]) =>
+			events.map(({ receivedAt, ...rest }) => rest).sort((a, b) => (a.id < b.id ? -1 : 1));
+		for (const sample of docSamples) await postCallback(sample);
+		const oneByOne = withoutArrival(await eventsOf("example@example.com"));
+		await resetDatabase();
+		await postCallback(docSamples);
+		expect(withoutArrival(await eventsOf("example@example.com"))).toEqual(oneByOne);
+		expect(oneByOne).toHaveLength(docSamples.length);
+	});
 });
 
 describe("exactly once", () => {
