@@ -1,18 +1,22 @@
 import { deleteEventsBefore, deleteRejectedBefore } from "../events/retention-store";
+import { ROLLUP_BATCH, rollUpEvents } from "../events/stats-store";
 
 const DAY = 86_400;
 /** Statements one run may spend: D1 runs one query at a time per database, so keep each short. */
 const MAX_BATCHES = 10;
 
-/** What one retention run deleted, and whether nothing old is left. */
+/** What one retention run counted and deleted, and whether nothing old is left. */
 export interface RetentionResult {
+	/** The highest event seq the daily rollups now count. */
+	countedTo: number;
 	deleted: number;
 	rejectedDeleted: number;
 	done: boolean;
 }
 
 /**
- * Deletes events older than `eventDays` (by arrival) and rejected callbacks older than
+ * Counts the events stored since the last run into the daily rollups, then deletes events older
+ * than `eventDays` (by arrival; only counted ones) and rejected callbacks older than
  * `rejectedDays`, in batches of `batchSize` rows, at most a few batches per run; the next run
  * goes on. Rollups, suppression entries and their history stay.
  */
@@ -21,6 +25,16 @@ export async function pruneStorage(
 	now: number,
 	settings: { eventDays: number; rejectedDays: number; batchSize: number },
 ): Promise<RetentionResult> {
+	let countedTo = 0;
+	let counted = false;
+	for (let batch = 0; batch < MAX_BATCHES && !counted; batch++) {
+		const [, marked] = await db.batch<{ mark: number; top: number }>(
+			rollUpEvents(db, ROLLUP_BATCH),
+		);
+		const row = marked?.results[0];
+		countedTo = row?.mark ?? 0;
+		counted = !row || row.mark >= row.top;
+	}
 	const eventCutoff = now - settings.eventDays * DAY;
 	let deleted = 0;
 	let done = false;
@@ -34,5 +48,10 @@ export async function pruneStorage(
 		now - settings.rejectedDays * DAY,
 		settings.batchSize,
 	);
-	return { deleted, rejectedDeleted, done: done && rejectedDeleted < settings.batchSize };
+	return {
+		countedTo,
+		deleted,
+		rejectedDeleted,
+		done: counted && done && rejectedDeleted < settings.batchSize,
+	};
 }

@@ -1,21 +1,26 @@
+import { COUNTED, lowerRollupMark } from "./stats-store";
+
 /**
- * Deletes at most `limit` events that arrived before `cutoff` (Unix seconds), oldest first.
- * `seq` grows with arrival, so the oldest rows are found by walking the rowid from its start
- * instead of an index on arrival time. Returns how many were deleted.
+ * Deletes at most `limit` events that arrived before `cutoff` (Unix seconds), oldest first, and
+ * only events the daily rollups already count. `seq` grows with arrival, so the oldest rows are
+ * found by walking the rowid from its start instead of an index on arrival time. Returns how
+ * many were deleted.
  */
 export async function deleteEventsBefore(
 	db: D1Database,
 	cutoff: number,
 	limit: number,
 ): Promise<number> {
-	const result = await db
-		.prepare(
-			`DELETE FROM events WHERE seq IN (
-				SELECT seq FROM events WHERE received_at < ?1 ORDER BY seq LIMIT ?2)`,
-		)
-		.bind(cutoff, limit)
-		.run();
-	return result.meta.changes;
+	const [deleted] = await db.batch([
+		db
+			.prepare(
+				`DELETE FROM events WHERE seq IN (
+					SELECT seq FROM events WHERE received_at < ?1 AND ${COUNTED} ORDER BY seq LIMIT ?2)`,
+			)
+			.bind(cutoff, limit),
+		lowerRollupMark(db),
+	]);
+	return deleted?.meta.changes ?? 0;
 }
 
 /** Deletes at most `limit` rejected callbacks received before `cutoff`. */

@@ -1,3 +1,4 @@
+import { lowerRollupMark, rollUpEvents } from "../events/stats-store";
 import type { StoredEntry } from "./entry";
 import type { ListName } from "./policy";
 
@@ -146,6 +147,9 @@ export async function readHistory(db: D1Database, email: string): Promise<Histor
 	return results;
 }
 
+/** More events than one database can hold (10 GB at about 650 bytes each is 16 million). */
+const ALL_EVENTS = 2_147_483_647;
+
 /**
  * Erases an address: its events always; with `suppressions`, also its entries, removals and
  * history (so nothing of it is left but aggregate rollups). Returns the counts deleted.
@@ -156,7 +160,10 @@ export async function eraseAddress(
 	suppressions: boolean,
 ): Promise<{ events: number; entries: number }> {
 	const statements = [
+		// The rollups count the events first: they outlive the erasure (they hold no address).
+		...rollUpEvents(db, ALL_EVENTS),
 		db.prepare("DELETE FROM events WHERE email = ?").bind(email),
+		lowerRollupMark(db),
 		// Its events are gone, so there is nothing left to decide again.
 		db.prepare("DELETE FROM soft_bounce_recheck WHERE email = ?").bind(email),
 	];
@@ -167,6 +174,6 @@ export async function eraseAddress(
 			db.prepare("DELETE FROM suppression_history WHERE email = ?").bind(email),
 		);
 	}
-	const [events, , entries] = await db.batch(statements);
+	const [, , events, , , entries] = await db.batch(statements);
 	return { events: events?.meta.changes ?? 0, entries: entries?.meta.changes ?? 0 };
 }
