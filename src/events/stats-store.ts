@@ -10,7 +10,7 @@ export interface RollupRow {
 // The highest `events.seq` already counted in daily_stats (0 before the first count). Events
 // above it are counted at read time. A new event gets seq = max(seq) + 1, so after deleting the
 // newest events the mark must come down to the new max(seq), or a reused seq would never be
-// counted: every statement that deletes events runs LOWER_MARK in its batch.
+// counted: every statement that deletes events runs `lowerRollupMark` in its batch.
 const MARK = "coalesce((SELECT CAST(value AS INTEGER) FROM cron_state WHERE name = 'rollup'), 0)";
 
 // The rollup key of an event row: UTC day, sender domain ('' when unknown), event type, and the
@@ -59,7 +59,7 @@ export function lowerRollupMark(db: D1Database): D1PreparedStatement {
 /** The condition that keeps a delete from removing events not yet counted. */
 export const COUNTED = `seq <= ${MARK}`;
 
-/** Events above the mark at most: a cron run counts this many per statement. */
+/** Events one statement of the cron counts at most (a run makes up to 10 such statements). */
 export const ROLLUP_BATCH = 50_000;
 
 /**

@@ -159,21 +159,25 @@ export async function eraseAddress(
 	email: string,
 	suppressions: boolean,
 ): Promise<{ events: number; entries: number }> {
+	const deleteEvents = db.prepare("DELETE FROM events WHERE email = ?").bind(email);
+	const deleteEntries = db.prepare("DELETE FROM suppressions WHERE email = ?").bind(email);
 	const statements = [
 		// The rollups count the events first: they outlive the erasure (they hold no address).
 		...rollUpEvents(db, ALL_EVENTS),
-		db.prepare("DELETE FROM events WHERE email = ?").bind(email),
+		deleteEvents,
 		lowerRollupMark(db),
 		// Its events are gone, so there is nothing left to decide again.
 		db.prepare("DELETE FROM soft_bounce_recheck WHERE email = ?").bind(email),
 	];
 	if (suppressions) {
 		statements.push(
-			db.prepare("DELETE FROM suppressions WHERE email = ?").bind(email),
+			deleteEntries,
 			db.prepare("DELETE FROM suppression_removals WHERE email = ?").bind(email),
 			db.prepare("DELETE FROM suppression_history WHERE email = ?").bind(email),
 		);
 	}
-	const [, , events, , , entries] = await db.batch(statements);
-	return { events: events?.meta.changes ?? 0, entries: entries?.meta.changes ?? 0 };
+	const results = await db.batch(statements);
+	const changes = (statement: D1PreparedStatement) =>
+		results[statements.indexOf(statement)]?.meta.changes ?? 0;
+	return { events: changes(deleteEvents), entries: changes(deleteEntries) };
 }
