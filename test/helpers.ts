@@ -88,13 +88,21 @@ export async function countRows(table: string): Promise<number> {
 	return row?.n ?? 0;
 }
 
-/** An env whose D1 runs each batch with one more statement that fails, so D1 must roll back. */
-export function envWithFailingBatch(): Env {
+/**
+ * An env whose D1 `batch` goes through `wrap` (given the real batch and the statements); every
+ * other method is the real one. For injecting failures and counting, never for faking storage.
+ */
+export function envWithBatch(
+	wrap: (
+		batch: (statements: D1PreparedStatement[]) => Promise<D1Result[]>,
+		statements: D1PreparedStatement[],
+	) => Promise<D1Result[]>,
+): Env {
 	const db = new Proxy(env.DB, {
 		get(target, property) {
 			if (property === "batch") {
 				return (statements: D1PreparedStatement[]) =>
-					target.batch([...statements, target.prepare("INSERT INTO no_such_table VALUES (1)")]);
+					wrap((list) => target.batch(list), statements);
 			}
 			const value = Reflect.get(target, property);
 			return typeof value === "function" ? value.bind(target) : value;
@@ -103,24 +111,21 @@ export function envWithFailingBatch(): Env {
 	return { ...env, DB: db };
 }
 
+/** An env whose D1 runs each batch with one more statement that fails, so D1 must roll back. */
+export function envWithFailingBatch(): Env {
+	return envWithBatch((batch, statements) =>
+		batch([...statements, env.DB.prepare("INSERT INTO no_such_table VALUES (1)")]),
+	);
+}
+
 /** An env whose D1 fails the `n`th batch (counting from 1) and runs every other one. */
 export function envWithNthBatchFailing(n: number): Env {
 	let batches = 0;
-	const db = new Proxy(env.DB, {
-		get(target, property) {
-			if (property === "batch") {
-				return (statements: D1PreparedStatement[]) => {
-					batches++;
-					return batches === n
-						? Promise.reject(new Error(`batch ${n} refused by the test`))
-						: target.batch(statements);
-				};
-			}
-			const value = Reflect.get(target, property);
-			return typeof value === "function" ? value.bind(target) : value;
-		},
-	});
-	return { ...env, DB: db };
+	return envWithBatch((batch, statements) =>
+		++batches === n
+			? Promise.reject(new Error(`batch ${n} refused by the test`))
+			: batch(statements),
+	);
 }
 
 export type EntryJson = {

@@ -7,6 +7,7 @@ import {
 	daysAgo,
 	docSamples,
 	entriesOf,
+	envWithBatch,
 	envWithNthBatchFailing,
 	lookup,
 	postCallback,
@@ -399,20 +400,12 @@ describe("cost", () => {
 			for (let i = 0; i < others.length; i += 100) await post(others.slice(i, i + 100));
 			if (before.length > 0) await post(before);
 			let rowsRead = 0;
-			const db = new Proxy(env.DB, {
-				get(target, property) {
-					if (property === "batch") {
-						return async (statements: D1PreparedStatement[]) => {
-							const results = await target.batch(statements);
-							for (const result of results) rowsRead += result.meta.rows_read ?? 0;
-							return results;
-						};
-					}
-					const value = Reflect.get(target, property);
-					return typeof value === "function" ? value.bind(target) : value;
-				},
+			const counting = envWithBatch(async (batch, statements) => {
+				const results = await batch(statements);
+				for (const result of results) rowsRead += result.meta.rows_read ?? 0;
+				return results;
 			});
-			await post(event, { ...env, DB: db });
+			await post(event, counting);
 			expect(rowsRead).toBeGreaterThan(0);
 			expect(rowsRead).toBeLessThan(50);
 		},
