@@ -9,8 +9,12 @@ export const MAX_EMAIL_LENGTH = 254;
  * normalizeEmail("  Example@Example.COM ") // "example@example.com"
  */
 export function normalizeEmail(raw: string): string {
-	return raw.trim().toLowerCase().normalize("NFC");
+	const lower = raw.trim().toLowerCase();
+	// ASCII is already in NFC; skipping ICU for it halves the cost of a 1000-address check.
+	return NON_ASCII.test(lower) ? lower.normalize("NFC") : lower;
 }
+
+const NON_ASCII = /[^\x00-\x7f]/;
 
 // White space, C0/C1 controls, line and paragraph separators: never part of an address.
 const FORBIDDEN = /[\s\p{Cc}\p{Zl}\p{Zp}]/u;
@@ -36,12 +40,27 @@ export function emailProblem(address: string): string | null {
 	if (local.length === 0) return "must have a local part before @";
 	if (local.length > 64) return "must have a local part of at most 64 characters";
 	if (domain.length === 0) return "must have a domain after @";
-	if (domain.split(".").some((label) => label.length === 0 || label.length > 63)) {
-		return "must have a domain of non-empty dot-separated labels";
-	}
+	if (!labelsFit(domain)) return "must have a domain of non-empty dot-separated labels";
 	if (/[@()<>[\]\\,;:"]/.test(domain)) return "must have a domain without special characters";
 	return null;
 }
+
+/**
+ * Whether every dot-separated label of a non-empty domain has 1 to 63 characters: one pass, since
+ * `split` allocates an array and a string per label for each address of a bulk check.
+ */
+function labelsFit(domain: string): boolean {
+	let length = 0;
+	for (let i = 0; i < domain.length; i++) {
+		if (domain.charCodeAt(i) !== DOT) length++;
+		else if (length === 0) return false;
+		else length = 0;
+		if (length > 63) return false;
+	}
+	return length > 0;
+}
+
+const DOT = 46;
 
 /** The domain of an address (after its last `@`), or null. */
 export function domainOf(address: string): string | null {

@@ -107,12 +107,14 @@ async function entriesOfMany(env: Env, emails: string[], at: number, requestId: 
 export async function checkRoute(request: RouteRequest & Request, env: Env): Promise<Response> {
 	const body = parseBody(checkBody, await readJson(request, 512 * 1024));
 	const at = now();
+	const unique = new Set<string>();
 	const items = body.emails.map((email) => {
 		const normalized = normalizeEmail(email);
-		return { email, normalized, invalid: emailProblem(normalized) !== null };
+		const invalid = emailProblem(normalized) !== null;
+		if (!invalid) unique.add(normalized);
+		return { email, normalized, invalid };
 	});
-	const unique = [...new Set(items.filter((item) => !item.invalid).map((item) => item.normalized))];
-	const entries = await entriesOfMany(env, unique, at, request.requestId);
+	const entries = await entriesOfMany(env, [...unique], at, request.requestId);
 	const counts = { deliverableCount: 0, suppressedCount: 0, invalidCount: 0 };
 	const results = items.map((item) => {
 		if (item.invalid) {
@@ -127,7 +129,8 @@ export async function checkRoute(request: RouteRequest & Request, env: Env): Pro
 		);
 		if (found.suppressed) counts.suppressedCount++;
 		else counts.deliverableCount++;
-		const lists = [...new Set(found.entries.map((entry) => entry.list))];
+		const lists =
+			found.entries.length === 0 ? [] : [...new Set(found.entries.map((entry) => entry.list))];
 		return {
 			email: item.email,
 			normalized: item.normalized,

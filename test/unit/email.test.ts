@@ -1,3 +1,4 @@
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { domainOf, emailProblem, MAX_EMAIL_LENGTH, normalizeEmail } from "../../src/email";
 
@@ -51,6 +52,24 @@ describe("normalizeEmail", () => {
 		// Greek capital iota with dialytika + acute: its lower case composes to U+0390.
 		expect(codePoints(normalizeEmail("\u03aa\u0301@example.com"))).toEqual(
 			codePoints("\u0390@example.com"),
+		);
+	});
+});
+
+describe("normalizeEmail's ASCII shortcut", () => {
+	it("gives what trim, lower-case and NFC give, for any string", () => {
+		const text = fc.oneof(
+			fc.string({ unit: "binary", maxLength: 40 }),
+			fc.string({
+				unit: fc.constantFrom("A", "a", " ", "@", "\u0308", "\u0301", "T", "\u03aa", "É"),
+				maxLength: 40,
+			}),
+		);
+		fc.assert(
+			fc.property(text, (raw) => {
+				expect(normalizeEmail(raw)).toBe(raw.trim().toLowerCase().normalize("NFC"));
+			}),
+			{ numRuns: 2000 },
 		);
 	});
 });
@@ -132,6 +151,34 @@ describe("emailProblem rejects", () => {
 		["a label of 64 characters", `a@${"b".repeat(64)}.com`],
 	])("a domain with %s", (_, address) => {
 		expect(emailProblem(address)).toBe("must have a domain of non-empty dot-separated labels");
+	});
+
+	it("refuses exactly the domains with an empty label or one over 63 characters", () => {
+		const label = (length: number) =>
+			fc.string({ unit: fc.constantFrom("b", "ü"), minLength: length, maxLength: length });
+		const domain = fc.array(
+			fc.oneof(
+				label(0),
+				label(1),
+				label(62),
+				label(63),
+				label(64),
+				fc.string({ unit: fc.constantFrom("b", "ü"), maxLength: 70 }),
+			),
+			{ minLength: 1, maxLength: 3 },
+		);
+		fc.assert(
+			fc.property(domain, (labels) => {
+				const address = `a@${labels.join(".")}`;
+				// Empty and overlong addresses are refused for that reason first.
+				fc.pre(address.length > 2 && address.length <= MAX_EMAIL_LENGTH);
+				const bad = labels.some((part) => part.length === 0 || part.length > 63);
+				const problem = emailProblem(address);
+				if (bad) expect(problem).toBe("must have a domain of non-empty dot-separated labels");
+				else expect(problem).not.toBe("must have a domain of non-empty dot-separated labels");
+			}),
+			{ numRuns: 2000 },
+		);
 	});
 
 	it.each([
