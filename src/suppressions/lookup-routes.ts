@@ -91,7 +91,8 @@ async function entriesOfMany(env: Env, emails: string[], at: number, requestId: 
 				const values = await env.SUPPRESSIONS.get(keys, "text");
 				batch.forEach((email, i) => {
 					const text = values.get(keys[i] as string);
-					found.set(email, text ? parseEdgeValue(JSON.parse(text)) : []);
+					// An address without a key (nearly all of a list) is left out: no entries.
+					if (text) found.set(email, parseEdgeValue(JSON.parse(text)));
 				});
 			} catch (error) {
 				log("warn", "edge bulk read failed, reading D1", { requestId, error: String(error) });
@@ -121,12 +122,10 @@ export async function checkRoute(request: RouteRequest & Request, env: Env): Pro
 			counts.invalidCount++;
 			return { email: item.email, normalized: item.normalized, invalid: true, deliverable: false };
 		}
-		const found = lookupResult(
-			item.normalized,
-			entries.get(item.normalized) ?? [],
-			at,
-			body.fromDomain,
-		);
+		const stored = entries.get(item.normalized);
+		const found = stored
+			? lookupResult(item.normalized, stored, at, body.fromDomain)
+			: { suppressed: false, entries: [] };
 		if (found.suppressed) counts.suppressedCount++;
 		else counts.deliverableCount++;
 		const lists =
