@@ -154,6 +154,18 @@ export async function lookup(email: string, query = "", testEnv: Env = env): Pro
 	return (await response.json()) as Lookup;
 }
 
+/** `PUT /v1/suppressions/{email}` with the admin token; fails the test unless it answers 200. */
+export async function putSuppression(email: string, body: Record<string, unknown>): Promise<void> {
+	const response = await call(`/v1/suppressions/${encodeURIComponent(email)}`, {
+		method: "PUT",
+		headers: { authorization: `Bearer ${tokens.admin}` },
+		body: JSON.stringify(body),
+	});
+	if (response.status !== 200) {
+		throw new Error(`PUT answered ${response.status}: ${await response.text()}`);
+	}
+}
+
 /** An address's entries from D1, without the wall-clock fields, sorted for comparison. */
 export async function entriesOf(email: string): Promise<Array<Partial<EntryJson>>> {
 	const { entries } = await lookup(email, "?consistent=true");

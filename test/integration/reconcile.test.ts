@@ -1,14 +1,13 @@
 import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import {
-	call,
 	countingKv,
 	daysAgo,
 	lookup,
 	postCallback,
+	putSuppression,
 	resetDatabase,
 	runCron,
-	tokens,
 } from "../helpers";
 
 type Result = { expired: number; checked: number; fixed: number; done: boolean };
@@ -31,15 +30,6 @@ async function cron(at = Date.now(), testEnv: Env = env): Promise<Result> {
 	return entry as unknown as Result;
 }
 
-async function put(email: string, body: Record<string, unknown>): Promise<void> {
-	const response = await call(`/v1/suppressions/${encodeURIComponent(email)}`, {
-		method: "PUT",
-		headers: { authorization: `Bearer ${tokens.admin}` },
-		body: JSON.stringify(body),
-	});
-	expect(response.status).toBe(200);
-}
-
 async function history(email: string) {
 	const { results } = await env.DB.prepare(
 		"SELECT action, source FROM suppression_history WHERE email = ? ORDER BY seq",
@@ -55,7 +45,7 @@ afterEach(() => vi.restoreAllMocks());
 describe("the reconcile cron", () => {
 	it("retires expired entries, recording them as expired by the cron", async () => {
 		const soon = new Date(Date.now() + 120_000).toISOString();
-		await put("e@example.com", { reason: "for two minutes", expiresAt: soon });
+		await putSuppression("e@example.com", { reason: "for two minutes", expiresAt: soon });
 		expect(await env.SUPPRESSIONS.get("s:e@example.com")).not.toBeNull();
 		const result = await cron(Date.now() + 3_600_000);
 		expect(result).toMatchObject({ expired: 1, done: true });

@@ -1,6 +1,15 @@
 import { env } from "cloudflare:workers";
 import { beforeEach, describe, expect, it } from "vitest";
-import { call, countRows, lookup, postCallback, resetDatabase, runCron, tokens } from "../helpers";
+import {
+	call,
+	countRows,
+	lookup,
+	postCallback,
+	putSuppression,
+	resetDatabase,
+	runCron,
+	tokens,
+} from "../helpers";
 
 type ImportResult = {
 	imported: number;
@@ -29,15 +38,6 @@ async function imported(body: string, type = "text/csv"): Promise<ImportResult> 
 	const response = await importText(body, type);
 	expect(response.status).toBe(200);
 	return (await response.json()) as ImportResult;
-}
-
-async function put(email: string, body: Record<string, unknown>): Promise<void> {
-	const response = await call(`/v1/suppressions/${encodeURIComponent(email)}`, {
-		method: "PUT",
-		headers: { authorization: `Bearer ${tokens.admin}` },
-		body: JSON.stringify(body),
-	});
-	expect(response.status).toBe(200);
 }
 
 async function allEntries() {
@@ -78,7 +78,10 @@ async function seed(): Promise<void> {
 	]);
 	const inAWeek = Math.floor(Date.now() / 1000) + 7 * 86_400;
 	for (const [i, reason] of HOSTILE.entries()) {
-		await put(`hostile${i}@example.com`, { reason, ...(i % 2 ? { expiresAt: inAWeek } : {}) });
+		await putSuppression(`hostile${i}@example.com`, {
+			reason,
+			...(i % 2 ? { expiresAt: inAWeek } : {}),
+		});
 	}
 }
 
