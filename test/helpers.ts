@@ -195,6 +195,44 @@ export function countingKv(fail: { put?: boolean; get?: boolean } = {}) {
 	return { counts, env: { ...env, SUPPRESSIONS: kv } as Env };
 }
 
+/**
+ * The D1 binding wrapped to count round trips: each `batch`, and each statement run on its own
+ * (`all`, `first`, `run`, `raw`). The statements stay the runtime's own, so a batch takes them.
+ */
+export function countingD1() {
+	const counts = { batches: 0, single: 0 };
+	const count = (statement: D1PreparedStatement): D1PreparedStatement => {
+		for (const method of ["all", "first", "run", "raw"] as const) {
+			const real = Reflect.get(statement, method) as (...args: unknown[]) => unknown;
+			Object.defineProperty(statement, method, {
+				value: (...args: unknown[]) => {
+					counts.single++;
+					return Reflect.apply(real, statement, args);
+				},
+			});
+		}
+		const bind = statement.bind.bind(statement);
+		Object.defineProperty(statement, "bind", {
+			value: (...values: unknown[]) => count(bind(...values)),
+		});
+		return statement;
+	};
+	const db = new Proxy(env.DB, {
+		get(target, property) {
+			if (property === "prepare") return (query: string) => count(target.prepare(query));
+			if (property === "batch") {
+				return (statements: D1PreparedStatement[]) => {
+					counts.batches++;
+					return target.batch(statements);
+				};
+			}
+			const value = Reflect.get(target, property);
+			return typeof value === "function" ? value.bind(target) : value;
+		},
+	});
+	return { counts, env: { ...env, DB: db } as Env };
+}
+
 /** Runs the Worker's `scheduled` handler once, as the cron would. */
 export async function runCron(at = Date.now(), testEnv: Env = env): Promise<void> {
 	const controller = createScheduledController({ scheduledTime: at, cron: "*/5 * * * *" });

@@ -5,7 +5,7 @@ import { ApiError, json, notFound } from "../errors";
 import { log } from "../log";
 import { syncEdge } from "../suppressions/edge";
 import { parseCallback } from "../tencent/normalise";
-import { storageUnavailable, storeCallback } from "./ingest";
+import { type StoredCallback, storageUnavailable, storeCallback } from "./ingest";
 import { recordRejected } from "./rejected-store";
 
 /** Largest callback body accepted. */
@@ -59,22 +59,18 @@ export async function receiveCallback(
 		throw error;
 	}
 
-	let stored: number;
-	let changed: Set<string>;
+	let result: StoredCallback;
 	try {
-		({ stored, changed } = await storeCallback(
-			env.DB,
-			events,
-			settings.policy,
-			receivedAt,
-			request.requestId,
-		));
+		result = await storeCallback(env.DB, events, settings.policy, receivedAt, request.requestId);
 	} catch (error) {
 		log("error", "callback not stored", { requestId: request.requestId, error: String(error) });
 		throw storageUnavailable();
 	}
+	const { stored, changed, entries } = result;
 	// The KV copy follows the D1 commit; a failure there is repaired by the reconcile cron.
-	if (changed.size > 0) ctx.waitUntil(syncEdge(env, [...changed], receivedAt, request.requestId));
+	if (changed.size > 0) {
+		ctx.waitUntil(syncEdge(env, [...changed], receivedAt, request.requestId, entries));
+	}
 	const duplicates = events.length - stored;
 	// A callback that only stored new events is routine and not logged; redeliveries and
 	// suppression changes are worth a line.

@@ -1,16 +1,38 @@
 import type { PolicySettings } from "../config";
 import { ApiError } from "../errors";
 import { log } from "../log";
+import type { StoredEntry } from "../suppressions/entry";
 import { evidenceFrom, softBounceAddresses } from "../suppressions/policy";
-import { applyEvidence, recheckSoftBounces, recomputeSoftBounces } from "../suppressions/store";
+import {
+	applyEvidence,
+	groupEntries,
+	recheckSoftBounces,
+	recomputeSoftBounces,
+	selectEntries,
+} from "../suppressions/store";
 import type { StoredEvent } from "./event";
 import { insertEvents } from "./store";
+
+/** What {@link storeCallback} did. */
+export interface StoredCallback {
+	/** Events that were new. */
+	stored: number;
+	/** Addresses whose entries changed. */
+	changed: Set<string>;
+	/**
+	 * The live entries of changed addresses as the callback's own transaction left them (an empty
+	 * list when none is left), for the addresses that transaction read back; the edge sync reads
+	 * the others.
+	 */
+	entries: Map<string, StoredEntry[]>;
+}
 
 /**
  * Stores the events and the suppression entries they change in one `DB.batch()`: one round trip,
  * one transaction. Evidence goes first, so it can skip events already stored; the soft-bounce
- * recompute goes last, so it sees the request's own events. Returns how many events were new and
- * which addresses' entries changed.
+ * recompute goes after the insert, so it sees the request's own events; a callback that may
+ * change entries reads the entries of those addresses back last, so the edge sync needs no round
+ * trip of its own. Returns how many events were new and which addresses' entries changed.
  *
  * A delivery to an address with a live soft-bounce entry (rare: such addresses are not mailed) is
  * decided again in a second round trip. The first one queued the address in the same transaction
@@ -23,35 +45,45 @@ export async function storeCallback(
 	policy: PolicySettings,
 	now: number,
 	requestId: string,
-): Promise<{ stored: number; changed: Set<string> }> {
+): Promise<StoredCallback> {
 	const evidence = evidenceFrom(events, policy);
 	const bounced = softBounceAddresses(events);
-	const insert = insertEvents(db, events);
-	const before = evidence.length > 0 ? [applyEvidence(db, evidence, now)] : [];
-	const after = bounced.length > 0 ? [recomputeSoftBounces(db, bounced, policy, now)] : [];
-	const results = await db.batch<{ id?: string; email?: string; recheck?: string | null }>([
-		...before,
-		insert,
-		...after,
-	]);
-	const inserted = results[before.length]?.results ?? [];
+	const mayChange = [...new Set([...evidence.map((item) => item.email), ...bounced])];
+	const statements = [
+		...(evidence.length > 0 ? [applyEvidence(db, evidence, now)] : []),
+		insertEvents(db, events),
+		...(bounced.length > 0 ? [recomputeSoftBounces(db, bounced, policy, now)] : []),
+		...(mayChange.length > 0 ? [selectEntries(db, mayChange, now)] : []),
+	];
+	const results = await db.batch(statements);
+	const at = {
+		insert: evidence.length > 0 ? 1 : 0,
+		read: mayChange.length > 0 ? statements.length - 1 : statements.length,
+	};
+	const inserted = (results[at.insert]?.results ?? []) as { recheck: string | null }[];
+	const changed = new Set<string>();
+	results.slice(0, at.read).forEach((result, i) => {
+		if (i === at.insert) return; // ids, not changed addresses
+		for (const row of result.results as { email: string }[]) changed.add(row.email);
+	});
+	const read = groupEntries((results[at.read]?.results ?? []) as StoredEntry[]);
+	const entries = new Map<string, StoredEntry[]>();
+	for (const email of changed) entries.set(email, read.get(email) ?? []);
+
 	const recheck = new Set<string>();
 	for (const row of inserted) if (row.recheck) recheck.add(row.recheck);
-	const changed = new Set<string>();
-	for (const [i, result] of results.entries()) {
-		if (i === before.length) continue; // the insert: ids, not changed addresses
-		for (const row of result.results) if (row.email) changed.add(row.email);
-	}
 	if (recheck.size > 0) {
 		try {
 			for (const email of await recheckSoftBounces(db, [...recheck], policy, now)) {
 				changed.add(email);
+				// Changed after the read above: the edge sync reads it again.
+				entries.delete(email);
 			}
 		} catch (error) {
 			log("warn", "soft-bounce recheck left to the cron", { requestId, error: String(error) });
 		}
 	}
-	return { stored: inserted.length, changed };
+	return { stored: inserted.length, changed, entries };
 }
 
 /** Seconds a sender should wait before retrying after a storage failure. */

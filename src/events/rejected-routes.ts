@@ -7,7 +7,7 @@ import { decodeCursor, encodeCursor, limitParam, parseQuery, type RawQuery } fro
 import { syncEdge } from "../suppressions/edge";
 import { parseCallback } from "../tencent/normalise";
 import { isoTime } from "./event";
-import { storageUnavailable, storeCallback } from "./ingest";
+import { type StoredCallback, storageUnavailable, storeCallback } from "./ingest";
 import { listRejected, markReplayed, type RejectedRow, readRejected } from "./rejected-store";
 
 interface RouteRequest {
@@ -104,16 +104,16 @@ export async function replayRoute(
 			error.issues,
 		);
 	}
-	let result: Awaited<ReturnType<typeof storeCallback>>;
+	let result: StoredCallback;
 	try {
 		result = await storeCallback(env.DB, events, settings.policy, now, request.requestId);
 	} catch (error) {
 		log("error", "replay not stored", { requestId: request.requestId, error: String(error) });
 		throw storageUnavailable();
 	}
-	const { stored, changed } = result;
+	const { stored, changed, entries } = result;
 	await markReplayed(env.DB, row.id, now, stored);
-	if (changed.size > 0) ctx.waitUntil(syncEdge(env, [...changed], now, request.requestId));
+	if (changed.size > 0) ctx.waitUntil(syncEdge(env, [...changed], now, request.requestId, entries));
 	return json({
 		ok: true,
 		id: row.id,

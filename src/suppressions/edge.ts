@@ -56,23 +56,29 @@ export function parseEdgeValue(value: unknown): EntryJson[] {
 
 /**
  * Makes the KV copy of each address match D1: puts its live entries, or deletes the key when none
- * applies. KV takes one write per key per second and may fail; a failure is logged and left to the
- * reconcile cron, never thrown, because the truth is already in D1.
+ * applies. Entries come from `known` when it has the address (a callback's own transaction read
+ * them back), else from one read of D1. KV takes one write per key per second and may fail; a
+ * failure is logged and left to the reconcile cron, never thrown, because the truth is already in
+ * D1.
  */
 export async function syncEdge(
 	env: Env,
 	emails: readonly string[],
 	now: number,
 	requestId?: string,
+	known: ReadonlyMap<string, readonly StoredEntry[]> = new Map(),
 ): Promise<{ written: number; deleted: number; failed: number }> {
 	const counts = { written: 0, deleted: 0, failed: 0 };
 	if (emails.length === 0) return counts;
-	let entries: Map<string, StoredEntry[]>;
-	try {
-		entries = await readEntries(env.DB, emails, now);
-	} catch (error) {
-		log("error", "edge sync could not read D1", { requestId, error: String(error) });
-		return { ...counts, failed: emails.length };
+	const unknown = emails.filter((email) => !known.has(email));
+	let entries: ReadonlyMap<string, readonly StoredEntry[]> = known;
+	if (unknown.length > 0) {
+		try {
+			entries = new Map([...known, ...(await readEntries(env.DB, unknown, now))]);
+		} catch (error) {
+			log("error", "edge sync could not read D1", { requestId, error: String(error) });
+			return { ...counts, failed: emails.length };
+		}
 	}
 	await Promise.all(
 		emails.map(async (email) => {

@@ -160,25 +160,41 @@ export async function readSoftBounceRecheck(db: D1Database, limit: number): Prom
 	return results.map((row) => row.email);
 }
 
+/**
+ * The statement that reads the entries of `emails` that apply at `now`, ordered by address; a
+ * callback puts it at the end of its own batch to read what that batch committed.
+ */
+export function selectEntries(
+	db: D1Database,
+	emails: readonly string[],
+	now: number,
+): D1PreparedStatement {
+	return db
+		.prepare(
+			`SELECT ${ENTRY_COLUMNS} FROM suppressions
+			WHERE email IN (SELECT value FROM json_each(?1)) AND (expires_at IS NULL OR expires_at > ?2)
+			ORDER BY email, list, scope, origin`,
+		)
+		.bind(JSON.stringify(emails), now);
+}
+
+/** Rows of {@link selectEntries}, grouped by address. */
+export function groupEntries(rows: readonly StoredEntry[]): Map<string, StoredEntry[]> {
+	const byEmail = new Map<string, StoredEntry[]>();
+	for (const entry of rows) {
+		const entries = byEmail.get(entry.email) ?? [];
+		entries.push(entry);
+		byEmail.set(entry.email, entries);
+	}
+	return byEmail;
+}
+
 /** The entries of `emails` that apply at `now`, grouped by address. */
 export async function readEntries(
 	db: D1Database,
 	emails: readonly string[],
 	now: number,
 ): Promise<Map<string, StoredEntry[]>> {
-	const { results } = await db
-		.prepare(
-			`SELECT ${ENTRY_COLUMNS} FROM suppressions
-			WHERE email IN (SELECT value FROM json_each(?1)) AND (expires_at IS NULL OR expires_at > ?2)
-			ORDER BY email, list, scope, origin`,
-		)
-		.bind(JSON.stringify(emails), now)
-		.all<StoredEntry>();
-	const byEmail = new Map<string, StoredEntry[]>();
-	for (const entry of results) {
-		const entries = byEmail.get(entry.email) ?? [];
-		entries.push(entry);
-		byEmail.set(entry.email, entries);
-	}
-	return byEmail;
+	const { results } = await selectEntries(db, emails, now).all<StoredEntry>();
+	return groupEntries(results);
 }

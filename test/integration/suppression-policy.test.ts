@@ -2,6 +2,7 @@ import { env } from "cloudflare:workers";
 import { beforeEach, describe, expect, it } from "vitest";
 import {
 	call,
+	countingD1,
 	countingKv,
 	countRows,
 	daysAgo,
@@ -360,6 +361,29 @@ describe("KV writes", () => {
 		expect(JSON.parse((await env.SUPPRESSIONS.get("s:k@example.com")) ?? "[]")).toEqual([
 			expect.objectContaining({ list: "bounce", eventCount: 2, lastEventAt: iso(2000) }),
 		]);
+	});
+
+	it("a suppressing callback reads its entries back in its own batch: one round trip", async () => {
+		const d1 = countingD1();
+		await post(hard("one@example.com", 1000), d1.env);
+		expect(d1.counts).toEqual({ batches: 1, single: 0 });
+		const { entries } = await lookup("one@example.com", "?consistent=true");
+		expect(entries).toHaveLength(1);
+		expect(JSON.parse((await env.SUPPRESSIONS.get("s:one@example.com")) ?? "[]")).toEqual(entries);
+	});
+
+	it("an entry the late-delivery recheck changes is read again before KV is written", async () => {
+		const email = "both@example.com";
+		const t = daysAgo(3);
+		await post([soft(email, t), soft(email, t + 60), soft(email, t + 120)]);
+		const d1 = countingD1();
+		// The batch reads the address back with its soft entry still live; the recheck that
+		// follows withdraws that entry, so the edge sync must not write what the batch read.
+		await post([delivered(email, t + 90), hard(email, t + 100)], d1.env);
+		expect(d1.counts).toEqual({ batches: 2, single: 1 });
+		const { entries } = await lookup(email, "?consistent=true");
+		expect(entries).toEqual([expect.objectContaining({ list: "bounce", source: "event" })]);
+		expect(JSON.parse((await env.SUPPRESSIONS.get(`s:${email}`)) ?? "[]")).toEqual(entries);
 	});
 
 	it("a failing KV put leaves the callback stored and the cron repairs KV", async () => {
