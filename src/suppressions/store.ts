@@ -162,7 +162,7 @@ export async function readSoftBounceRecheck(db: D1Database, limit: number): Prom
 
 /**
  * The statement that reads the entries of `emails` that apply at `now`, ordered by address; a
- * callback puts it at the end of its own batch to read what that batch committed.
+ * callback puts it at the end of its own batch to read what that batch wrote.
  */
 export function selectEntries(
 	db: D1Database,
