@@ -3,15 +3,9 @@
 // and no workerd outlives the run.
 import { spawn } from "node:child_process";
 import { closeSync, openSync, readFileSync } from "node:fs";
-import { createRequire } from "node:module";
-import { dirname, join } from "node:path";
+import { wranglerBin } from "../scripts/wrangler.mjs";
 
-const require = createRequire(import.meta.url);
-export const WRANGLER_BIN = join(
-	dirname(require.resolve("wrangler/package.json")),
-	"bin",
-	"wrangler.js",
-);
+export const WRANGLER_BIN = wranglerBin;
 
 /** No metrics and no Request.cf download: the machine has no internet. */
 export const WRANGLER_ENV = {
