@@ -1,7 +1,8 @@
 // `npm run bench`: measures the Worker against minimal reference Workers on the same local runtime
 // (workerd, through wrangler), prints a table and writes bench-results.json. About 3 minutes.
 //
-//   ingest     callbacks/s, one event per request, realistic mix, vs one D1 INSERT per request
+//   ingest     callbacks/s, one event per request, realistic mix, vs one D1 INSERT per request;
+//              also reported, with no target: vs one keyed, indexed INSERT (ingest-keyed.js)
 //   lookup     GET /v1/suppressions/{email} per second vs one KV get per request
 //   check1000  one POST /v1/suppressions/check of 1000 addresses vs ten parallel 100-key KV gets
 //   bundle     `wrangler deploy --dry-run` upload size
@@ -105,6 +106,7 @@ const LOOKUP_HEADERS = { authorization: `Bearer ${TOKENS.LOOKUP_TOKENS}` };
 const SERVERS = {
 	ours: { port: 8790, inspector: 8791, config: join(ROOT, "wrangler.toml"), entrypoint: ENTRY },
 	refIngest: { port: 8792, inspector: 8793, config: join(REFERENCE, "ingest.wrangler.toml") },
+	refKeyed: { port: 8798, inspector: 8799, config: join(REFERENCE, "ingest-keyed.wrangler.toml") },
 	refLookup: { port: 8794, inspector: 8795, config: join(REFERENCE, "lookup.wrangler.toml") },
 	instrumented: {
 		port: 8796,
@@ -134,7 +136,7 @@ async function assertPortFree(port) {
 	await new Promise((resolve, reject) => {
 		const server = createServer();
 		server.once("error", () =>
-			reject(new Error(`127.0.0.1:${port} is in use; the benchmark needs ports 8790-8797`)),
+			reject(new Error(`127.0.0.1:${port} is in use; the benchmark needs ports 8790-8799`)),
 		);
 		server.listen(port, "127.0.0.1", () => server.close(resolve));
 	});
@@ -226,7 +228,9 @@ async function startServers(tmp) {
 			}),
 		),
 	);
-	log(`starting 4 servers (${CLI ? "wrangler dev" : "bench/serve.mjs"})`);
+	log(
+		`starting ${Object.keys(SERVERS).length} servers (${CLI ? "wrangler dev" : "bench/serve.mjs"})`,
+	);
 	const servers = Object.fromEntries(
 		Object.keys(SERVERS).map((name) => [
 			name,
@@ -239,6 +243,7 @@ async function startServers(tmp) {
 		),
 	);
 	await postJson(`${base("refIngest")}/__setup`, {});
+	await postJson(`${base("refKeyed")}/__setup`, {});
 	return { servers, dirs };
 }
 
@@ -342,7 +347,9 @@ async function databaseStats(dir) {
 	} finally {
 		process.emitWarning = emitWarning;
 	}
-	const db = new DatabaseSync(d1File(dir), { readOnly: true });
+	// workerd may hold a write lock for a moment (it has failed a run with "database is locked"),
+	// so wait for it rather than fail.
+	const db = new DatabaseSync(d1File(dir), { readOnly: true, timeout: 10_000 });
 	try {
 		const value = (sql) => Object.values(db.prepare(sql).get())[0];
 		const pageSize = value("PRAGMA page_size");
@@ -370,16 +377,22 @@ async function measuredRound(side, seconds, servers) {
 	};
 }
 
-/** Warm-up each side, then ROUNDS rounds alternating ours / reference; medians. */
-async function compare(label, ours, reference, servers) {
+/**
+ * Warm-up each side, then ROUNDS rounds alternating ours / reference (/ keyed, a second reference
+ * reported beside the first and held to no target); medians.
+ */
+async function compare(label, ours, reference, servers, keyed) {
 	log(`${label}: warm-up`);
-	await loadRound({ ...ours, seconds: WARMUP_SECONDS, connections: CONNECTIONS });
-	await loadRound({ ...reference, seconds: WARMUP_SECONDS, connections: CONNECTIONS });
+	const sides = keyed ? [ours, reference, keyed] : [ours, reference];
+	for (const side of sides) {
+		await loadRound({ ...side, seconds: WARMUP_SECONDS, connections: CONNECTIONS });
+	}
 	const rounds = [];
 	for (let i = 0; i < ROUNDS; i++) {
 		log(`${label}: round ${i + 1}/${ROUNDS}`);
-		const a = await measuredRound(ours, ROUND_SECONDS, servers);
-		const b = await measuredRound(reference, ROUND_SECONDS, servers);
+		const measured = [];
+		for (const side of sides) measured.push(await measuredRound(side, ROUND_SECONDS, servers));
+		const [a, b, c] = measured;
 		rounds.push({
 			rps: round(a.rps, 1),
 			p50ms: a.p50ms,
@@ -389,14 +402,17 @@ async function compare(label, ours, reference, servers) {
 			baselineP50ms: b.p50ms,
 			baselineP99ms: b.p99ms,
 			baselineCpuUsPerRequest: b.cpuUsPerRequest,
-			otherCpuPercent: Math.max(a.otherPercent ?? 0, b.otherPercent ?? 0),
+			...(c && { keyedRps: round(c.rps, 1), keyedCpuUsPerRequest: c.cpuUsPerRequest }),
+			otherCpuPercent: Math.max(...measured.map((m) => m.otherPercent ?? 0)),
 		});
 	}
 	const rps = median(rounds.map((r) => r.rps));
 	const baselineRps = median(rounds.map((r) => r.baselineRps));
+	const keyedRps = keyed ? median(rounds.map((r) => r.keyedRps)) : undefined;
 	const noisy = [];
 	if (isNoisy(rounds.map((r) => r.rps))) noisy.push(`${label}.rps`);
 	if (isNoisy(rounds.map((r) => r.baselineRps))) noisy.push(`${label}.baselineRps`);
+	if (keyed && isNoisy(rounds.map((r) => r.keyedRps))) noisy.push(`${label}.keyedRps`);
 	const disturbed = rounds.filter((r) => r.otherCpuPercent > DISTURBED_PERCENT).length;
 	if (disturbed > 0)
 		noisy.push(`${label}: other processes busy in ${disturbed} of ${ROUNDS} rounds`);
@@ -407,6 +423,7 @@ async function compare(label, ours, reference, servers) {
 			ratio: round(rps / baselineRps, 3),
 			p50ms: median(rounds.map((r) => r.p50ms)),
 			p99ms: median(rounds.map((r) => r.p99ms)),
+			...(keyed && { keyedRps: round(keyedRps, 1), keyedRatio: round(rps / keyedRps, 3) }),
 			rounds,
 		},
 		noisy,
@@ -434,8 +451,9 @@ async function measureIngest(dirs, servers) {
 	});
 	const ours = side("ours");
 	const reference = side("refIngest");
-	const compared = await compare("ingest", ours, reference, servers);
-	for (const s of [ours, reference]) {
+	const keyed = side("refKeyed");
+	const compared = await compare("ingest", ours, reference, servers, keyed);
+	for (const s of [ours, reference, keyed]) {
 		if (s.next.sent() > bodies.length) {
 			compared.noisy.push(`ingest: ${s.name} sent more than the ${bodies.length} distinct bodies`);
 		}
@@ -642,6 +660,14 @@ function table(results, extras) {
 			`${med(ingest.rounds, "baselineCpuUsPerRequest")} µs`,
 		],
 		["  round 1 -> 5", trend(ingest.rounds), ""],
+		[
+			"  vs keyed ref",
+			"",
+			`${ingest.keyedRps} req/s${mark("ingest.keyedRps")}`,
+			ingest.keyedRatio,
+			"(no target)",
+		],
+		["    CPU/request", "", `${med(ingest.rounds, "keyedCpuUsPerRequest")} µs`],
 		[
 			"lookup",
 			`${lookup.rps} req/s${mark("lookup.rps")}`,
