@@ -15,8 +15,8 @@
 // Servers run through bench/serve.mjs (wrangler's programmatic API, inspector off; see there why);
 // `npm run bench -- --cli` runs them with `wrangler dev` instead. `npm run bench -- --entry
 // <file>` loads another entry module in place of src/index.ts in the load tests, to measure a
-// proposed change before making it. `npm run bench -- --only ingest` (or `lookup`) runs that
-// comparison alone and prints it, for quick iterations. Each server gets a fresh
+// proposed change before making it. `npm run bench -- --only ingest` (or `lookup`, or `check`)
+// runs that comparison alone and prints it, for quick iterations. Each server gets a fresh
 // persistence directory under the OS temp dir, removed at the end, so runs never depend on each
 // other or on .wrangler/state, and runs in a process group of its own that is killed at the end,
 // on failure and on Ctrl-C.
@@ -53,11 +53,11 @@ const CLI = process.argv.includes("--cli");
 // only), to measure a proposed change without editing src/.
 const ENTRY_INDEX = process.argv.indexOf("--entry");
 const ENTRY = ENTRY_INDEX > 0 ? resolve(process.argv[ENTRY_INDEX + 1]) : undefined;
-// `--only ingest|lookup`: that comparison alone, printed and not written, for quick iterations.
+// `--only ingest|lookup|check`: that comparison alone, printed and not written, for quick iterations.
 const ONLY_INDEX = process.argv.indexOf("--only");
 const ONLY = ONLY_INDEX > 0 ? process.argv[ONLY_INDEX + 1] : undefined;
-if (ONLY !== undefined && !["ingest", "lookup"].includes(ONLY)) {
-	throw new Error(`--only takes ingest or lookup, not ${ONLY}`);
+if (ONLY !== undefined && !["ingest", "lookup", "check"].includes(ONLY)) {
+	throw new Error(`--only takes ingest, lookup or check, not ${ONLY}`);
 }
 
 // Load shape: a warm-up, then rounds alternating between the Worker and its reference, so that a
@@ -832,10 +832,14 @@ async function main() {
 	try {
 		if (ONLY) {
 			const { servers, dirs } = await startServers(tmp);
-			if (ONLY === "lookup") await seedSuppressions();
-			const only =
-				ONLY === "ingest" ? await measureIngest(dirs, servers) : await measureLookup(servers);
-			console.log(JSON.stringify({ [ONLY]: only.result, noisy: only.noisy }, null, "\t"));
+			if (ONLY !== "ingest") await seedSuppressions();
+			const only = {
+				ingest: () => measureIngest(dirs, servers),
+				lookup: () => measureLookup(servers),
+				check: () => measureCheck(),
+			};
+			const { result, noisy } = await only[ONLY]();
+			console.log(JSON.stringify({ [ONLY]: result, noisy }, null, "\t"));
 			return;
 		}
 		log("bundle");
