@@ -53,8 +53,13 @@ export async function receiveCallback(
 			receivedAt,
 		);
 	} catch (error) {
-		if (error instanceof ApiError) {
-			await recordRejectedSafely(env.DB, request, { receivedAt, error, body });
+		// A refusal that cannot be recorded is answered as a storage failure: Tencent then retries
+		// the body instead of losing it.
+		if (
+			error instanceof ApiError &&
+			!(await recordRefusal(env.DB, request, receivedAt, error, body))
+		) {
+			throw storageUnavailable();
 		}
 		throw error;
 	}
@@ -80,25 +85,30 @@ export async function receiveCallback(
 	return json({ ok: true, received: events.length, stored, duplicates });
 }
 
-/** Failing to record must never turn a 4xx into a 5xx: the failure is only logged. */
-async function recordRejectedSafely(
+/** Records a refused body; false, with the failure logged, when D1 did not take the record. */
+async function recordRefusal(
 	db: D1Database,
 	request: CallbackRequest,
-	rejected: { receivedAt: number; error: ApiError; body: Awaited<ReturnType<typeof readBody>> },
-): Promise<void> {
+	receivedAt: number,
+	error: ApiError,
+	body: Awaited<ReturnType<typeof readBody>>,
+): Promise<boolean> {
 	try {
 		const id = await recordRejected(db, {
-			receivedAt: rejected.receivedAt,
-			error: rejected.error,
+			receivedAt,
+			error,
 			contentType: request.headers.get("content-type"),
-			body: rejected.body.bytes,
-			bodyBytes: rejected.body.size,
+			body: body.bytes,
+			bodyBytes: body.size,
 		});
-		request.logFields = { rejectedId: id, code: rejected.error.code };
-	} catch (error) {
+		request.logFields = { rejectedId: id, code: error.code };
+		return true;
+	} catch (failure) {
 		log("error", "rejected callback not recorded", {
 			requestId: request.requestId,
-			error: String(error),
+			code: error.code,
+			error: String(failure),
 		});
+		return false;
 	}
 }

@@ -173,7 +173,7 @@ describe("refused callbacks store no event and are recorded", () => {
 		expect((await postCallback(big)).status).toBe(200);
 	});
 
-	it("failing to record a rejection still answers 400", async () => {
+	it("a refusal that cannot be recorded answers 503, so that it is retried, not lost", async () => {
 		const db = new Proxy(env.DB, {
 			get(target, property) {
 				if (property === "prepare") {
@@ -186,7 +186,17 @@ describe("refused callbacks store no event and are recorded", () => {
 				return typeof value === "function" ? value.bind(target) : value;
 			},
 		});
-		await expectRefused(await postCallback("{", { env: { ...env, DB: db } }), 400, "invalid_json");
+		const unknownKind = JSON.stringify({ ...base, event: "reject" });
+		for (const body of ["{", unknownKind]) {
+			const response = await postCallback(body, { env: { ...env, DB: db } });
+			await expectRefused(response, 503, "storage_unavailable");
+			expect(response.headers.get("retry-after")).toBe("30");
+		}
+		expect(await countRows("rejected_callbacks")).toBe(0);
+		expect(await countRows("events")).toBe(0);
+		// Tencent's retry, once D1 takes writes again, is refused and recorded.
+		await expectRefused(await postCallback(unknownKind), 400, "invalid_event");
+		expect((await lastRejected())?.code).toBe("invalid_event");
 	});
 });
 
