@@ -63,6 +63,21 @@ function count(max: number, what: string) {
 	);
 }
 
+/**
+ * An optional {@link count}: null, or a blank string (Tencent's placeholder for an absent field),
+ * is absent.
+ */
+function optionalCount(max: number, what: string) {
+	return z.optional(
+		z.pipe(
+			z.transform((value: unknown) =>
+				typeof value === "string" && value.trim() === "" ? null : value,
+			),
+			z.nullable(count(max, what)),
+		),
+	);
+}
+
 const unixSeconds = count(MAX_UNIX_SECONDS, "Unix seconds");
 
 const email = z.pipe(
@@ -109,14 +124,14 @@ export const tencentEventSchema = z
 		),
 		from: text(320),
 		fromDomain: text(253),
-		templateId: z.optional(z.nullable(count(Number.MAX_SAFE_INTEGER, "a template id"))),
+		templateId: optionalCount(Number.MAX_SAFE_INTEGER, "a template id"),
 		link: text(8192),
 		useragent: text(2048),
 		subject: text(4096),
 		messageId: text(998),
-		sentTimestamp: z.optional(z.nullable(unixSeconds)),
-		eventid: z.optional(z.nullable(count(Number.MAX_SAFE_INTEGER, "an event id"))),
-		taskId: z.optional(z.nullable(count(Number.MAX_SAFE_INTEGER, "a task id"))),
+		sentTimestamp: optionalCount(MAX_UNIX_SECONDS, "Unix seconds"),
+		eventid: optionalCount(Number.MAX_SAFE_INTEGER, "an event id"),
+		taskId: optionalCount(Number.MAX_SAFE_INTEGER, "a task id"),
 	})
 	.check(
 		z.superRefine((value, ctx) => {
@@ -131,7 +146,9 @@ export const tencentEventSchema = z
 						: `is ${value.eventid}, which is no known event id`,
 				});
 			}
-			if (value.bulkId != null && value.bulkid != null && value.bulkId !== value.bulkid) {
+			// Blank is absent (as the normaliser reads it), so only two real ids can disagree.
+			const [bulkId, bulkid] = [value.bulkId?.trim(), value.bulkid?.trim()];
+			if (bulkId && bulkid && bulkId !== bulkid) {
 				ctx.addIssue({
 					code: "custom",
 					path: ["bulkid"],

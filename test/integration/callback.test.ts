@@ -223,6 +223,40 @@ describe("old spellings and values", () => {
 		expect(event.extra).toEqual({});
 	});
 
+	it("reads blank number fields and a blank bulk id spelling as absent", async () => {
+		const response = await postCallback([
+			{ ...base, bulkid: "", templateId: "", taskId: " ", sentTimestamp: "", eventid: "" },
+			{ ...base, event: "open", bulkId: "", bulkid: "qcloud-ses-OLD" },
+		]);
+		expect(await response.json()).toMatchObject({ stored: 2 });
+		const events = await eventsOf(base.email);
+		expect(
+			events.map((event) => [
+				event.event,
+				event.bulkId,
+				event.templateId,
+				event.taskId,
+				event.sentAt,
+			]),
+		).toEqual([
+			["open", "qcloud-ses-OLD", null, null, null],
+			["delivered", base.bulkId, null, null, null],
+		]);
+	});
+
+	it("still refuses two different bulk ids, and a non-numeric template id", async () => {
+		for (const [field, value] of [
+			["bulkid", "other"],
+			["templateId", "seven"],
+		]) {
+			const response = await postCallback({ ...base, [field as string]: value });
+			expect(response.status).toBe(400);
+			const body = (await response.json()) as { error: { issues: Json[] } };
+			expect(body.error.issues.map((issue) => issue.path)).toEqual([field]);
+		}
+		expect(await countRows("events")).toBe(0);
+	});
+
 	it("derives fromDomain from from when it is missing", async () => {
 		await postCallback({ ...base, from: "News@Mail.Example.com" });
 		expect(await onlyEvent(base.email)).toMatchObject({
