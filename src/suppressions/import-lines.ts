@@ -15,9 +15,10 @@ const lineSchema = z.object({
 	scope: z.union([z.literal(ANY_SCOPE), domainParam], { error: 'must be "*" or a domain' }),
 	reason: z._default(reasonField, null),
 	source: z._default(z.enum(["event", "api"], { error: "must be event or api" }), "api"),
-	eventCount: z._default(z.int().check(z.gte(0)), 0),
-	lastEventAt: z._default(z.nullable(timeValue), null),
-	bulkId: z._default(z.nullable(z.string().check(z.maxLength(512))), null),
+	// Absent (as in every CSV line, which has no such columns): an existing entry keeps its own.
+	eventCount: z.optional(z.int().check(z.gte(0))),
+	lastEventAt: z.optional(z.nullable(timeValue)),
+	bulkId: z.optional(z.nullable(z.string().check(z.maxLength(512)))),
 	createdAt: z.optional(timeValue),
 	updatedAt: z.optional(timeValue),
 	expiresAt: z._default(z.nullable(timeValue), null),

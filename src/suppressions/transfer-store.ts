@@ -1,10 +1,55 @@
 import type { StoredEntry } from "./entry";
 
-/** An entry as an import writes it: a stored entry from single events or an operator. */
-export type ImportedEntry = Omit<StoredEntry, "origin"> & { origin: "event" | "api" };
+/**
+ * An entry as an import writes it: a stored entry from events or an operator. `eventCount`,
+ * `lastEventAt` and `bulkId` may be absent: an existing entry then keeps its own (new ones get 0,
+ * null and null).
+ */
+export type ImportedEntry = Omit<
+	StoredEntry,
+	"origin" | "eventCount" | "lastEventAt" | "bulkId"
+> & {
+	origin: "event" | "api";
+} & Partial<Pick<StoredEntry, "eventCount" | "lastEventAt" | "bulkId">>;
 
 /** Rows per statement: keeps the one JSON parameter well under D1's 2 MB per value. */
 export const IMPORT_CHUNK = 2000;
+
+// The entry an import line writes: source "event" means whichever entry events made for the
+// address, list and scope (the export shows single-event and soft-bounce entries alike as "event"),
+// and a field the line does not carry keeps the stored entry's value.
+const UPSERT_IMPORTED = `WITH lines AS (
+	SELECT value AS line, value ->> 'email' AS email, value ->> 'list' AS list,
+		value ->> 'scope' AS scope,
+		iif(value ->> 'origin' = 'api', 'api', coalesce((SELECT s.origin FROM suppressions AS s
+			WHERE s.email = value ->> 'email' AND s.list = value ->> 'list'
+				AND s.scope = value ->> 'scope' AND s.origin IN ('event', 'soft')
+			ORDER BY s.origin LIMIT 1), 'event')) AS origin
+	FROM json_each(?1)
+)
+INSERT INTO suppressions (email, list, scope, origin, reason, event_count, last_event_at, bulk_id,
+	created_at, updated_at, expires_at, change_note)
+SELECT l.email, l.list, l.scope, l.origin, l.line ->> 'reason',
+	iif(json_type(l.line, '$.eventCount') IS NULL, coalesce(s.event_count, 0), l.line ->> 'eventCount'),
+	iif(json_type(l.line, '$.lastEventAt') IS NULL, s.last_event_at, l.line ->> 'lastEventAt'),
+	iif(json_type(l.line, '$.bulkId') IS NULL, s.bulk_id, l.line ->> 'bulkId'),
+	l.line ->> 'createdAt', l.line ->> 'updatedAt', l.line ->> 'expiresAt', 'imported'
+FROM lines AS l LEFT JOIN suppressions AS s
+	ON s.email = l.email AND s.list = l.list AND s.scope = l.scope AND s.origin = l.origin
+WHERE true
+ON CONFLICT (email, list, scope, origin) DO UPDATE SET
+	reason = excluded.reason, event_count = excluded.event_count,
+	last_event_at = excluded.last_event_at, bulk_id = excluded.bulk_id,
+	created_at = excluded.created_at, updated_at = excluded.updated_at,
+	expires_at = excluded.expires_at, change_event_id = NULL, change_note = 'imported'
+WHERE suppressions.reason IS NOT excluded.reason
+	OR suppressions.event_count IS NOT excluded.event_count
+	OR suppressions.last_event_at IS NOT excluded.last_event_at
+	OR suppressions.bulk_id IS NOT excluded.bulk_id
+	OR suppressions.created_at IS NOT excluded.created_at
+	OR suppressions.updated_at IS NOT excluded.updated_at
+	OR suppressions.expires_at IS NOT excluded.expires_at
+RETURNING email`;
 
 /**
  * Upserts imported entries (one statement per chunk, all in one batch, so 10,000 lines stay far
@@ -17,29 +62,7 @@ export async function importEntries(db: D1Database, entries: ImportedEntry[]): P
 	for (let i = 0; i < entries.length; i += IMPORT_CHUNK) {
 		const chunk = JSON.stringify(entries.slice(i, i + IMPORT_CHUNK));
 		statements.push(
-			db
-				.prepare(
-					`INSERT INTO suppressions (email, list, scope, origin, reason, event_count, last_event_at,
-						bulk_id, created_at, updated_at, expires_at, change_note)
-					SELECT value ->> 'email', value ->> 'list', value ->> 'scope', value ->> 'origin',
-						value ->> 'reason', value ->> 'eventCount', value ->> 'lastEventAt', value ->> 'bulkId',
-						value ->> 'createdAt', value ->> 'updatedAt', value ->> 'expiresAt', 'imported'
-					FROM json_each(?1) WHERE true
-					ON CONFLICT (email, list, scope, origin) DO UPDATE SET
-						reason = excluded.reason, event_count = excluded.event_count,
-						last_event_at = excluded.last_event_at, bulk_id = excluded.bulk_id,
-						created_at = excluded.created_at, updated_at = excluded.updated_at,
-						expires_at = excluded.expires_at, change_event_id = NULL, change_note = 'imported'
-					WHERE suppressions.reason IS NOT excluded.reason
-						OR suppressions.event_count IS NOT excluded.event_count
-						OR suppressions.last_event_at IS NOT excluded.last_event_at
-						OR suppressions.bulk_id IS NOT excluded.bulk_id
-						OR suppressions.created_at IS NOT excluded.created_at
-						OR suppressions.updated_at IS NOT excluded.updated_at
-						OR suppressions.expires_at IS NOT excluded.expires_at
-					RETURNING email`,
-				)
-				.bind(chunk),
+			db.prepare(UPSERT_IMPORTED).bind(chunk),
 			db
 				.prepare(
 					`INSERT INTO edge_pending (email) SELECT DISTINCT value ->> 'email' FROM json_each(?1)

@@ -164,6 +164,52 @@ describe("export then import", () => {
 	);
 });
 
+describe("export then import into the same database", () => {
+	it.each(["csv", "ndjson"])("changes nothing (%s)", async (format) => {
+		await seed();
+		// A run of soft bounces makes an entry the export shows as an event entry too.
+		const now = Math.floor(Date.now() / 1000);
+		await postCallback(
+			[1, 2, 3].map((i) => ({
+				event: "bounce",
+				bounceType: "soft_bounce",
+				email: "full@example.com",
+				timestamp: now - 3600 + i,
+				bulkId: `bulk-${i}`,
+			})),
+		);
+		const before = await allEntries();
+		expect(before).toHaveLength(13);
+		expect(before).toContainEqual(
+			expect.objectContaining({ email: "full@example.com", eventCount: 3, bulkId: "bulk-3" }),
+		);
+		const history = await countRows("suppression_history");
+		const { text } = await exportText(`?format=${format}`);
+		const result = await imported(text, format === "csv" ? "text/csv" : "application/x-ndjson");
+		expect(result).toEqual({ imported: 0, unchanged: 13, failed: [] });
+		expect(await allEntries()).toEqual(before);
+		expect(await countRows("suppression_history")).toBe(history);
+	});
+
+	it("sets the event fields an NDJSON line does carry, null included", async () => {
+		await seed();
+		const line = {
+			email: "-dash@example.com",
+			list: "bounce",
+			scope: "*",
+			source: "event",
+			eventCount: 0,
+			lastEventAt: null,
+			bulkId: null,
+		};
+		expect(await imported(JSON.stringify(line), "application/x-ndjson")).toMatchObject({
+			imported: 1,
+		});
+		const entry = (await lookup("-dash@example.com", "?consistent=true")).entries[0];
+		expect(entry).toMatchObject({ eventCount: 0, lastEventAt: null, bulkId: null });
+	});
+});
+
 describe("import", () => {
 	it("reports each bad line and imports the rest", async () => {
 		const body = [
