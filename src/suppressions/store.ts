@@ -66,8 +66,10 @@ export function applyEvidence(
  * with no delivery between them (a delivery in the same second as a bounce counts as after it),
  * none at or before an operator's removal of the address's bounce entry. The latest run that still
  * applies makes a `bounce` entry for every sender, expiring `softBounceSuppressSeconds` after its
- * last bounce. When no run applies any more (a delivery arrived late), a live soft entry is
- * withdrawn by setting its expiry to now, which the history records as a removal.
+ * last bounce. When no run applies any more because a delivery arrived late (one stored inside
+ * the entry's run), a live soft entry is withdrawn by setting its expiry to now, which the history
+ * records as a removal; an entry whose run is simply no longer stored (the address's events were
+ * erased, or are past retention) stands until it expires.
  * Returns the addresses whose entries changed.
  */
 export function recomputeSoftBounces(
@@ -107,7 +109,11 @@ export function recomputeSoftBounces(
 				iif(l.id IS NULL, 'a delivery broke the run of soft bounces', l.reason)
 			FROM affected AS a LEFT JOIN latest AS l ON l.email = a.email
 			WHERE l.id IS NOT NULL OR EXISTS (SELECT 1 FROM suppressions AS x WHERE x.email = a.email
-				AND x.list = 'bounce' AND x.scope = '*' AND x.origin = 'soft' AND x.expires_at > ?2)
+				AND x.list = 'bounce' AND x.scope = '*' AND x.origin = 'soft' AND x.expires_at > ?2
+				-- Withdrawn only by a stored delivery inside its run: with the run's bounces gone
+				-- (erased, or past retention) the entry stands until it expires.
+				AND EXISTS (SELECT 1 FROM events AS d WHERE d.email = x.email AND d.event = 'delivered'
+					AND d.occurred_at >= x.last_event_at - ?4 AND d.occurred_at < x.last_event_at))
 			ON CONFLICT (email, list, scope, origin) DO UPDATE SET
 				reason = iif(excluded.event_id IS NULL, suppressions.reason, excluded.reason),
 				event_count = iif(excluded.event_id IS NULL, suppressions.event_count, excluded.event_count),

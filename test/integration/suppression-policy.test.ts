@@ -162,6 +162,34 @@ describe("soft bounces", () => {
 		]);
 	});
 
+	it("an entry whose bounces are no longer stored stands until it expires", async () => {
+		const run = [soft("kept@example.com", t), soft("kept@example.com", t + 60)];
+		await post([...run, soft("kept@example.com", t + 120)]);
+		const [entry] = await entriesOf("kept@example.com");
+		expect(entry?.expiresAt).toBe(iso(t + 120 + 14 * DAY));
+		// The address's events erased, its entries kept.
+		const erased = await call("/v1/addresses/kept%40example.com", {
+			method: "DELETE",
+			headers: { authorization: `Bearer ${tokens.admin}` },
+		});
+		expect(erased.status).toBe(200);
+		expect(await countRows("events")).toBe(0);
+		// Neither a later delivery nor one more soft bounce lifts it.
+		await post(delivered("kept@example.com", t + 200));
+		await post(soft("kept@example.com", t + 300));
+		expect(await entriesOf("kept@example.com")).toEqual([entry]);
+		expect((await lookup("kept@example.com")).suppressed).toBe(true);
+		// The same when retention has deleted only the run's first bounce.
+		await post([soft("part@example.com", t), soft("part@example.com", t + 60)]);
+		await post(soft("part@example.com", t + 120));
+		expect((await lookup("part@example.com", "?consistent=true")).suppressed).toBe(true);
+		await env.DB.prepare("DELETE FROM events WHERE email = ? AND occurred_at = ?")
+			.bind("part@example.com", t)
+			.run();
+		await post(delivered("part@example.com", t + 200));
+		expect((await lookup("part@example.com", "?consistent=true")).suppressed).toBe(true);
+	});
+
 	it("a delivery to an address without a live soft entry queues no recheck", async () => {
 		await post([soft("calm@example.com", t), delivered("calm@example.com", t + 60)]);
 		await post(delivered("calm@example.com", t + 120));
