@@ -3,8 +3,9 @@ import { COUNTED, lowerRollupMark } from "./stats-store";
 /**
  * Deletes at most `limit` events that arrived before `cutoff` (Unix seconds), oldest first, and
  * only events the daily rollups already count. `seq` grows with arrival, so the oldest rows are
- * found by walking the rowid from its start instead of an index on arrival time. Returns how
- * many were deleted.
+ * the first `limit` of the rowid, and only those are read: an event that arrived seconds out of
+ * order waits for the next run, and a run with little to delete does not read the whole table.
+ * Returns how many were deleted.
  */
 export async function deleteEventsBefore(
 	db: D1Database,
@@ -14,8 +15,9 @@ export async function deleteEventsBefore(
 	const [deleted] = await db.batch([
 		db
 			.prepare(
-				`DELETE FROM events WHERE seq IN (
-					SELECT seq FROM events WHERE received_at < ?1 AND ${COUNTED} ORDER BY seq LIMIT ?2)`,
+				`DELETE FROM events WHERE seq IN (SELECT seq FROM (
+					SELECT seq, received_at FROM events WHERE ${COUNTED} ORDER BY seq LIMIT ?2)
+					WHERE received_at < ?1)`,
 			)
 			.bind(cutoff, limit),
 		lowerRollupMark(db),

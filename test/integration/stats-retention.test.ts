@@ -218,6 +218,31 @@ describe("retention", () => {
 		expect(await countRows("events")).toBe(2);
 	});
 
+	it("reads only the oldest rows, not the whole table, when little is old", async () => {
+		await postCallback(Array.from({ length: 40 }, (_, i) => ev("delivered", i % 5)));
+		await runCron();
+		const read: number[] = [];
+		const db = new Proxy(env.DB, {
+			get(target, property) {
+				if (property === "batch") {
+					return async (statements: D1PreparedStatement[]) => {
+						const results = await target.batch(statements);
+						read.push(results[0]?.meta.rows_read ?? 0);
+						return results;
+					};
+				}
+				const value = Reflect.get(target, property);
+				return typeof value === "function" ? value.bind(target) : value;
+			},
+		});
+		const { deleteEventsBefore } = await import("../../src/events/retention-store");
+		expect(await deleteEventsBefore(db, Math.floor(Date.now() / 1000) - 86_400, 5)).toBe(0);
+		expect(read).toHaveLength(1);
+		expect(read[0]).toBeLessThan(10);
+		expect(await deleteEventsBefore(db, Math.floor(later(91) / 1000), 5)).toBe(5);
+		expect(await countRows("events")).toBe(35);
+	});
+
 	it("keeps events younger than EVENT_RETENTION_DAYS", async () => {
 		await postCallback([ev("open", 0), ev("click", 0)]);
 		await runCron(later(89));
