@@ -9,14 +9,25 @@ export default {
 
 	/**
 	 * The cron: retention, then the KV reconcile. Each is bounded per run, goes on where the last
-	 * run stopped, and logs one JSON line.
+	 * run stopped, and logs one JSON line. A failing retention does not keep the reconcile from
+	 * running; the run still fails, with the first error, once both have had their turn.
 	 */
 	async scheduled(controller, env) {
 		const settings = loadSettings(env);
 		const now = Math.floor(controller.scheduledTime / 1000);
-		const retention = await pruneStorage(env.DB, now, settings.retention);
-		log("info", "retention", { cron: controller.cron, ...retention });
-		const reconciled = await reconcile(env, now, settings.reconcileBatchSize, settings.policy);
-		log("info", "reconcile", { cron: controller.cron, ...reconciled });
+		const failures: unknown[] = [];
+		const step = async (name: string, work: () => Promise<object>) => {
+			try {
+				log("info", name, { cron: controller.cron, ...(await work()) });
+			} catch (error) {
+				log("error", `${name} failed`, { cron: controller.cron, error: String(error) });
+				failures.push(error);
+			}
+		};
+		await step("retention", () => pruneStorage(env.DB, now, settings.retention));
+		await step("reconcile", () =>
+			reconcile(env, now, settings.reconcileBatchSize, settings.policy),
+		);
+		if (failures.length > 0) throw failures[0];
 	},
 } satisfies ExportedHandler<Env>;
