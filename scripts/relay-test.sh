@@ -5,7 +5,8 @@
 # what a test on loopback must change: its port, a self-signed certificate, and the plain-HTTP
 # local Worker as upstream. Checks, through each relay: a valid callback is stored (the token in the
 # path passed), the raw bytes of a refused body arrive exactly as sent (read back from
-# GET /v1/rejected), and a path other than the callback is answered 404 by the relay itself.
+# GET /v1/rejected), and a path other than the callback, also one that becomes the callback path
+# only once decoded or cleaned, is answered 404 by the relay itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -90,6 +91,18 @@ check() {
 		echo "$name: a path other than the callback was forwarded (status $status)" >&2
 		failures=$((failures + 1))
 	fi
+	# Paths that look like the callback only once decoded and cleaned: the Worker would read each
+	# as another route (both answer 200 there), so the relay must answer 404 itself.
+	local raw
+	for raw in '/v1/callbacks/tencent/x\..\..\..\..\healthz' \
+		'/v1/suppressions/..%2Fcallbacks%2Ftencent%2Fx%40example.com'; do
+		status=$(curl -s --path-as-is -o /dev/null -w '%{http_code}' --cacert "$work/cert.pem" \
+			-H "Authorization: Bearer $LOOKUP_TOKEN" "$relay$raw")
+		if [ "$status" != 404 ]; then
+			echo "$name: $raw was forwarded (status $status)" >&2
+			failures=$((failures + 1))
+		fi
+	done
 	echo "relay $name: checked"
 }
 
