@@ -12,6 +12,8 @@ import { decodeSubject } from "./subject";
 
 const MAX_CUSTOM_LENGTH = 4096;
 const MAX_ISSUES = 100;
+/** Characters of an issue's path kept: a field name may be as long as the body, and is stored. */
+const MAX_ISSUE_PATH = 200;
 
 /**
  * Validates a parsed callback body (one event object or an array of them) and normalises every
@@ -44,10 +46,15 @@ export async function parseCallback(
 			valid.push({ received: problems.received, event: problems.event });
 		}
 	});
-	if (issues.length > 0) throw invalid(issues.slice(0, MAX_ISSUES));
+	if (issues.length > 0) throw invalid(issues.slice(0, MAX_ISSUES).map(shortenPath));
 	return Promise.all(
 		valid.map(({ received, event }) => normaliseEvent(received, event, receivedAt)),
 	);
+}
+
+function shortenPath(issue: Issue): Issue {
+	if (issue.path.length <= MAX_ISSUE_PATH) return issue;
+	return { ...issue, path: `${issue.path.slice(0, MAX_ISSUE_PATH)}…` };
 }
 
 function invalid(issues: Issue[]): ApiError {

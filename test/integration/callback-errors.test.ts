@@ -168,6 +168,24 @@ describe("refused callbacks store no event and are recorded", () => {
 		expect(rejected?.body_bytes).toBeGreaterThan(256 * 1024);
 	});
 
+	it("long field names are cut in the issues, so a refusal stores little more than 64 KiB", async () => {
+		const fields = Object.fromEntries(
+			Array.from({ length: 50 }, (_, i) => [
+				`X-Tencentcloudses-Cb-${String(i).padStart(3, "0")}${"n".repeat(5000)}`,
+				{ nested: [1] },
+			]),
+		);
+		const response = await postCallback({ ...base, ...fields });
+		const body = await expectRefused(response, 400, "invalid_event");
+		expect(body.error.issues).toHaveLength(50);
+		for (const issue of body.error.issues ?? []) {
+			expect(String(issue.path)).toHaveLength(201);
+			expect(String(issue.path).endsWith("…")).toBe(true);
+		}
+		const rejected = await lastRejected();
+		expect(rejected?.issues?.length).toBeLessThan(16 * 1024);
+	});
+
 	it("a body just under 256 KiB is read", async () => {
 		const big = JSON.stringify({ ...base, extraText: "x".repeat(250 * 1024) });
 		expect((await postCallback(big)).status).toBe(200);
