@@ -176,10 +176,15 @@ export async function entriesOf(email: string): Promise<Array<Partial<EntryJson>
 
 /** The KV binding wrapped to count writes and, on request, to fail. */
 export function countingKv(fail: { put?: boolean; get?: boolean } = {}) {
-	const counts = { put: 0, delete: 0, get: 0 };
+	const counts = { put: 0, delete: 0, get: 0, list: 0 };
 	const kv = new Proxy(env.SUPPRESSIONS, {
 		get(target, property) {
-			if (property === "put" || property === "delete" || property === "get") {
+			if (
+				property === "put" ||
+				property === "delete" ||
+				property === "get" ||
+				property === "list"
+			) {
 				return (...args: unknown[]) => {
 					counts[property]++;
 					if ((property === "put" && fail.put) || (property === "get" && fail.get)) {

@@ -1,5 +1,6 @@
 import type { PolicySettings } from "../config";
 import { edgeKey, KV_BATCH, renderEdgeValue, writeEdge } from "../suppressions/edge";
+import type { StoredEntry } from "../suppressions/entry";
 import {
 	listAddresses,
 	readCronState,
@@ -7,7 +8,7 @@ import {
 	writeCronState,
 } from "../suppressions/expiry-store";
 import { readEntries, readSoftBounceRecheck, recheckSoftBounces } from "../suppressions/store";
-import { clearPending, readPending } from "../suppressions/transfer-store";
+import { clearPending, queuePending, readPending } from "../suppressions/transfer-store";
 
 /** What one reconcile run did, and whether it reached the end of its sweeps. */
 export interface ReconcileResult {
@@ -20,6 +21,20 @@ export interface ReconcileResult {
 }
 
 const STATE = "reconcile";
+
+/**
+ * KV operations one cron run makes at most: Workers allow 1,000 per invocation, and a run that
+ * went over would fail half way. What does not fit waits in `edge_pending` for the next run.
+ */
+export const KV_OPERATIONS_PER_RUN = 900;
+
+/** Addresses whose entries one D1 query reads for a repair (a multiple of KV_BATCH). */
+const ENTRIES_READ = 1000;
+
+/** KV operations left to an invocation. */
+export interface KvBudget {
+	left: number;
+}
 
 /**
  * Where the two sweeps of a cycle stand: the last address checked in D1 and the KV list cursor,
@@ -59,10 +74,11 @@ export async function reconcile(
 	batchSize: number,
 	policy: PolicySettings,
 ): Promise<ReconcileResult> {
+	const budget: KvBudget = { left: KV_OPERATIONS_PER_RUN };
 	const queued = await readSoftBounceRecheck(env.DB, batchSize);
 	const rechecked = queued.length > 0 ? await recheckSoftBounces(env.DB, queued, policy, now) : [];
 	const retired = await retireExpired(env.DB, now, batchSize);
-	const drained = await drainPending(env, now, batchSize);
+	const drained = await drainPending(env, now, batchSize, budget);
 	const state = parseState(await readCronState(env.DB, STATE));
 
 	let addresses: string[] = [];
@@ -71,14 +87,21 @@ export async function reconcile(
 		state.d1 = addresses.length < batchSize ? true : (addresses[addresses.length - 1] ?? true);
 	}
 	const toCheck = [...new Set([...rechecked, ...retired, ...addresses])];
-	let fixed = drained.fixed + (await repairKeys(env, toCheck, now));
+	const repaired = await repairKeys(env, toCheck, now, budget);
+	// Addresses the budget left unchecked wait in the queue the next run drains first.
+	const deferred = toCheck.slice(repaired.checked);
+	if (deferred.length > 0) await queuePending(env.DB, deferred);
+	let fixed = drained.fixed + repaired.fixed;
 
 	let listedCount = 0;
-	if (state.kv !== true) {
+	// A listing costs one operation and each orphan it finds one more.
+	const listLimit = Math.min(batchSize, 1000, budget.left - 1);
+	if (state.kv !== true && listLimit > 0) {
 		const listed = await env.SUPPRESSIONS.list<{ email?: string }>({
-			limit: Math.min(batchSize, 1000),
+			limit: listLimit,
 			...(state.kv ? { cursor: state.kv } : {}),
 		});
+		budget.left -= 1;
 		fixed += await deleteOrphans(env, listed.keys, now);
 		listedCount = listed.keys.length;
 		state.kv = listed.list_complete ? true : listed.cursor;
@@ -89,40 +112,59 @@ export async function reconcile(
 		state.kv === true &&
 		queued.length < batchSize &&
 		retired.length < batchSize &&
-		drained.checked < batchSize;
+		drained.checked < batchSize &&
+		!drained.more &&
+		deferred.length === 0;
 	const next = done ? { d1: "", kv: "" } : state;
 	await writeCronState(env.DB, STATE, JSON.stringify(next)).run();
 	return {
 		rechecked: queued.length,
 		expired: retired.length,
-		checked: drained.checked + toCheck.length + listedCount,
+		checked: drained.checked + repaired.checked + listedCount,
 		fixed,
 		done,
 	};
 }
 
 /**
- * Brings the KV copy of queued addresses (an import's) up to date, at most `limit` of them, and
- * takes them off the queue.
+ * Brings the KV copy of queued addresses (an import's, or what an earlier run had no budget for)
+ * up to date, at most `limit` of them and as many as `budget` allows, and takes those off the
+ * queue. `more` tells that the budget stopped it before the queue or the limit ran out.
  */
 export async function drainPending(
 	env: Env,
 	now: number,
 	limit: number,
-): Promise<{ checked: number; fixed: number }> {
+	budget: KvBudget,
+): Promise<{ checked: number; fixed: number; more: boolean }> {
 	const pending = await readPending(env.DB, limit);
-	if (pending.length === 0) return { checked: 0, fixed: 0 };
-	const fixed = await repairKeys(env, pending, now);
-	await clearPending(env.DB, pending);
-	return { checked: pending.length, fixed };
+	if (pending.length === 0) return { checked: 0, fixed: 0, more: false };
+	const { checked, fixed } = await repairKeys(env, pending, now, budget);
+	if (checked > 0) await clearPending(env.DB, pending.slice(0, checked));
+	return { checked, fixed, more: checked < pending.length };
 }
 
-/** Puts or deletes the keys of `emails` whose KV value differs from what D1 says. */
-async function repairKeys(env: Env, emails: string[], now: number): Promise<number> {
-	const entries = await readEntries(env.DB, emails, now);
+/**
+ * Puts or deletes the keys of `emails` whose KV value differs from what D1 says, in order, a bulk
+ * read of up to 100 at a time, while `budget` covers a read and a write for each address of the
+ * next batch. Returns how many addresses it checked (a prefix of `emails`) and fixed.
+ */
+async function repairKeys(
+	env: Env,
+	emails: string[],
+	now: number,
+	budget: KvBudget,
+): Promise<{ checked: number; fixed: number }> {
+	let checked = 0;
 	let fixed = 0;
+	let entries = new Map<string, StoredEntry[]>();
 	for (let i = 0; i < emails.length; i += KV_BATCH) {
 		const batch = emails.slice(i, i + KV_BATCH);
+		if (budget.left < 1 + batch.length) break;
+		budget.left -= 1 + batch.length;
+		// D1 is read ENTRIES_READ addresses at a time: few queries, and none the budget stops.
+		if (i % ENTRIES_READ === 0)
+			entries = await readEntries(env.DB, emails.slice(i, i + ENTRIES_READ), now);
 		const keys = await Promise.all(batch.map(edgeKey));
 		const values = await env.SUPPRESSIONS.get(keys, "text");
 		for (const [j, email] of batch.entries()) {
@@ -131,10 +173,11 @@ async function repairKeys(env: Env, emails: string[], now: number): Promise<numb
 			if ((values.get(keys[j] as string) ?? null) !== expected) {
 				await writeEdge(env.SUPPRESSIONS, email, live, now);
 				fixed++;
-			}
+			} else budget.left += 1; // the write it did not need
 		}
+		checked += batch.length;
 	}
-	return fixed;
+	return { checked, fixed };
 }
 
 /** Deletes listed KV keys whose address has no live entry in D1. */

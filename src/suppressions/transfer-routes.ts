@@ -1,6 +1,6 @@
 import * as z from "zod/mini";
 import { readBody } from "../body";
-import { drainPending } from "../cron/reconcile";
+import { drainPending, KV_OPERATIONS_PER_RUN } from "../cron/reconcile";
 import { ApiError, json } from "../errors";
 import { isoTime } from "../events/event";
 import { log } from "../log";
@@ -115,12 +115,14 @@ export async function importRoute(
 	const imported = await importEntries(env.DB, entries);
 	// What this cannot push (KV failing, or more than IMPORT_EDGE_SYNC addresses) the cron drains.
 	ctx.waitUntil(
-		drainPending(env, now, IMPORT_EDGE_SYNC).catch((error: unknown) => {
-			log("warn", "import edge sync failed", {
-				requestId: request.requestId,
-				error: String(error),
-			});
-		}),
+		drainPending(env, now, IMPORT_EDGE_SYNC, { left: KV_OPERATIONS_PER_RUN }).catch(
+			(error: unknown) => {
+				log("warn", "import edge sync failed", {
+					requestId: request.requestId,
+					error: String(error),
+				});
+			},
+		),
 	);
 	return json({ imported, unchanged: entries.length - imported, failed });
 }

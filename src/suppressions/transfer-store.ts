@@ -78,6 +78,17 @@ export async function importEntries(db: D1Database, entries: ImportedEntry[]): P
 		.reduce((sum, result) => sum + result.results.length, 0);
 }
 
+/** Queues addresses whose KV copy is due, for the cron's next run. */
+export async function queuePending(db: D1Database, emails: string[]): Promise<void> {
+	await db
+		.prepare(
+			`INSERT INTO edge_pending (email) SELECT value FROM json_each(?1) WHERE true
+			ON CONFLICT (email) DO NOTHING`,
+		)
+		.bind(JSON.stringify(emails))
+		.run();
+}
+
 /** Up to `limit` addresses whose KV copy is due. */
 export async function readPending(db: D1Database, limit: number): Promise<string[]> {
 	const { results } = await db

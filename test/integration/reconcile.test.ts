@@ -1,5 +1,6 @@
 import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { KV_OPERATIONS_PER_RUN } from "../../src/cron/reconcile";
 import {
 	countingKv,
 	daysAgo,
@@ -105,6 +106,32 @@ describe("the reconcile cron", () => {
 		expect(runs.map((run) => run.done)).toEqual([false, false, true]);
 		expect(runs.reduce((sum, run) => sum + run.fixed, 0)).toBe(7);
 		for (const email of emails) expect((await lookup(email)).suppressed).toBe(true);
+	});
+
+	it("keeps each run within its KV operations; later runs finish the work", async () => {
+		const emails = Array.from({ length: 1200 }, (_, i) => `k${i}@example.com`);
+		for (let i = 0; i < emails.length; i += 100) {
+			await postCallback(
+				emails.slice(i, i + 100).map((email) => ({ event: "spamreport", email, timestamp: 1 })),
+			);
+		}
+		for (const email of emails) await env.SUPPRESSIONS.delete(`s:${email}`);
+		const operations: number[] = [];
+		const runs: Result[] = [];
+		for (let i = 0; i < 5 && !runs.at(-1)?.done; i++) {
+			const counting = countingKv();
+			runs.push(await cron(Date.now(), { ...counting.env, RECONCILE_BATCH_SIZE: "5000" }));
+			const { get, put, delete: deleted, list } = counting.counts;
+			operations.push(get + put + deleted + list);
+		}
+		expect(runs[0]?.done).toBe(false);
+		expect(runs.at(-1)?.done).toBe(true);
+		for (const count of operations) expect(count).toBeLessThanOrEqual(KV_OPERATIONS_PER_RUN);
+		expect(runs.reduce((sum, run) => sum + run.fixed, 0)).toBe(1200);
+		const missing = [];
+		for (const email of emails)
+			if ((await env.SUPPRESSIONS.get(`s:${email}`)) === null) missing.push(email);
+		expect(missing).toEqual([]);
 	});
 
 	it("a failing retention does not keep the reconcile from running", async () => {

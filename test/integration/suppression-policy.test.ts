@@ -372,7 +372,7 @@ describe("other events change nothing", () => {
 				kv.env,
 			);
 			expect(await entriesOf("o@example.com")).toEqual([]);
-			expect(kv.counts).toEqual({ put: 0, delete: 0, get: 0 });
+			expect(kv.counts).toEqual({ put: 0, delete: 0, get: 0, list: 0 });
 		},
 	);
 });
