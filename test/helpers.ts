@@ -128,6 +128,23 @@ export function envWithNthBatchFailing(n: number): Env {
 	);
 }
 
+/** An env whose D1 refuses to prepare any statement whose SQL contains `fragment`. */
+export function envWithFailingSql(fragment: string): Env {
+	const db = new Proxy(env.DB, {
+		get(target, property) {
+			if (property === "prepare") {
+				return (sql: string) => {
+					if (sql.includes(fragment)) throw new Error("D1_ERROR: injected");
+					return target.prepare(sql);
+				};
+			}
+			const value = Reflect.get(target, property);
+			return typeof value === "function" ? value.bind(target) : value;
+		},
+	});
+	return { ...env, DB: db };
+}
+
 export type EntryJson = {
 	list: string;
 	scope: string;

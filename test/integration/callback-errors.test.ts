@@ -1,6 +1,6 @@
 import { env } from "cloudflare:workers";
 import { beforeEach, describe, expect, it } from "vitest";
-import { countRows, docSamples, postCallback, resetDatabase } from "../helpers";
+import { countRows, docSamples, envWithFailingSql, postCallback, resetDatabase } from "../helpers";
 
 type ErrorBody = { error: { code: string; message: string; issues?: Record<string, unknown>[] } };
 
@@ -192,21 +192,10 @@ describe("refused callbacks store no event and are recorded", () => {
 	});
 
 	it("a refusal that cannot be recorded answers 503, so that it is retried, not lost", async () => {
-		const db = new Proxy(env.DB, {
-			get(target, property) {
-				if (property === "prepare") {
-					return (sql: string) => {
-						if (sql.includes("rejected_callbacks")) throw new Error("D1_ERROR: injected");
-						return target.prepare(sql);
-					};
-				}
-				const value = Reflect.get(target, property);
-				return typeof value === "function" ? value.bind(target) : value;
-			},
-		});
+		const failing = envWithFailingSql("rejected_callbacks");
 		const unknownKind = JSON.stringify({ ...base, event: "reject" });
 		for (const body of ["{", unknownKind]) {
-			const response = await postCallback(body, { env: { ...env, DB: db } });
+			const response = await postCallback(body, { env: failing });
 			await expectRefused(response, 503, "storage_unavailable");
 			expect(response.headers.get("retry-after")).toBe("30");
 		}

@@ -4,6 +4,7 @@ import { KV_OPERATIONS_PER_RUN } from "../../src/cron/reconcile";
 import {
 	countingKv,
 	daysAgo,
+	envWithFailingSql,
 	lookup,
 	postCallback,
 	putSuppression,
@@ -137,23 +138,12 @@ describe("the reconcile cron", () => {
 	it("a failing retention does not keep the reconcile from running", async () => {
 		await postCallback({ event: "spamreport", email: "r@example.com", timestamp: 1 });
 		await env.SUPPRESSIONS.delete("s:r@example.com");
-		const db = new Proxy(env.DB, {
-			get(target, property) {
-				if (property === "prepare") {
-					return (sql: string) => {
-						if (sql.includes("DELETE FROM events")) throw new Error("D1_ERROR: injected");
-						return target.prepare(sql);
-					};
-				}
-				const value = Reflect.get(target, property);
-				return typeof value === "function" ? value.bind(target) : value;
-			},
-		});
+		const failing = envWithFailingSql("DELETE FROM events");
 		const errors: string[] = [];
 		vi.spyOn(console, "error").mockImplementation((line: string) => {
 			errors.push(line);
 		});
-		await expect(runCron(Date.now(), { ...env, DB: db })).rejects.toThrow(/injected/);
+		await expect(runCron(Date.now(), failing)).rejects.toThrow(/injected/);
 		expect(errors.map((line) => JSON.parse(line).message)).toEqual(["retention failed"]);
 		expect((await lookup("r@example.com")).suppressed).toBe(true);
 	});
