@@ -109,15 +109,17 @@ export async function reconcile(
 		state.kv = listed.list_complete ? true : listed.cursor;
 	}
 
+	// A cycle whose sweeps reached their end starts again at once, whatever the queues hold, so a
+	// steady stream of expiries or imports never pauses the repair of stale keys.
+	const swept = state.d1 === true && state.kv === true;
 	const done =
-		state.d1 === true &&
-		state.kv === true &&
+		swept &&
 		queued.length < batchSize &&
 		retired.length < batchSize &&
 		drained.checked < batchSize &&
 		!drained.more &&
 		deferred.length === 0;
-	const next = done ? { d1: "", kv: "" } : state;
+	const next = swept ? { d1: "", kv: "" } : state;
 	await writeCronState(env.DB, STATE, JSON.stringify(next)).run();
 	return {
 		rechecked: queued.length,

@@ -135,6 +135,32 @@ describe("the reconcile cron", () => {
 		expect(missing).toEqual([]);
 	});
 
+	it("a steady stream of expiries does not pause the sweeps", async () => {
+		await postCallback({ event: "spamreport", email: "a-z@example.com", timestamp: 1 });
+		const base = Math.floor(Date.now() / 1000);
+		for (let i = 0; i < 8; i++) {
+			const expiresAt = new Date((base + 120 * (Math.floor(i / 2) + 1)) * 1000).toISOString();
+			await putSuppression(`x${i}@example.com`, { expiresAt });
+		}
+		// Both sweeps at the end of their cycle, and a key lost since.
+		await env.DB.prepare(
+			`INSERT OR REPLACE INTO cron_state (name, value) VALUES ('reconcile', '{"d1":true,"kv":true}')`,
+		).run();
+		await env.SUPPRESSIONS.delete("s:a-z@example.com");
+		const small = { ...env, RECONCILE_BATCH_SIZE: "2" };
+		const runs: Result[] = [];
+		for (let run = 0; run < 3; run++) {
+			runs.push(await cron((base + 120 * (run + 1) + 60) * 1000, small));
+		}
+		// Each run retires a full batch, so none is done, yet the new cycle repairs the key.
+		expect(runs.map((run) => [run.expired, run.done])).toEqual([
+			[2, false],
+			[2, false],
+			[2, false],
+		]);
+		expect((await lookup("a-z@example.com")).suppressed).toBe(true);
+	});
+
 	it("a failing retention does not keep the reconcile from running", async () => {
 		await postCallback({ event: "spamreport", email: "r@example.com", timestamp: 1 });
 		await env.SUPPRESSIONS.delete("s:r@example.com");
