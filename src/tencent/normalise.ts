@@ -54,7 +54,10 @@ export async function parseCallback(
 
 function shortenPath(issue: Issue): Issue {
 	if (issue.path.length <= MAX_ISSUE_PATH) return issue;
-	return { ...issue, path: `${issue.path.slice(0, MAX_ISSUE_PATH)}…` };
+	// Never between the two halves of a surrogate pair, so the path stays well-formed.
+	const high = issue.path.charCodeAt(MAX_ISSUE_PATH - 1);
+	const end = high >= 0xd800 && high <= 0xdbff ? MAX_ISSUE_PATH - 1 : MAX_ISSUE_PATH;
+	return { ...issue, path: `${issue.path.slice(0, end)}…` };
 }
 
 function invalid(issues: Issue[]): ApiError {

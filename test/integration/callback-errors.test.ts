@@ -184,6 +184,16 @@ describe("refused callbacks store no event and are recorded", () => {
 		}
 		const rejected = await lastRejected();
 		expect(rejected?.issues?.length).toBeLessThan(16 * 1024);
+		// A cut never splits an emoji (two UTF-16 units) in half.
+		const emoji = { [`X-Tencentcloudses-Cb-${"a".repeat(178)}${"😀".repeat(20)}`]: 1 };
+		const split = await expectRefused(
+			await postCallback({ ...base, ...emoji }),
+			400,
+			"invalid_event",
+		);
+		const path = String(split.error.issues?.[0]?.path);
+		expect(path.isWellFormed()).toBe(true);
+		expect(path.endsWith("…")).toBe(true);
 	});
 
 	it("a body just under 256 KiB is read", async () => {
