@@ -1,5 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import { expectedEntries } from "../../scripts/soak-policy.mjs";
 import { countRows, daysAgo, entriesOf, getJson, postCallback, resetDatabase } from "../helpers";
 
 type Json = Record<string, unknown>;
@@ -181,6 +182,50 @@ describe("properties", () => {
 				},
 			),
 			{ numRuns: 15 },
+		);
+	});
+
+	it("the entries equal those of an independent model of the policy", async () => {
+		// Whole days before a fixed moment (some runs have expired, some still suppress) and a
+		// second or not, so that runs meet the window's edges and events share a second. The moment
+		// is ten minutes ago, so that no entry expires while a case runs.
+		const base = daysAgo(0) - 600;
+		const policyEvent = fc.record({
+			event: fc.constantFrom("bounce", "bounce", "bounce", "delivered", "open"),
+			bounceType: fc.constantFrom("hard_bounce", "soft_bounce", "soft_bounce", "soft_bounce", ""),
+			email: fc.constant("m@example.com"),
+			timestamp: fc
+				.tuple(
+					fc.constantFrom(0, 1, 2, 3, 12, 13, 14, 15, 16, 27, 28),
+					fc.integer({ min: 0, max: 1 }),
+				)
+				.map(([days, second]) => base - days * 86_400 + second),
+			reason: fc.constantFrom("452 mailbox full", "421 try later"),
+		});
+		await fc.assert(
+			fc.asyncProperty(
+				fc.uniqueArray(policyEvent, {
+					minLength: 1,
+					maxLength: 30,
+					selector: (event) => JSON.stringify(event),
+				}),
+				fc.integer({ min: 1, max: 30 }),
+				async (events, batch) => {
+					await resetDatabase();
+					for (let i = 0; i < events.length; i += batch) {
+						expect((await postCallback(events.slice(i, i + batch))).status).toBe(200);
+					}
+					const entries = await entriesOf("m@example.com");
+					const decided = entries.map(({ list, scope, eventCount, lastEventAt, expiresAt }) =>
+						JSON.stringify({ list, scope, eventCount, lastEventAt, expiresAt }),
+					);
+					const model = expectedEntries(events, Math.floor(Date.now() / 1000)).map((entry) =>
+						JSON.stringify(entry),
+					);
+					expect(decided.sort()).toEqual(model.sort());
+				},
+			),
+			{ numRuns: 60 },
 		);
 	});
 });
