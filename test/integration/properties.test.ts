@@ -225,7 +225,7 @@ describe("properties", () => {
 					expect(decided.sort()).toEqual(model.sort());
 				},
 			),
-			{ numRuns: 60 },
+			{ numRuns: 100 },
 		);
 	});
 });
