@@ -61,6 +61,24 @@ export function applyEvidence(
 }
 
 /**
+ * The number of soft bounces in the run that the soft bounce `s` ends, for the address row `m`
+ * (with its `removed_at`): those of the address at or before `s`, within the window (?4 seconds)
+ * before it, after its latest delivery (one in the same second counts as after the bounce) and
+ * after the operator's removal. Each bound is found in the address's index, so the count reads
+ * only the run's events.
+ */
+function runLength(s: string): string {
+	const latestDelivery = `coalesce((SELECT d.occurred_at FROM events AS d
+		WHERE d.email = ${s}.email AND d.occurred_at <= ${s}.occurred_at
+			AND d.occurred_at >= ${s}.occurred_at - ?4 AND d.event = 'delivered'
+		ORDER BY d.occurred_at DESC LIMIT 1), -1)`;
+	return `(SELECT count(*) FROM events AS b WHERE b.email = ${s}.email
+		AND b.occurred_at <= ${s}.occurred_at
+		AND b.occurred_at > max(${s}.occurred_at - ?4, m.removed_at, ${latestDelivery})
+		AND b.event = 'bounce' AND coalesce(b.bounce_type, 'soft') = 'soft')`;
+}
+
+/**
  * Decides the soft-bounce entry of each address from its stored events, after the request's
  * events are inserted. A run is `softBounceLimit` soft bounces within `softBounceWindowSeconds`
  * with no delivery between them (a delivery in the same second as a bounce counts as after it),
@@ -85,24 +103,18 @@ export function recomputeSoftBounces(
 				SELECT a.email, coalesce((SELECT r.removed_at FROM suppression_removals AS r
 					WHERE r.email = a.email AND r.list = 'bounce' AND r.scope = '*'), -1) AS removed_at
 				FROM affected AS a),
-			candidates AS (
-				SELECT s.email, s.id, s.occurred_at AS at, s.reason, s.bulk_id, m.removed_at,
-					coalesce((SELECT max(d.occurred_at) FROM events AS d WHERE d.email = s.email
-						AND d.event = 'delivered' AND d.occurred_at >= s.occurred_at - ?4
-						AND d.occurred_at <= s.occurred_at), -1) AS delivered_at
-				-- CROSS JOIN keeps this order: from the request's few addresses into events by
-				-- address. A plain JOIN let SQLite scan the whole index instead (measured).
-				FROM removal AS m CROSS JOIN events AS s ON s.email = m.email
-				WHERE s.event = 'bounce' AND coalesce(s.bounce_type, 'soft') = 'soft'
-					AND s.occurred_at > m.removed_at AND s.occurred_at + ?5 > ?2),
-			runs AS (
-				SELECT c.*, (SELECT count(*) FROM events AS b WHERE b.email = c.email AND b.event = 'bounce'
-					AND coalesce(b.bounce_type, 'soft') = 'soft' AND b.occurred_at <= c.at
-					AND b.occurred_at > max(c.at - ?4, c.delivered_at, c.removed_at)) AS n
-				FROM candidates AS c),
+			-- The latest soft bounce still in force that ends a run: tried newest first, so that
+			-- the first to qualify ends the search and a long run is read about once.
+			ends AS (
+				SELECT m.email, m.removed_at, (SELECT s.seq FROM events AS s
+					WHERE s.email = m.email AND s.occurred_at > max(m.removed_at, ?2 - ?5)
+						AND s.event = 'bounce' AND coalesce(s.bounce_type, 'soft') = 'soft'
+						AND ${runLength("s")} >= ?3
+					ORDER BY s.occurred_at DESC, s.id DESC LIMIT 1) AS seq
+				FROM removal AS m),
 			latest AS (
-				SELECT email, id, at, reason, bulk_id, n, max(printf('%012d:%s', at, id)) AS rank
-				FROM runs WHERE n >= ?3 GROUP BY email)
+				SELECT m.email, s.id, s.occurred_at AS at, s.reason, s.bulk_id, ${runLength("s")} AS n
+				FROM ends AS m CROSS JOIN events AS s ON s.seq = m.seq)
 			INSERT INTO suppressions ${INSERT_COLUMNS}
 			SELECT a.email, 'bounce', '*', 'soft', l.reason, coalesce(l.n, 0), l.at, l.bulk_id, l.id, ?2, ?2,
 				iif(l.id IS NULL, ?2, l.at + ?5), l.id,

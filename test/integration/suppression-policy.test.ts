@@ -462,6 +462,53 @@ describe("cost", () => {
 			expect(rowsRead).toBeLessThan(50);
 		},
 	);
+
+	// Deciding the soft-bounce entry once read, for every soft bounce still in force, every event
+	// around it: the square of an address's events, 1.5 s of D1 for one more bounce to an address
+	// with 4,000 (docs/scaling.md). These fail if it reads more than a few rows per stored event.
+	const many = 400;
+	const start = daysAgo(5);
+	it.each([
+		[
+			"one more soft bounce after a long run",
+			Array.from({ length: many }, (_, i) => soft("many@example.com", start + i * 60)),
+			soft("many@example.com", start + many * 60),
+		],
+		[
+			"a late delivery inside a long run",
+			Array.from({ length: many }, (_, i) => soft("many@example.com", start + i * 60)),
+			delivered("many@example.com", start + (many / 2) * 60 + 30),
+		],
+		[
+			"one more soft bounce after runs that deliveries keep breaking",
+			Array.from({ length: many }, (_, i) =>
+				i % 2
+					? delivered("many@example.com", start + i * 60)
+					: soft("many@example.com", start + i * 60),
+			),
+			soft("many@example.com", start + many * 60),
+		],
+		[
+			"one more soft bounce among many opens",
+			Array.from({ length: many }, (_, i) =>
+				i % 50
+					? { event: "open", email: "many@example.com", timestamp: start + i * 60 }
+					: soft("many@example.com", start + i * 60),
+			),
+			soft("many@example.com", start + many * 60),
+		],
+	])("%s reads rows in proportion to the address's events", async (_, before, event) => {
+		for (let i = 0; i < before.length; i += 100) await post(before.slice(i, i + 100));
+		let rowsRead = 0;
+		const counting = envWithBatch(async (batch, statements) => {
+			const results = await batch(statements);
+			for (const result of results) rowsRead += result.meta.rows_read ?? 0;
+			return results;
+		});
+		await post(event, counting);
+		expect(rowsRead).toBeGreaterThan(0);
+		expect(rowsRead).toBeLessThan(8 * many);
+	});
 });
 
 describe("storage failure", () => {
