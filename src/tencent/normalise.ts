@@ -117,8 +117,11 @@ async function normaliseEvent(
 	}
 	const from = present(event.from);
 	const fromAddress = from === null ? null : normalizeEmail(from);
+	// A domain is matched in the form addresses are (a lookup's fromDomain is too), so an
+	// unsubscribe's scope equals its sender's domain however either spells it.
+	const givenDomain = present(event.fromDomain);
 	const fromDomain =
-		present(event.fromDomain)?.toLowerCase() ?? (fromAddress && domainOf(fromAddress));
+		givenDomain === null ? fromAddress && domainOf(fromAddress) : normalizeEmail(givenDomain);
 	const subject = present(event.subject);
 	const bounceType = event.bounceType
 		? event.bounceType.startsWith("hard")

@@ -338,6 +338,26 @@ describe("complaints and unsubscribes", () => {
 		expect((await lookup("n@example.com")).suppressed).toBe(true);
 	});
 
+	it("a scope in another Unicode form still matches the sender's domain", async () => {
+		// "bücher.de" with the umlaut as a combining mark (NFD), as some systems spell it.
+		await post([
+			{ event: "unsubscribe", email: "u@example.com", timestamp: 1, fromDomain: "Bu\u0308cher.de" },
+			{ event: "unsubscribe", email: "v@example.com", timestamp: 1, from: "n@BU\u0308CHER.de" },
+		]);
+		for (const email of ["u@example.com", "v@example.com"]) {
+			expect((await entriesOf(email))[0]?.scope).toBe("b\u00fccher.de");
+			for (const domain of ["b%C3%BCcher.de", "bu%CC%88cher.de"]) {
+				expect((await lookup(email, `?fromDomain=${domain}`)).suppressed).toBe(true);
+			}
+		}
+		const check = await call("/v1/suppressions/check", {
+			method: "POST",
+			headers: { authorization: `Bearer ${tokens.lookup}` },
+			body: JSON.stringify({ emails: ["u@example.com"], fromDomain: "bu\u0308cher.de" }),
+		});
+		expect(((await check.json()) as { suppressedCount: number }).suppressedCount).toBe(1);
+	});
+
 	it("takes the scope from the domain of from, else every sender", async () => {
 		await post([
 			{ event: "unsubscribe", email: "f@example.com", timestamp: 1, from: "News@Mail.Example.com" },
