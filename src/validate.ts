@@ -40,11 +40,17 @@ export function emailFromPath(raw: string | undefined): string {
 	try {
 		decoded = decodeURIComponent(raw ?? "");
 	} catch {
-		throw new ApiError(400, "invalid_email", "The address in the path is not validly URL-encoded");
+		throw new ApiError(400, "invalid_email", "The address in the path is not validly URL-encoded", [
+			{ path: "email", message: "must be validly URL-encoded" },
+		]);
 	}
 	const email = normalizeEmail(decoded);
 	const problem = emailProblem(email);
-	if (problem) throw new ApiError(400, "invalid_email", `The address ${problem}`);
+	if (problem) {
+		throw new ApiError(400, "invalid_email", `The address ${problem}`, [
+			{ path: "email", message: problem },
+		]);
+	}
 	return email;
 }
 

@@ -82,12 +82,16 @@ describe("GET /v1/suppressions/{email}", () => {
 	});
 
 	it.each([
-		["no at sign", "not-an-address"],
-		["bad percent-encoding", "%E0%A4%A"],
-	])("refuses %s with 400 invalid_email", async (_name, raw) => {
+		["no at sign", "not-an-address", "must contain @"],
+		["bad percent-encoding", "%E0%A4%A", "must be validly URL-encoded"],
+	])("refuses %s with 400 invalid_email and the issue", async (_name, raw, message) => {
 		const response = await send("GET", `/v1/suppressions/${raw}`, { token: tokens.lookup });
 		expect(response.status).toBe(400);
-		expect(((await response.json()) as ErrorBody).error.code).toBe("invalid_email");
+		expect(((await response.json()) as ErrorBody).error).toEqual({
+			code: "invalid_email",
+			message: expect.stringMatching(/^The address /),
+			issues: [{ path: "email", message }],
+		});
 	});
 
 	it("refuses unknown query parameters and bad values", async () => {
