@@ -68,14 +68,20 @@ export function parseJsonBytes(bytes: Uint8Array): unknown {
 }
 
 /**
- * Reads a JSON request body of at most `maxBytes` for the API routes.
+ * Reads a JSON request body of at most `maxBytes` for the API routes. A route whose body fields
+ * are all optional passes `whenEmpty`, the value that no body at all stands for.
  *
  * @throws ApiError 413 `payload_too_large`, 400 `invalid_json`
  */
-export async function readJson(request: Request, maxBytes: number): Promise<unknown> {
+export async function readJson(
+	request: Request,
+	maxBytes: number,
+	whenEmpty?: unknown,
+): Promise<unknown> {
 	const body = await readBody(request, maxBytes);
 	if (body.tooLarge) {
 		throw new ApiError(413, "payload_too_large", `The body exceeds ${maxBytes} bytes`);
 	}
+	if (whenEmpty !== undefined && body.bytes.byteLength === 0) return whenEmpty;
 	return parseJsonBytes(body.bytes);
 }

@@ -88,7 +88,7 @@ function operation(route: RouteSpec): JsonObject {
 		...(route.body
 			? {
 					requestBody: {
-						required: true,
+						required: !("optional" in route.body),
 						content: content(route.body, "input"),
 						...("description" in route.body ? { description: route.body.description } : {}),
 					},

@@ -45,8 +45,8 @@ export interface RouteSpec {
 	handler: Handler;
 	summary: string;
 	query?: z.ZodMiniType;
-	/** Request body: a JSON schema, or raw media types described in words. */
-	body?: { schema: z.ZodMiniType } | { mediaTypes: string[]; description: string };
+	/** Request body: a JSON schema (`optional` when no body stands for `{}`), or raw media types. */
+	body?: { schema: z.ZodMiniType; optional?: true } | { mediaTypes: string[]; description: string };
 	/** Success response: a JSON schema, or other media types described in words. */
 	response: { schema: z.ZodMiniType } | { mediaTypes: string[]; description: string };
 	/** Error statuses this route answers besides those every route of its access may. */
@@ -195,7 +195,7 @@ export const ROUTES: RouteSpec[] = [
 		access: "admin",
 		handler: putRoute,
 		summary: "Add or update an operator's entry (idempotent)",
-		body: { schema: putBody },
+		body: { schema: putBody, optional: true },
 		response: { schema: out.lookupResponse },
 		errors: [400, 413],
 	},

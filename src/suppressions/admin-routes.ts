@@ -45,7 +45,8 @@ export async function putRoute(
 	ctx: ExecutionContext,
 ): Promise<Response> {
 	const email = emailFromPath(request.params.email);
-	const body = parseBody(putBody, await readJson(request, 16 * 1024));
+	// Every field has a default, so no body at all adds a manual entry for every sender.
+	const body = parseBody(putBody, await readJson(request, 16 * 1024, {}));
 	const at = now();
 	if (body.expiresAt !== null && body.expiresAt <= at) {
 		throw new ApiError(400, "invalid_request", "The request body is not valid", [

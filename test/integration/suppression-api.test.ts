@@ -257,6 +257,23 @@ describe("PUT /v1/suppressions/{email}", () => {
 		expect((await lookup("m@example.com")).suppressed).toBe(true);
 	});
 
+	it("without a body adds a manual entry for every sender; a blank body is still refused", async () => {
+		const response = await send("PUT", "/v1/suppressions/nobody%40example.com");
+		expect(response.status).toBe(200);
+		expect(await response.json()).toMatchObject({
+			suppressed: true,
+			entries: [{ list: "manual", scope: "*", source: "api", reason: null, expiresAt: null }],
+		});
+		const blank = await call("/v1/suppressions/blank%40example.com", {
+			method: "PUT",
+			headers: { authorization: `Bearer ${tokens.admin}` },
+			body: " ",
+		});
+		expect(blank.status).toBe(400);
+		expect(((await blank.json()) as ErrorBody).error.code).toBe("invalid_json");
+		expect((await lookup("blank@example.com", "?consistent=true")).suppressed).toBe(false);
+	});
+
 	it("takes a list, a scope and an expiry", async () => {
 		const expiresAt = new Date(Date.now() + 86_400_000).toISOString().replace(/\.\d+Z$/, "Z");
 		const response = await send("PUT", "/v1/suppressions/x%40example.com", {
