@@ -447,6 +447,18 @@ describe("KV writes", () => {
 });
 
 describe("cost", () => {
+	/** The rows D1 reads for the callback of `event`, over every batch it sends. */
+	async function rowsReadPosting(event: Event): Promise<number> {
+		let rowsRead = 0;
+		const counting = envWithBatch(async (batch, statements) => {
+			const results = await batch(statements);
+			for (const result of results) rowsRead += result.meta.rows_read ?? 0;
+			return results;
+		});
+		await post(event, counting);
+		return rowsRead;
+	}
+
 	// The soft-bounce rule once scanned every stored event (see docs/scaling.md); these fail if a
 	// statement of any of these callbacks reads more than its own address's events again.
 	it.each([
@@ -471,13 +483,7 @@ describe("cost", () => {
 			);
 			for (let i = 0; i < others.length; i += 100) await post(others.slice(i, i + 100));
 			if (before.length > 0) await post(before);
-			let rowsRead = 0;
-			const counting = envWithBatch(async (batch, statements) => {
-				const results = await batch(statements);
-				for (const result of results) rowsRead += result.meta.rows_read ?? 0;
-				return results;
-			});
-			await post(event, counting);
+			const rowsRead = await rowsReadPosting(event);
 			expect(rowsRead).toBeGreaterThan(0);
 			expect(rowsRead).toBeLessThan(50);
 		},
@@ -519,13 +525,7 @@ describe("cost", () => {
 		],
 	])("%s reads rows in proportion to the address's events", async (_, before, event) => {
 		for (let i = 0; i < before.length; i += 100) await post(before.slice(i, i + 100));
-		let rowsRead = 0;
-		const counting = envWithBatch(async (batch, statements) => {
-			const results = await batch(statements);
-			for (const result of results) rowsRead += result.meta.rows_read ?? 0;
-			return results;
-		});
-		await post(event, counting);
+		const rowsRead = await rowsReadPosting(event);
 		expect(rowsRead).toBeGreaterThan(0);
 		expect(rowsRead).toBeLessThan(8 * many);
 	});
