@@ -103,18 +103,22 @@ export function recomputeSoftBounces(
 				SELECT a.email, coalesce((SELECT r.removed_at FROM suppression_removals AS r
 					WHERE r.email = a.email AND r.list = 'bounce' AND r.scope = '*'), -1) AS removed_at
 				FROM affected AS a),
-			-- The latest soft bounce still in force that ends a run: tried newest first, so that
-			-- the first to qualify ends the search and a long run is read about once.
+			-- The latest second with a soft bounce still in force that ends a run: a run depends
+			-- only on its last second, so each second is tried once, newest first, and the first to
+			-- qualify ends the search; a long run is read about once.
 			ends AS (
-				SELECT m.email, m.removed_at, (SELECT s.seq FROM events AS s
+				SELECT m.email, m.removed_at, (SELECT s.occurred_at FROM events AS s
 					WHERE s.email = m.email AND s.occurred_at > max(m.removed_at, ?2 - ?5)
 						AND s.event = 'bounce' AND coalesce(s.bounce_type, 'soft') = 'soft'
-						AND ${runLength("s")} >= ?3
-					ORDER BY s.occurred_at DESC, s.id DESC LIMIT 1) AS seq
+					GROUP BY s.occurred_at HAVING ${runLength("s")} >= ?3
+					ORDER BY s.occurred_at DESC LIMIT 1) AS at
 				FROM removal AS m),
+			-- Of that second's soft bounces, the one with the greatest id gives the details.
 			latest AS (
 				SELECT m.email, s.id, s.occurred_at AS at, s.reason, s.bulk_id, ${runLength("s")} AS n
-				FROM ends AS m CROSS JOIN events AS s ON s.seq = m.seq)
+				FROM ends AS m CROSS JOIN events AS s ON s.id = (SELECT max(x.id) FROM events AS x
+					WHERE x.email = m.email AND x.occurred_at = m.at
+						AND x.event = 'bounce' AND coalesce(x.bounce_type, 'soft') = 'soft'))
 			INSERT INTO suppressions ${INSERT_COLUMNS}
 			SELECT a.email, 'bounce', '*', 'soft', l.reason, coalesce(l.n, 0), l.at, l.bulk_id, l.id, ?2, ?2,
 				iif(l.id IS NULL, ?2, l.at + ?5), l.id,
@@ -122,10 +126,11 @@ export function recomputeSoftBounces(
 			FROM affected AS a LEFT JOIN latest AS l ON l.email = a.email
 			WHERE l.id IS NOT NULL OR EXISTS (SELECT 1 FROM suppressions AS x WHERE x.email = a.email
 				AND x.list = 'bounce' AND x.scope = '*' AND x.origin = 'soft' AND x.expires_at > ?2
-				-- Withdrawn only by a stored delivery inside its run: with the run's bounces gone
+				-- Withdrawn only by a stored delivery that breaks its run, one within the window up
+				-- to and including its last second (as in runLength): with the run's bounces gone
 				-- (erased, or past retention) the entry stands until it expires.
 				AND EXISTS (SELECT 1 FROM events AS d WHERE d.email = x.email AND d.event = 'delivered'
-					AND d.occurred_at >= x.last_event_at - ?4 AND d.occurred_at < x.last_event_at))
+					AND d.occurred_at > x.last_event_at - ?4 AND d.occurred_at <= x.last_event_at))
 			ON CONFLICT (email, list, scope, origin) DO UPDATE SET
 				reason = iif(excluded.event_id IS NULL, suppressions.reason, excluded.reason),
 				event_count = iif(excluded.event_id IS NULL, suppressions.event_count, excluded.event_count),

@@ -162,6 +162,16 @@ describe("soft bounces", () => {
 		]);
 	});
 
+	it("a late delivery in the same second as the last bounce withdraws the entry", async () => {
+		// A delivery in the same second counts as after the bounce: no run ends in that second.
+		await post([soft("tie@example.com", t), soft("tie@example.com", t + 60)]);
+		await post(soft("tie@example.com", t + 120));
+		expect(await entriesOf("tie@example.com")).toHaveLength(1);
+		await post(delivered("tie@example.com", t + 120));
+		expect(await entriesOf("tie@example.com")).toEqual([]);
+		expect(await countRows("soft_bounce_recheck")).toBe(0);
+	});
+
 	it("an entry whose bounces are no longer stored stands until it expires", async () => {
 		const run = [soft("kept@example.com", t), soft("kept@example.com", t + 60)];
 		await post([...run, soft("kept@example.com", t + 120)]);
@@ -513,6 +523,21 @@ describe("cost", () => {
 					: soft("many@example.com", start + i * 60),
 			),
 			soft("many@example.com", start + many * 60),
+		],
+		[
+			"one more soft bounce in a second that already holds many",
+			Array.from({ length: many }, (_, i) => soft("many@example.com", start, `452 full ${i}`)),
+			soft("many@example.com", start, "452 full again"),
+		],
+		[
+			"one more soft bounce in a second that holds many and a delivery",
+			[
+				delivered("many@example.com", start),
+				...Array.from({ length: many - 1 }, (_, i) =>
+					soft("many@example.com", start, `452 full ${i}`),
+				),
+			],
+			soft("many@example.com", start, "452 full again"),
 		],
 		[
 			"one more soft bounce among many opens",
