@@ -219,17 +219,23 @@ export function countingKv(fail: { put?: boolean; get?: boolean } = {}) {
 
 /**
  * The D1 binding wrapped to count round trips: each `batch`, and each statement run on its own
- * (`all`, `first`, `run`, `raw`). The statements stay the runtime's own, so a batch takes them.
+ * (`all`, `first`, `run`, `raw`), and the rows read by those that report it (`all`, `run`,
+ * `batch`). The statements stay the runtime's own, so a batch takes them.
  */
 export function countingD1() {
-	const counts = { batches: 0, single: 0 };
+	const counts = { batches: 0, single: 0, rowsRead: 0 };
+	const addRowsRead = (result: unknown) => {
+		const meta = (result as { meta?: { rows_read?: number } } | null)?.meta;
+		counts.rowsRead += meta?.rows_read ?? 0;
+		return result;
+	};
 	const count = (statement: D1PreparedStatement): D1PreparedStatement => {
 		for (const method of ["all", "first", "run", "raw"] as const) {
-			const real = Reflect.get(statement, method) as (...args: unknown[]) => unknown;
+			const real = Reflect.get(statement, method) as (...args: unknown[]) => Promise<unknown>;
 			Object.defineProperty(statement, method, {
 				value: (...args: unknown[]) => {
 					counts.single++;
-					return Reflect.apply(real, statement, args);
+					return Reflect.apply(real, statement, args).then(addRowsRead);
 				},
 			});
 		}
@@ -243,9 +249,11 @@ export function countingD1() {
 		get(target, property) {
 			if (property === "prepare") return (query: string) => count(target.prepare(query));
 			if (property === "batch") {
-				return (statements: D1PreparedStatement[]) => {
+				return async (statements: D1PreparedStatement[]) => {
 					counts.batches++;
-					return target.batch(statements);
+					const results = await target.batch(statements);
+					for (const result of results) addRowsRead(result);
+					return results;
 				};
 			}
 			const value = Reflect.get(target, property);

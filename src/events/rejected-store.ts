@@ -66,14 +66,22 @@ export async function listRejected(
 	limit: number,
 	after?: { receivedAt: number; id: string },
 ): Promise<{ rows: RejectedRow[]; next: { receivedAt: number; id: string } | null }> {
-	const { results } = await db
-		.prepare(
-			`SELECT ${REJECTED_COLUMNS} FROM rejected_callbacks
-			WHERE ?1 IS NULL OR (received_at, id) < (?1, ?2)
-			ORDER BY received_at DESC, id DESC LIMIT ?3`,
-		)
-		.bind(after?.receivedAt ?? null, after?.id ?? "", limit + 1)
-		.all<RejectedRow>();
+	// With a cursor, a row value that SQLite turns into a range of the index: the page starts
+	// where the last ended instead of reading every page before it.
+	const statement = after
+		? db
+				.prepare(
+					`SELECT ${REJECTED_COLUMNS} FROM rejected_callbacks WHERE (received_at, id) < (?1, ?2)
+					ORDER BY received_at DESC, id DESC LIMIT ?3`,
+				)
+				.bind(after.receivedAt, after.id, limit + 1)
+		: db
+				.prepare(
+					`SELECT ${REJECTED_COLUMNS} FROM rejected_callbacks
+					ORDER BY received_at DESC, id DESC LIMIT ?1`,
+				)
+				.bind(limit + 1);
+	const { results } = await statement.all<RejectedRow>();
 	const rows = results.slice(0, limit);
 	const last = rows[rows.length - 1];
 	return {

@@ -134,8 +134,10 @@ export async function listEvents(
 		params.push(filters.until);
 	}
 	if (after) {
-		where.push("(occurred_at < ? OR (occurred_at = ? AND seq < ?))");
-		params.push(after.occurredAt, after.occurredAt, after.seq);
+		// A row value, which SQLite turns into a range of the index: the next page starts where
+		// the last ended instead of reading every page before it.
+		where.push("(occurred_at, seq) < (?, ?)");
+		params.push(after.occurredAt, after.seq);
 	}
 	const sql = `SELECT seq, ${FIELDS.map((field) => COLUMNS[field]).join(", ")} FROM events
 ${where.length > 0 ? `WHERE ${where.join(" AND ")}` : ""}
