@@ -64,8 +64,9 @@ export const ROLLUP_BATCH = 50_000;
 
 /**
  * Counts for the days `fromDay` (inclusive) to `toDay` (exclusive), for one sender domain or
- * all, summed over domains: the rollups, which cost O(days × event types) rows however many
- * events there were, plus the events stored since the cron last counted (a few minutes' worth).
+ * all, summed over domains: the rollups, which cost a row per day, sender domain and event type
+ * however many events there were, plus the events stored since the cron last counted (a few
+ * minutes' worth).
  */
 export async function readRollups(
 	db: D1Database,
