@@ -191,7 +191,15 @@ describe("properties", () => {
 		// is ten minutes ago, so that no entry expires while a case runs.
 		const base = daysAgo(0) - 600;
 		const policyEvent = fc.record({
-			event: fc.constantFrom("bounce", "bounce", "bounce", "delivered", "open"),
+			event: fc.constantFrom(
+				"bounce",
+				"bounce",
+				"bounce",
+				"delivered",
+				"open",
+				"spamreport",
+				"unsubscribe",
+			),
 			bounceType: fc.constantFrom("hard_bounce", "soft_bounce", "soft_bounce", "soft_bounce", ""),
 			email: fc.constant("m@example.com"),
 			timestamp: fc
@@ -201,6 +209,7 @@ describe("properties", () => {
 				)
 				.map(([days, second]) => base - days * 86_400 + second),
 			reason: fc.constantFrom("452 mailbox full", "421 try later"),
+			fromDomain: fc.constantFrom("news.example.com", "News.Example.com", "shop.example.com"),
 		});
 		await fc.assert(
 			fc.asyncProperty(
