@@ -61,20 +61,19 @@ export function applyEvidence(
 }
 
 /**
- * The number of soft bounces in the run that the soft bounce `s` ends, for the address row `m`
- * (with its `removed_at`): those of the address at or before `s`, within the window (?4 seconds)
- * before it, after its latest delivery (one in the same second counts as after the bounce) and
- * after the operator's removal. Each bound is found in the address's index, so the count reads
- * only the run's events.
+ * The number of soft bounces in the run that ends in second `end` (an SQL expression), for the
+ * address row `m` (its `email` and `removed_at`): those of the address at or before `end`, within
+ * the window (?4 seconds) before it, after its latest delivery (one in the same second counts as
+ * after the bounce) and after the operator's removal. Each bound is found in the address's index,
+ * so the count reads only the run's events.
  */
-function runLength(s: string): string {
+function runLength(end: string): string {
 	const latestDelivery = `coalesce((SELECT d.occurred_at FROM events AS d
-		WHERE d.email = ${s}.email AND d.occurred_at <= ${s}.occurred_at
-			AND d.occurred_at >= ${s}.occurred_at - ?4 AND d.event = 'delivered'
+		WHERE d.email = m.email AND d.occurred_at <= ${end} AND d.occurred_at >= ${end} - ?4
+			AND d.event = 'delivered'
 		ORDER BY d.occurred_at DESC LIMIT 1), -1)`;
-	return `(SELECT count(*) FROM events AS b WHERE b.email = ${s}.email
-		AND b.occurred_at <= ${s}.occurred_at
-		AND b.occurred_at > max(${s}.occurred_at - ?4, m.removed_at, ${latestDelivery})
+	return `(SELECT count(*) FROM events AS b WHERE b.email = m.email AND b.occurred_at <= ${end}
+		AND b.occurred_at > max(${end} - ?4, m.removed_at, ${latestDelivery})
 		AND b.event = 'bounce' AND coalesce(b.bounce_type, 'soft') = 'soft')`;
 }
 
@@ -110,12 +109,12 @@ export function recomputeSoftBounces(
 				SELECT m.email, m.removed_at, (SELECT s.occurred_at FROM events AS s
 					WHERE s.email = m.email AND s.occurred_at > max(m.removed_at, ?2 - ?5)
 						AND s.event = 'bounce' AND coalesce(s.bounce_type, 'soft') = 'soft'
-					GROUP BY s.occurred_at HAVING ${runLength("s")} >= ?3
+					GROUP BY s.occurred_at HAVING ${runLength("s.occurred_at")} >= ?3
 					ORDER BY s.occurred_at DESC LIMIT 1) AS at
 				FROM removal AS m),
 			-- Of that second's soft bounces, the one with the greatest id gives the details.
 			latest AS (
-				SELECT m.email, s.id, s.occurred_at AS at, s.reason, s.bulk_id, ${runLength("s")} AS n
+				SELECT m.email, s.id, s.occurred_at AS at, s.reason, s.bulk_id, ${runLength("s.occurred_at")} AS n
 				FROM ends AS m CROSS JOIN events AS s ON s.id = (SELECT max(x.id) FROM events AS x
 					WHERE x.email = m.email AND x.occurred_at = m.at
 						AND x.event = 'bounce' AND coalesce(x.bounce_type, 'soft') = 'soft'))

@@ -203,10 +203,7 @@ describe("properties", () => {
 			bounceType: fc.constantFrom("hard_bounce", "soft_bounce", "soft_bounce", "soft_bounce", ""),
 			email: fc.constant("m@example.com"),
 			timestamp: fc
-				.tuple(
-					fc.constantFrom(0, 1, 2, 3, 12, 13, 14, 15, 16, 27, 28),
-					fc.integer({ min: 0, max: 1 }),
-				)
+				.tuple(fc.constantFrom(0, 1, 13, 14, 15, 28), fc.integer({ min: 0, max: 1 }))
 				.map(([days, second]) => base - days * 86_400 + second),
 			reason: fc.constantFrom("452 mailbox full", "421 try later"),
 			fromDomain: fc.constantFrom("news.example.com", "News.Example.com", "shop.example.com"),
@@ -218,8 +215,21 @@ describe("properties", () => {
 					maxLength: 30,
 					selector: (event) => JSON.stringify(event),
 				}),
-				fc.integer({ min: 1, max: 30 }),
-				async (events, batch) => {
+				fc.integer({ min: 1, max: 8 }),
+				// Late deliveries, each in the second of a bounce sent before it: they can break a
+				// run whose entry already stands, in its last second too.
+				fc.array(fc.nat(), { maxLength: 3 }),
+				async (sent, batch, late) => {
+					const bounces = sent.filter((event) => event.event === "bounce");
+					const events = [
+						...sent,
+						...late.flatMap((pick) => {
+							const bounce = bounces[pick % Math.max(bounces.length, 1)];
+							return bounce
+								? [{ event: "delivered", email: "m@example.com", timestamp: bounce.timestamp }]
+								: [];
+						}),
+					];
 					await resetDatabase();
 					for (let i = 0; i < events.length; i += batch) {
 						expect((await postCallback(events.slice(i, i + batch))).status).toBe(200);
@@ -234,7 +244,7 @@ describe("properties", () => {
 					expect(decided.sort()).toEqual(model.sort());
 				},
 			),
-			{ numRuns: 100 },
+			{ numRuns: 200 },
 		);
 	});
 });

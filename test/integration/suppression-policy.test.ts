@@ -162,6 +162,22 @@ describe("soft bounces", () => {
 		]);
 	});
 
+	it("of soft bounces in the run's last second, the greatest event id gives the details", async () => {
+		const reasons = ["452 a", "452 b", "452 c", "452 d", "452 e"];
+		await post(reasons.map((reason) => soft("same@example.com", t, reason)));
+		const last = await env.DB.prepare(
+			"SELECT id, reason FROM events WHERE email = ? ORDER BY id DESC LIMIT 1",
+		)
+			.bind("same@example.com")
+			.first<{ id: string; reason: string }>();
+		const stored = await env.DB.prepare(
+			"SELECT event_id AS eventId, reason, event_count AS n FROM suppressions WHERE email = ?",
+		)
+			.bind("same@example.com")
+			.first();
+		expect(stored).toEqual({ eventId: last?.id, reason: last?.reason, n: 5 });
+	});
+
 	it("a late delivery in the same second as the last bounce withdraws the entry", async () => {
 		// A delivery in the same second counts as after the bounce: no run ends in that second.
 		await post([soft("tie@example.com", t), soft("tie@example.com", t + 60)]);
