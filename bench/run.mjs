@@ -9,8 +9,9 @@
 //   startup    `wrangler check startup` profile window vs a trivial Worker
 //   perEvent   D1 round trips, statements, rows written, KV writes and validation CPU per event,
 //              from bench/instrumented.ts (the Worker with counting bindings); also printed: the
-//              same counts for every event kind, after 5000 more stored events, and for the
-//              retention cron's deletions, and the D1 bytes per stored event (docs/scaling.md)
+//              same counts for every event kind, after 5000 more stored events, for a soft
+//              bounce to an address with 1000 before it, and for the retention cron's deletions,
+//              and the D1 bytes per stored event (docs/scaling.md)
 //
 // Servers run through bench/serve.mjs (wrangler's programmatic API, inspector off; see there why);
 // `npm run bench -- --cli` runs them with `wrangler dev` instead. `npm run bench -- --entry
@@ -76,6 +77,8 @@ const CHECK_ADDRESSES = 1000;
 // Events stored before counting a delivered callback again: shows whether its cost grows with
 // the table.
 const BACKLOG_EVENTS = 5000;
+// Soft bounces already stored for one address when one more is counted.
+const SOFT_BOUNCE_HISTORY = 1000;
 // Ingest in requests of 100 events (Tencent may send arrays; a queue consumer would write such
 // batches): the Worker alone, after the comparison, to see what one D1 transaction per 100 events
 // sustains. Printed only.
@@ -305,6 +308,25 @@ async function measurePerEvent() {
 
 	// What the retention cron's deletion of those events costs (rows written count deletions too).
 	const retention = await postJson(`${base("instrumented")}/__bench/retention`, {});
+
+	// One more soft bounce to an address that already has SOFT_BOUNCE_HISTORY of them in force, a
+	// minute apart: the soft-bounce rule's rows read should grow with them, not with their square.
+	const soft = (i) => ({
+		event: "bounce",
+		bounceType: "soft_bounce",
+		email: "perevent.many-bounces@example.org",
+		timestamp: now - 86_400 + i * 60,
+		reason: "452 4.2.2 mailbox full",
+	});
+	const history = Array.from({ length: SOFT_BOUNCE_HISTORY }, (_, i) => soft(i));
+	for (let i = 0; i < history.length; i += 100) {
+		await postJson(`${base("instrumented")}${CALLBACK_PATH}`, history.slice(i, i + 100));
+	}
+	const heavy = await countCallback(soft(SOFT_BOUNCE_HISTORY));
+	if (heavy.status !== 200 || heavy.body.stored !== 1) {
+		throw new Error(`instrumented soft bounce after a long run: ${JSON.stringify(heavy)}`);
+	}
+	byKind[`soft_bounce, after ${SOFT_BOUNCE_HISTORY} to the address`] = heavy.counts;
 
 	const cpu = await (await fetch(`${base("instrumented")}/__bench/cpu?n=10000&rounds=7`)).json();
 	const delivered = byKind.delivered;
