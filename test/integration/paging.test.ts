@@ -3,10 +3,15 @@ import { call, countingD1, postCallback, resetDatabase, tokens } from "../helper
 
 type Page = { cursor: string | null } & Record<string, unknown>;
 
-/** Walks every page of `path` (which has a query), returning the rows D1 read for the last page. */
-async function lastPageRowsRead(path: string, pages: number): Promise<number> {
+/**
+ * Walks every page of `path` (which has a query) and returns the rows D1 read for the last page,
+ * checking that the walk sees `pages` full pages of distinct rows and then ends.
+ */
+async function lastPageRowsRead(path: string, pages: number, list: string): Promise<number> {
 	let cursor: string | null = null;
 	let rowsRead = 0;
+	const seen = new Set<unknown>();
+	let listed = 0;
 	for (let i = 0; i < pages; i++) {
 		const counting = countingD1();
 		const url = cursor === null ? path : `${path}&cursor=${encodeURIComponent(cursor)}`;
@@ -16,10 +21,17 @@ async function lastPageRowsRead(path: string, pages: number): Promise<number> {
 			counting.env,
 		);
 		expect(response.status).toBe(200);
-		cursor = ((await response.json()) as Page).cursor;
+		const page = (await response.json()) as Page;
+		const rows = page[list] as Array<{ id: unknown }>;
+		listed += rows.length;
+		for (const row of rows) seen.add(row.id);
+		cursor = page.cursor;
 		rowsRead = counting.counts.rowsRead;
 		if (i < pages - 1) expect(cursor).not.toBeNull();
 	}
+	expect(cursor).toBeNull();
+	expect(seen.size).toBe(listed);
+	expect(listed).toBe(pages * 100);
 	return rowsRead;
 }
 
@@ -45,7 +57,7 @@ describe("a deep page reads about one page of rows", () => {
 			}));
 			expect((await postCallback(events)).status).toBe(200);
 		}
-		const rowsRead = await lastPageRowsRead(path, count / limit);
+		const rowsRead = await lastPageRowsRead(path, count / limit, "events");
 		expect(rowsRead).toBeGreaterThan(0);
 		expect(rowsRead).toBeLessThan(3 * limit);
 	});
@@ -55,7 +67,7 @@ describe("a deep page reads about one page of rows", () => {
 		for (let i = 0; i < count; i++) {
 			expect((await postCallback(`{"event": ${i}`)).status).toBe(400);
 		}
-		const rowsRead = await lastPageRowsRead("/v1/rejected?limit=100", count / limit);
+		const rowsRead = await lastPageRowsRead("/v1/rejected?limit=100", count / limit, "rejected");
 		expect(rowsRead).toBeGreaterThan(0);
 		expect(rowsRead).toBeLessThan(3 * limit);
 	});
