@@ -1,7 +1,16 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { expectedEntries } from "../../scripts/soak-policy.mjs";
-import { countRows, daysAgo, entriesOf, getJson, postCallback, resetDatabase } from "../helpers";
+import {
+	call,
+	countRows,
+	daysAgo,
+	entriesOf,
+	getJson,
+	postCallback,
+	resetDatabase,
+	tokens,
+} from "../helpers";
 
 type Json = Record<string, unknown>;
 
@@ -185,7 +194,7 @@ describe("properties", () => {
 		);
 	});
 
-	it("the entries equal those of an independent model of the policy", async () => {
+	it("the entries equal those of an independent model of the policy, removals included", async () => {
 		// Whole days before a fixed moment (some runs have expired, some still suppress) and a
 		// second or not, so that runs meet the window's edges and events share a second. The moment
 		// is ten minutes ago, so that no entry expires while a case runs.
@@ -219,7 +228,11 @@ describe("properties", () => {
 				// Late deliveries, each in the second of a bounce sent before it: they can break a
 				// run whose entry already stands, in its last second too.
 				fc.array(fc.nat(), { maxLength: 3 }),
-				async (sent, batch, late) => {
+				// An operator's removals after the first `split` events: nothing sent, all of it
+				// older than the removal, may bring a removed list and scope back.
+				fc.subarray(["bounce *", "complaint *", "unsubscribe news.example.com"]),
+				fc.nat(),
+				async (sent, batch, late, removals, split) => {
 					const bounces = sent.filter((event) => event.event === "bounce");
 					const events = [
 						...sent,
@@ -231,16 +244,30 @@ describe("properties", () => {
 						}),
 					];
 					await resetDatabase();
-					for (let i = 0; i < events.length; i += batch) {
-						expect((await postCallback(events.slice(i, i + batch))).status).toBe(200);
+					const first = removals.length > 0 ? split % (events.length + 1) : events.length;
+					const phases = [events.slice(0, first), events.slice(first)];
+					for (const [phase, posted] of phases.entries()) {
+						for (let i = 0; i < posted.length; i += batch) {
+							expect((await postCallback(posted.slice(i, i + batch))).status).toBe(200);
+						}
+						if (phase > 0) continue;
+						for (const removal of removals) {
+							const [list, scope] = removal.split(" ") as [string, string];
+							const query = `list=${list}&scope=${encodeURIComponent(scope)}`;
+							const response = await call(`/v1/suppressions/m%40example.com?${query}`, {
+								method: "DELETE",
+								headers: { authorization: `Bearer ${tokens.admin}` },
+							});
+							expect(response.status).toBe(200);
+						}
 					}
 					const entries = await entriesOf("m@example.com");
 					const decided = entries.map(({ list, scope, eventCount, lastEventAt, expiresAt }) =>
 						JSON.stringify({ list, scope, eventCount, lastEventAt, expiresAt }),
 					);
-					const model = expectedEntries(events, Math.floor(Date.now() / 1000)).map((entry) =>
-						JSON.stringify(entry),
-					);
+					const model = expectedEntries(events, Math.floor(Date.now() / 1000))
+						.filter((entry) => !removals.includes(`${entry.list} ${entry.scope}`))
+						.map((entry) => JSON.stringify(entry));
 					expect(decided.sort()).toEqual(model.sort());
 				},
 			),
