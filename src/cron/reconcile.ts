@@ -131,9 +131,10 @@ export async function reconcile(
 }
 
 /**
- * Brings the KV copy of queued addresses (an import's, or what an earlier run had no budget for)
- * up to date, at most `limit` of them and as many as `budget` allows, and takes those off the
- * queue. `more` tells that the budget stopped it before the queue or the limit ran out.
+ * Brings the KV copy of queued addresses (each whose entries changed, migration 0010, and what an
+ * earlier run had no budget for) up to date, at most `limit` of them and as many as `budget`
+ * allows, and takes those off the queue. `more` tells that the budget stopped it before the queue
+ * or the limit ran out.
  */
 export async function drainPending(
 	env: Env,
@@ -143,7 +144,12 @@ export async function drainPending(
 ): Promise<{ checked: number; fixed: number; more: boolean }> {
 	const pending = await readPending(env.DB, limit);
 	if (pending.length === 0) return { checked: 0, fixed: 0, more: false };
-	const { checked, fixed } = await repairKeys(env, pending, now, budget);
+	const { checked, fixed } = await repairKeys(
+		env,
+		pending.map((row) => row.email),
+		now,
+		budget,
+	);
 	if (checked > 0) await clearPending(env.DB, pending.slice(0, checked));
 	return { checked, fixed, more: checked < pending.length };
 }

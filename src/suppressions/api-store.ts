@@ -152,7 +152,8 @@ const ALL_EVENTS = 2_147_483_647;
 
 /**
  * Erases an address: its events always; with `suppressions`, also its entries, removals and
- * history (so nothing of it is left but aggregate rollups). Returns the counts deleted.
+ * history (so nothing of it is left but aggregate rollups, and the queue entry by which the next
+ * reconcile run makes sure its KV key is gone). Returns the counts deleted.
  */
 export async function eraseAddress(
 	db: D1Database,
@@ -160,7 +161,10 @@ export async function eraseAddress(
 	suppressions: boolean,
 ): Promise<{ events: number; entries: number }> {
 	const deleteEvents = db.prepare("DELETE FROM events WHERE email = ?").bind(email);
-	const deleteEntries = db.prepare("DELETE FROM suppressions WHERE email = ?").bind(email);
+	// Counted by what it returns: meta.changes would count the rows its trigger queues too.
+	const deleteEntries = db
+		.prepare("DELETE FROM suppressions WHERE email = ? RETURNING email")
+		.bind(email);
 	const statements = [
 		// The rollups count the events first: they outlive the erasure (they hold no address).
 		...rollUpEvents(db, ALL_EVENTS),
@@ -179,5 +183,8 @@ export async function eraseAddress(
 	const results = await db.batch(statements);
 	const changes = (statement: D1PreparedStatement) =>
 		results[statements.indexOf(statement)]?.meta.changes ?? 0;
-	return { events: changes(deleteEvents), entries: changes(deleteEntries) };
+	const entries = suppressions
+		? (results[statements.indexOf(deleteEntries)]?.results.length ?? 0)
+		: 0;
+	return { events: changes(deleteEvents), entries };
 }

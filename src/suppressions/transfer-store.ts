@@ -53,29 +53,20 @@ RETURNING email`;
 
 /**
  * Upserts imported entries (one statement per chunk, all in one batch, so 10,000 lines stay far
- * inside the Free plan's 50 queries) and queues their addresses for the KV copy. An entry
- * identical to the stored one is left untouched and records no history. Returns how many rows
- * were inserted or changed.
+ * inside the Free plan's 50 queries); each changed entry queues its address for the KV copy
+ * (migration 0010). An entry identical to the stored one is left untouched and records no
+ * history. Returns how many rows were inserted or changed.
  */
 export async function importEntries(db: D1Database, entries: ImportedEntry[]): Promise<number> {
 	const statements: D1PreparedStatement[] = [];
 	for (let i = 0; i < entries.length; i += IMPORT_CHUNK) {
-		const chunk = JSON.stringify(entries.slice(i, i + IMPORT_CHUNK));
 		statements.push(
-			db.prepare(UPSERT_IMPORTED).bind(chunk),
-			db
-				.prepare(
-					`INSERT INTO edge_pending (email) SELECT DISTINCT value ->> 'email' FROM json_each(?1)
-					WHERE true ON CONFLICT (email) DO NOTHING`,
-				)
-				.bind(chunk),
+			db.prepare(UPSERT_IMPORTED).bind(JSON.stringify(entries.slice(i, i + IMPORT_CHUNK))),
 		);
 	}
 	if (statements.length === 0) return 0;
 	const results = await db.batch(statements);
-	return results
-		.filter((_, i) => i % 2 === 0)
-		.reduce((sum, result) => sum + result.results.length, 0);
+	return results.reduce((sum, result) => sum + result.results.length, 0);
 }
 
 /** Queues addresses whose KV copy is due, for the cron's next run. */
@@ -89,18 +80,31 @@ export async function queuePending(db: D1Database, emails: string[]): Promise<vo
 		.run();
 }
 
-/** Up to `limit` addresses whose KV copy is due. */
-export async function readPending(db: D1Database, limit: number): Promise<string[]> {
-	const { results } = await db
-		.prepare("SELECT email FROM edge_pending ORDER BY email LIMIT ?")
-		.bind(limit)
-		.all<{ email: string }>();
-	return results.map((row) => row.email);
+/** A queued address and the count of changes queued for it (migration 0010). */
+export interface Pending {
+	email: string;
+	version: number;
 }
 
-export async function clearPending(db: D1Database, emails: string[]): Promise<void> {
+/** Up to `limit` addresses whose KV copy is due. */
+export async function readPending(db: D1Database, limit: number): Promise<Pending[]> {
+	const { results } = await db
+		.prepare("SELECT email, version FROM edge_pending ORDER BY email LIMIT ?")
+		.bind(limit)
+		.all<Pending>();
+	return results;
+}
+
+/**
+ * Takes checked addresses off the queue, each only if no change queued it again since it was
+ * read (its version is the same): such a change is checked by the next run.
+ */
+export async function clearPending(db: D1Database, checked: Pending[]): Promise<void> {
 	await db
-		.prepare("DELETE FROM edge_pending WHERE email IN (SELECT value FROM json_each(?))")
-		.bind(JSON.stringify(emails))
+		.prepare(
+			`DELETE FROM edge_pending WHERE (email, version) IN
+			(SELECT value ->> 'email', value ->> 'version' FROM json_each(?1))`,
+		)
+		.bind(JSON.stringify(checked))
 		.run();
 }

@@ -212,6 +212,13 @@ describe("DELETE /v1/addresses/{email}", () => {
 		});
 		expect((await lookup("gone@example.com")).suppressed).toBe(false);
 		expect(await countRows("suppression_history")).toBe(0);
+		// Queued only until the next reconcile run has made sure its KV key is gone.
+		await runCron();
+		const queued = await env.DB.prepare("SELECT count(*) AS n FROM edge_pending WHERE email = ?")
+			.bind("gone@example.com")
+			.first<{ n: number }>();
+		expect(queued?.n).toBe(0);
+		expect(await env.SUPPRESSIONS.get("s:gone@example.com")).toBeNull();
 	});
 
 	it("leaves no soft-bounce recheck queued for the address", async () => {

@@ -135,6 +135,40 @@ describe("the reconcile cron", () => {
 		expect(missing).toEqual([]);
 	});
 
+	it("checks every changed address at its next run, wherever its sweep is", async () => {
+		// Many addresses with entries, so that the sweep (2 a run) is far from the changed ones.
+		const others = Array.from(
+			{ length: 30 },
+			(_, i) => `a${String(i).padStart(2, "0")}@example.com`,
+		);
+		await postCallback(others.map((email) => ({ event: "spamreport", email, timestamp: 1 })));
+		const small = { ...env, RECONCILE_BATCH_SIZE: "2" };
+		while (!(await cron(Date.now(), small)).done) {}
+		// A KV put that fails (KV takes one write per key per second, or is down) ...
+		const failing = countingKv({ put: true });
+		await postCallback(
+			{ event: "bounce", bounceType: "hard_bounce", email: "z-failed@example.com", timestamp: 1 },
+			{ env: failing.env },
+		);
+		expect(failing.counts.put).toBe(1);
+		// ... and two callbacks whose writes landed in the opposite order of their commits.
+		await postCallback({ event: "spamreport", email: "z-late@example.com", timestamp: 1 });
+		const earlier = await env.SUPPRESSIONS.get("s:z-late@example.com");
+		await postCallback({
+			event: "unsubscribe",
+			email: "z-late@example.com",
+			timestamp: 2,
+			fromDomain: "news.example.com",
+		});
+		await env.SUPPRESSIONS.put("s:z-late@example.com", earlier as string);
+		expect((await lookup("z-failed@example.com")).suppressed).toBe(false);
+		expect((await lookup("z-late@example.com")).entries).toHaveLength(1);
+
+		await cron(Date.now(), small);
+		expect((await lookup("z-failed@example.com")).suppressed).toBe(true);
+		expect((await lookup("z-late@example.com")).entries).toHaveLength(2);
+	});
+
 	it("a steady stream of expiries does not pause the sweeps", async () => {
 		await postCallback({ event: "spamreport", email: "a-z@example.com", timestamp: 1 });
 		const base = Math.floor(Date.now() / 1000);
