@@ -28,6 +28,13 @@ const STATE = "reconcile";
  */
 export const KV_OPERATIONS_PER_RUN = 900;
 
+/**
+ * How long a request's own KV write can still land after its change (it runs in `waitUntil`,
+ * which lasts at most 30 seconds past the answer): the cron checks a queued address only once its
+ * last change is older, so that no such write can land after the check and go unseen.
+ */
+export const KV_WRITE_SETTLE_SECONDS = 30;
+
 /** Addresses whose entries one D1 query reads for a repair (a multiple of KV_BATCH). */
 const ENTRIES_READ = 1000;
 
@@ -133,16 +140,18 @@ export async function reconcile(
 /**
  * Brings the KV copy of queued addresses (each whose entries changed, migration 0010, and what an
  * earlier run had no budget for) up to date, at most `limit` of them and as many as `budget`
- * allows, and takes those off the queue. `more` tells that the budget stopped it before the queue
- * or the limit ran out.
+ * allows, and takes those off the queue; by default only those last changed
+ * {@link KV_WRITE_SETTLE_SECONDS} or more before `now`. `more` tells that the budget stopped it
+ * before the queue or the limit ran out.
  */
 export async function drainPending(
 	env: Env,
 	now: number,
 	limit: number,
 	budget: KvBudget,
+	settledBy = now - KV_WRITE_SETTLE_SECONDS,
 ): Promise<{ checked: number; fixed: number; more: boolean }> {
-	const pending = await readPending(env.DB, limit);
+	const pending = await readPending(env.DB, limit, settledBy);
 	if (pending.length === 0) return { checked: 0, fixed: 0, more: false };
 	const { checked, fixed } = await repairKeys(
 		env,

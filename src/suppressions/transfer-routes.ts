@@ -113,9 +113,10 @@ export async function importRoute(
 	const now = Math.floor(Date.now() / 1000);
 	const { entries, failed } = readImport(body.bytes, format, now);
 	const imported = await importEntries(env.DB, entries);
-	// What this cannot push (KV failing, or more than IMPORT_EDGE_SYNC addresses) the cron drains.
+	// At once, changes of a moment ago included; what this cannot push (KV failing, or more than
+	// IMPORT_EDGE_SYNC addresses) the cron drains.
 	ctx.waitUntil(
-		drainPending(env, now, IMPORT_EDGE_SYNC, { left: KV_OPERATIONS_PER_RUN }).catch(
+		drainPending(env, now, IMPORT_EDGE_SYNC, { left: KV_OPERATIONS_PER_RUN }, now).catch(
 			(error: unknown) => {
 				log("warn", "import edge sync failed", {
 					requestId: request.requestId,

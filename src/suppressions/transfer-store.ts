@@ -86,11 +86,17 @@ export interface Pending {
 	version: number;
 }
 
-/** Up to `limit` addresses whose KV copy is due. */
-export async function readPending(db: D1Database, limit: number): Promise<Pending[]> {
+/** Up to `limit` addresses whose KV copy is due, of those last queued at or before `settledBy`. */
+export async function readPending(
+	db: D1Database,
+	limit: number,
+	settledBy: number,
+): Promise<Pending[]> {
 	const { results } = await db
-		.prepare("SELECT email, version FROM edge_pending ORDER BY email LIMIT ?")
-		.bind(limit)
+		.prepare(
+			"SELECT email, version FROM edge_pending WHERE queued_at <= ?2 ORDER BY email LIMIT ?1",
+		)
+		.bind(limit, settledBy)
 		.all<Pending>();
 	return results;
 }

@@ -213,7 +213,7 @@ describe("DELETE /v1/addresses/{email}", () => {
 		expect((await lookup("gone@example.com")).suppressed).toBe(false);
 		expect(await countRows("suppression_history")).toBe(0);
 		// Queued only until the next reconcile run has made sure its KV key is gone.
-		await runCron();
+		await runCron(Date.now() + 60_000);
 		const queued = await env.DB.prepare("SELECT count(*) AS n FROM edge_pending WHERE email = ?")
 			.bind("gone@example.com")
 			.first<{ n: number }>();

@@ -1,8 +1,9 @@
 import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { KV_OPERATIONS_PER_RUN } from "../../src/cron/reconcile";
+import { KV_OPERATIONS_PER_RUN, KV_WRITE_SETTLE_SECONDS } from "../../src/cron/reconcile";
 import {
 	countingKv,
+	countRows,
 	daysAgo,
 	envWithFailingSql,
 	lookup,
@@ -121,7 +122,9 @@ describe("the reconcile cron", () => {
 		const runs: Result[] = [];
 		for (let i = 0; i < 5 && !runs.at(-1)?.done; i++) {
 			const counting = countingKv();
-			runs.push(await cron(Date.now(), { ...counting.env, RECONCILE_BATCH_SIZE: "5000" }));
+			// Five minutes apart, as the cron runs.
+			const at = Date.now() + (i + 1) * 300_000;
+			runs.push(await cron(at, { ...counting.env, RECONCILE_BATCH_SIZE: "5000" }));
 			const { get, put, delete: deleted, list } = counting.counts;
 			operations.push(get + put + deleted + list);
 		}
@@ -143,7 +146,8 @@ describe("the reconcile cron", () => {
 		);
 		await postCallback(others.map((email) => ({ event: "spamreport", email, timestamp: 1 })));
 		const small = { ...env, RECONCILE_BATCH_SIZE: "2" };
-		while (!(await cron(Date.now(), small)).done) {}
+		const later = Date.now() + (KV_WRITE_SETTLE_SECONDS + 1) * 1000;
+		while (!(await cron(later, small)).done) {}
 		// A KV put that fails (KV takes one write per key per second, or is down) ...
 		const failing = countingKv({ put: true });
 		await postCallback(
@@ -164,9 +168,51 @@ describe("the reconcile cron", () => {
 		expect((await lookup("z-failed@example.com")).suppressed).toBe(false);
 		expect((await lookup("z-late@example.com")).entries).toHaveLength(1);
 
+		// A run within KV_WRITE_SETTLE_SECONDS of the changes leaves them queued: a request's own
+		// KV write could still land after its check.
 		await cron(Date.now(), small);
+		expect((await lookup("z-failed@example.com")).suppressed).toBe(false);
+		const queued = await env.DB.prepare(
+			"SELECT email FROM edge_pending WHERE email LIKE 'z-%' ORDER BY email",
+		).all();
+		expect(queued.results).toEqual([
+			{ email: "z-failed@example.com" },
+			{ email: "z-late@example.com" },
+		]);
+		// The next run checks them, however far its sweep is from them.
+		await cron(Date.now() + (KV_WRITE_SETTLE_SECONDS + 1) * 1000, small);
 		expect((await lookup("z-failed@example.com")).suppressed).toBe(true);
 		expect((await lookup("z-late@example.com")).entries).toHaveLength(2);
+	});
+
+	it("keeps an address queued when it changes while a run checks it", async () => {
+		await postCallback({ event: "spamreport", email: "busy@example.com", timestamp: 1 });
+		let changed = false;
+		// KV as the cron sees it: a callback for the address commits while the run reads its key.
+		const kv = new Proxy(env.SUPPRESSIONS, {
+			get(target, property) {
+				if (property === "get") {
+					return async (...args: Parameters<KVNamespace["get"]>) => {
+						const value = await Reflect.apply(target.get, target, args);
+						if (!changed) {
+							changed = true;
+							const unsubscribe = { event: "unsubscribe", email: "busy@example.com", timestamp: 2 };
+							expect((await postCallback(unsubscribe)).status).toBe(200);
+						}
+						return value;
+					};
+				}
+				const value = Reflect.get(target, property);
+				return typeof value === "function" ? value.bind(target) : value;
+			},
+		});
+		const later = Date.now() + (KV_WRITE_SETTLE_SECONDS + 1) * 1000;
+		await cron(later, { ...env, SUPPRESSIONS: kv });
+		expect(changed).toBe(true);
+		const queued = await env.DB.prepare("SELECT email FROM edge_pending").all();
+		expect(queued.results).toEqual([{ email: "busy@example.com" }]);
+		await cron(later + 300_000);
+		expect(await countRows("edge_pending")).toBe(0);
 	});
 
 	it("a steady stream of expiries does not pause the sweeps", async () => {
