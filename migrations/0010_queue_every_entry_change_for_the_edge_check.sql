@@ -8,6 +8,8 @@
 -- than a request's KV write can take to land, so that no such write lands after its check.
 ALTER TABLE edge_pending ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE edge_pending ADD COLUMN queued_at INTEGER NOT NULL DEFAULT 0;
+-- Oldest first, so that no address waits behind a steady stream of newer ones.
+CREATE INDEX edge_pending_by_time ON edge_pending (queued_at);
 
 CREATE TRIGGER suppressions_queue_inserted AFTER INSERT ON suppressions BEGIN
   INSERT INTO edge_pending (email, queued_at) VALUES (NEW.email, unixepoch())

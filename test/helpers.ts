@@ -191,8 +191,8 @@ export async function entriesOf(email: string): Promise<Array<Partial<EntryJson>
 		.sort((a, b) => JSON.stringify(a).localeCompare(JSON.stringify(b)));
 }
 
-/** The KV binding wrapped to count writes and, on request, to fail. */
-export function countingKv(fail: { put?: boolean; get?: boolean } = {}) {
+/** The KV binding wrapped to count operations and, on request, to fail puts, gets or deletes. */
+export function countingKv(fail: { put?: boolean; get?: boolean; delete?: boolean } = {}) {
 	const counts = { put: 0, delete: 0, get: 0, list: 0 };
 	const kv = new Proxy(env.SUPPRESSIONS, {
 		get(target, property) {
@@ -204,7 +204,11 @@ export function countingKv(fail: { put?: boolean; get?: boolean } = {}) {
 			) {
 				return (...args: unknown[]) => {
 					counts[property]++;
-					if ((property === "put" && fail.put) || (property === "get" && fail.get)) {
+					if (
+						(property === "put" && fail.put) ||
+						(property === "get" && fail.get) ||
+						(property === "delete" && fail.delete)
+					) {
 						return Promise.reject(new Error("KV: injected failure (429 Too Many Requests)"));
 					}
 					return Reflect.apply(Reflect.get(target, property), target, args);

@@ -29,11 +29,12 @@ const STATE = "reconcile";
 export const KV_OPERATIONS_PER_RUN = 900;
 
 /**
- * How long a request's own KV write can still land after its change (it runs in `waitUntil`,
- * which lasts at most 30 seconds past the answer): the cron checks a queued address only once its
- * last change is older, so that no such write can land after the check and go unseen.
+ * How old a change must be before the cron checks its address's KV key: the request that made it
+ * may write the key up to 30 seconds after its answer (`waitUntil`), and a KV read may return a
+ * value up to 60 seconds old. Checked sooner, a late write could land, or still be unseen, after
+ * the check and go unrepaired.
  */
-export const KV_WRITE_SETTLE_SECONDS = 30;
+export const KV_WRITE_SETTLE_SECONDS = 120;
 
 /** Addresses whose entries one D1 query reads for a repair (a multiple of KV_BATCH). */
 const ENTRIES_READ = 1000;
@@ -139,19 +140,18 @@ export async function reconcile(
 
 /**
  * Brings the KV copy of queued addresses (each whose entries changed, migration 0010, and what an
- * earlier run had no budget for) up to date, at most `limit` of them and as many as `budget`
- * allows, and takes those off the queue; by default only those last changed
+ * earlier run had no budget for) up to date, oldest first, at most `limit` of them and as many as
+ * `budget` allows, and takes those off the queue; only those last changed
  * {@link KV_WRITE_SETTLE_SECONDS} or more before `now`. `more` tells that the budget stopped it
  * before the queue or the limit ran out.
  */
-export async function drainPending(
+async function drainPending(
 	env: Env,
 	now: number,
 	limit: number,
 	budget: KvBudget,
-	settledBy = now - KV_WRITE_SETTLE_SECONDS,
 ): Promise<{ checked: number; fixed: number; more: boolean }> {
-	const pending = await readPending(env.DB, limit, settledBy);
+	const pending = await readPending(env.DB, limit, now - KV_WRITE_SETTLE_SECONDS);
 	if (pending.length === 0) return { checked: 0, fixed: 0, more: false };
 	const { checked, fixed } = await repairKeys(
 		env,
@@ -168,7 +168,7 @@ export async function drainPending(
  * read of up to 100 at a time, while `budget` covers a read and a write for each address of the
  * next batch. Returns how many addresses it checked (a prefix of `emails`) and fixed.
  */
-async function repairKeys(
+export async function repairKeys(
 	env: Env,
 	emails: string[],
 	now: number,

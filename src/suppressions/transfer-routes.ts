@@ -1,6 +1,6 @@
 import * as z from "zod/mini";
 import { readBody } from "../body";
-import { drainPending, KV_OPERATIONS_PER_RUN } from "../cron/reconcile";
+import { KV_OPERATIONS_PER_RUN, repairKeys } from "../cron/reconcile";
 import { ApiError, json } from "../errors";
 import { isoTime } from "../events/event";
 import { log } from "../log";
@@ -112,18 +112,17 @@ export async function importRoute(
 		throw new ApiError(413, "payload_too_large", `The body exceeds ${MAX_IMPORT_BYTES} bytes`);
 	const now = Math.floor(Date.now() / 1000);
 	const { entries, failed } = readImport(body.bytes, format, now);
-	const imported = await importEntries(env.DB, entries);
-	// At once, changes of a moment ago included; what this cannot push (KV failing, or more than
-	// IMPORT_EDGE_SYNC addresses) the cron drains.
+	const changed = await importEntries(env.DB, entries);
+	// The first IMPORT_EDGE_SYNC changed addresses go to KV at once; every one stays queued, and
+	// the cron checks them all once these writes have landed (KV failing, or more addresses).
+	const addresses = [...new Set(changed)].slice(0, IMPORT_EDGE_SYNC);
 	ctx.waitUntil(
-		drainPending(env, now, IMPORT_EDGE_SYNC, { left: KV_OPERATIONS_PER_RUN }, now).catch(
-			(error: unknown) => {
-				log("warn", "import edge sync failed", {
-					requestId: request.requestId,
-					error: String(error),
-				});
-			},
-		),
+		repairKeys(env, addresses, now, { left: KV_OPERATIONS_PER_RUN }).catch((error: unknown) => {
+			log("warn", "import edge sync failed", {
+				requestId: request.requestId,
+				error: String(error),
+			});
+		}),
 	);
-	return json({ imported, unchanged: entries.length - imported, failed });
+	return json({ imported: changed.length, unchanged: entries.length - changed.length, failed });
 }

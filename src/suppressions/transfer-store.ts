@@ -55,18 +55,18 @@ RETURNING email`;
  * Upserts imported entries (one statement per chunk, all in one batch, so 10,000 lines stay far
  * inside the Free plan's 50 queries); each changed entry queues its address for the KV copy
  * (migration 0010). An entry identical to the stored one is left untouched and records no
- * history. Returns how many rows were inserted or changed.
+ * history. Returns the address of each row inserted or changed.
  */
-export async function importEntries(db: D1Database, entries: ImportedEntry[]): Promise<number> {
+export async function importEntries(db: D1Database, entries: ImportedEntry[]): Promise<string[]> {
 	const statements: D1PreparedStatement[] = [];
 	for (let i = 0; i < entries.length; i += IMPORT_CHUNK) {
 		statements.push(
 			db.prepare(UPSERT_IMPORTED).bind(JSON.stringify(entries.slice(i, i + IMPORT_CHUNK))),
 		);
 	}
-	if (statements.length === 0) return 0;
-	const results = await db.batch(statements);
-	return results.reduce((sum, result) => sum + result.results.length, 0);
+	if (statements.length === 0) return [];
+	const results = await db.batch<{ email: string }>(statements);
+	return results.flatMap((result) => result.results.map((row) => row.email));
 }
 
 /** Queues addresses whose KV copy is due, for the cron's next run. */
@@ -86,7 +86,10 @@ export interface Pending {
 	version: number;
 }
 
-/** Up to `limit` addresses whose KV copy is due, of those last queued at or before `settledBy`. */
+/**
+ * Up to `limit` addresses whose KV copy is due, oldest first, of those last queued at or before
+ * `settledBy`.
+ */
 export async function readPending(
 	db: D1Database,
 	limit: number,
@@ -94,7 +97,7 @@ export async function readPending(
 ): Promise<Pending[]> {
 	const { results } = await db
 		.prepare(
-			"SELECT email, version FROM edge_pending WHERE queued_at <= ?2 ORDER BY email LIMIT ?1",
+			"SELECT email, version FROM edge_pending WHERE queued_at <= ?2 ORDER BY queued_at, email LIMIT ?1",
 		)
 		.bind(limit, settledBy)
 		.all<Pending>();

@@ -185,6 +185,27 @@ describe("the reconcile cron", () => {
 		expect((await lookup("z-late@example.com")).entries).toHaveLength(2);
 	});
 
+	it("checks queued addresses oldest first, so none waits behind newer changes", async () => {
+		const failing = countingKv({ put: true });
+		await postCallback(
+			{ event: "spamreport", email: "z-old@example.com", timestamp: 1 },
+			{ env: failing.env },
+		);
+		await new Promise((resolve) => setTimeout(resolve, 1100));
+		const small = { ...env, RECONCILE_BATCH_SIZE: "2" };
+		const later = Date.now() + (KV_WRITE_SETTLE_SECONDS + 1) * 1000;
+		// Two newer changes, of addresses that sort first, before the run: as many as it checks.
+		await postCallback(
+			["a-new-1@example.com", "a-new-2@example.com"].map((email) => ({
+				event: "spamreport",
+				email,
+				timestamp: 1,
+			})),
+		);
+		await cron(later, small);
+		expect((await lookup("z-old@example.com")).suppressed).toBe(true);
+	});
+
 	it("keeps an address queued when it changes while a run checks it", async () => {
 		await postCallback({ event: "spamreport", email: "busy@example.com", timestamp: 1 });
 		let changed = false;
