@@ -1,4 +1,5 @@
 import type { PolicySettings } from "../config";
+import { log } from "../log";
 import { edgeKey, KV_BATCH, renderEdgeValue, writeEdge } from "../suppressions/edge";
 import type { StoredEntry } from "../suppressions/entry";
 import {
@@ -98,8 +99,8 @@ export async function reconcile(
 	}
 	const toCheck = [...new Set([...rechecked, ...retired, ...addresses])];
 	const repaired = await repairKeys(env, toCheck, now, budget);
-	// Addresses the budget left unchecked wait in the queue the next run drains first.
-	const deferred = toCheck.slice(repaired.checked);
+	// Addresses the budget left unchecked, or whose write failed, wait in the queue.
+	const deferred = [...repaired.failed, ...toCheck.slice(repaired.checked)];
 	if (deferred.length > 0) await queuePending(env.DB, deferred);
 	let fixed = drained.fixed + repaired.fixed;
 
@@ -142,8 +143,8 @@ export async function reconcile(
  * Brings the KV copy of queued addresses (each whose entries changed, migration 0010, and what an
  * earlier run had no budget for) up to date, oldest first, at most `limit` of them and as many as
  * `budget` allows, and takes those off the queue; only those last changed
- * {@link KV_WRITE_SETTLE_SECONDS} or more before `now`. `more` tells that the budget stopped it
- * before the queue or the limit ran out.
+ * {@link KV_WRITE_SETTLE_SECONDS} or more before `now`. `more` tells that some stay queued: the
+ * budget stopped it before the queue or the limit ran out, or a write failed.
  */
 async function drainPending(
 	env: Env,
@@ -153,29 +154,34 @@ async function drainPending(
 ): Promise<{ checked: number; fixed: number; more: boolean }> {
 	const pending = await readPending(env.DB, limit, now - KV_WRITE_SETTLE_SECONDS);
 	if (pending.length === 0) return { checked: 0, fixed: 0, more: false };
-	const { checked, fixed } = await repairKeys(
+	const { checked, fixed, failed } = await repairKeys(
 		env,
 		pending.map((row) => row.email),
 		now,
 		budget,
 	);
-	if (checked > 0) await clearPending(env.DB, pending.slice(0, checked));
-	return { checked, fixed, more: checked < pending.length };
+	// An address whose write failed stays queued, for the next run to try again.
+	const done = pending.slice(0, checked).filter((row) => !failed.includes(row.email));
+	if (done.length > 0) await clearPending(env.DB, done);
+	return { checked, fixed, more: checked < pending.length || failed.length > 0 };
 }
 
 /**
  * Puts or deletes the keys of `emails` whose KV value differs from what D1 says, in order, a bulk
  * read of up to 100 at a time, while `budget` covers a read and a write for each address of the
- * next batch. Returns how many addresses it checked (a prefix of `emails`) and fixed.
+ * next batch. Returns how many addresses it checked (a prefix of `emails`) and fixed, and those
+ * whose write failed (KV refuses a second write to a key within a second): logged, not thrown, so
+ * that one refused key does not stop the rest.
  */
 export async function repairKeys(
 	env: Env,
 	emails: string[],
 	now: number,
 	budget: KvBudget,
-): Promise<{ checked: number; fixed: number }> {
+): Promise<{ checked: number; fixed: number; failed: string[] }> {
 	let checked = 0;
 	let fixed = 0;
+	const failed: string[] = [];
 	let entries = new Map<string, StoredEntry[]>();
 	for (let i = 0; i < emails.length; i += KV_BATCH) {
 		const batch = emails.slice(i, i + KV_BATCH);
@@ -190,13 +196,18 @@ export async function repairKeys(
 			const live = entries.get(email) ?? [];
 			const expected = live.length > 0 ? renderEdgeValue(live) : null;
 			if ((values.get(keys[j] as string) ?? null) !== expected) {
-				await writeEdge(env.SUPPRESSIONS, email, live, now);
-				fixed++;
+				try {
+					await writeEdge(env.SUPPRESSIONS, email, live, now);
+					fixed++;
+				} catch (error) {
+					failed.push(email);
+					log("warn", "edge write failed", { error: String(error) });
+				}
 			} else budget.left += 1; // the write it did not need
 		}
 		checked += batch.length;
 	}
-	return { checked, fixed };
+	return { checked, fixed, failed };
 }
 
 /** Deletes listed KV keys whose address has no live entry in D1. */

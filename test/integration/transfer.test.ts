@@ -3,6 +3,7 @@ import { beforeEach, describe, expect, it } from "vitest";
 import { KV_WRITE_SETTLE_SECONDS } from "../../src/cron/reconcile";
 import {
 	call,
+	countingKv,
 	countRows,
 	lookup,
 	postCallback,
@@ -235,6 +236,27 @@ describe("import", () => {
 	it("puts imported entries in KV", async () => {
 		await imported([HEADER, "kv@example.com,manual,*,,api,,,"].join("\n"));
 		expect((await lookup("kv@example.com")).suppressed).toBe(true);
+	});
+
+	it("counts each changed line, and writes an address's key once however many lines it has", async () => {
+		const kv = countingKv();
+		const response = await call(
+			"/v1/suppressions/import",
+			{
+				method: "POST",
+				headers: { authorization: `Bearer ${tokens.admin}`, "content-type": "text/csv" },
+				body: [
+					HEADER,
+					"two@example.com,manual,*,,api,,,",
+					"two@example.com,complaint,*,,event,,,",
+				].join("\n"),
+			},
+			kv.env,
+		);
+		expect(await response.json()).toEqual({ imported: 2, unchanged: 0, failed: [] });
+		// KV takes one write per key per second: a second put would be refused.
+		expect(kv.counts.put).toBe(1);
+		expect((await lookup("two@example.com")).entries).toHaveLength(2);
 	});
 
 	it("leaves what one request cannot push to KV to the cron", async () => {
