@@ -267,6 +267,16 @@ export function countingD1() {
 	return { counts, env: { ...env, DB: db } as Env };
 }
 
+/**
+ * Puts both of the reconcile cron's sweeps at the end of their cycle, so that its next run checks
+ * only what its queues lead it to (the run after starts a new cycle).
+ */
+export async function parkSweeps(): Promise<void> {
+	await env.DB.prepare(
+		`INSERT OR REPLACE INTO cron_state (name, value) VALUES ('reconcile', '{"d1":true,"kv":true}')`,
+	).run();
+}
+
 /** Runs the Worker's `scheduled` handler once, as the cron would. */
 export async function runCron(at = Date.now(), testEnv: Env = env): Promise<void> {
 	const controller = createScheduledController({ scheduledTime: at, cron: "*/5 * * * *" });

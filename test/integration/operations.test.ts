@@ -8,6 +8,7 @@ import {
 	daysAgo,
 	getJson,
 	lookup,
+	parkSweeps,
 	postCallback,
 	resetDatabase,
 	runCron,
@@ -232,9 +233,7 @@ describe("DELETE /v1/addresses/{email}", () => {
 				.first<{ n: number }>();
 		expect((await queued())?.n).toBe(1);
 		// Both sweeps at the end of their cycle, so that only the queue can lead the cron to it.
-		await env.DB.prepare(
-			`INSERT OR REPLACE INTO cron_state (name, value) VALUES ('reconcile', '{"d1":true,"kv":true}')`,
-		).run();
+		await parkSweeps();
 		// The address waits in the queue only until the cron has made sure its key is gone.
 		await runCron(Date.now() + (KV_WRITE_SETTLE_SECONDS + 1) * 1000);
 		expect(await env.SUPPRESSIONS.get("s:gone@example.com")).toBeNull();

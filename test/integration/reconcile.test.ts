@@ -7,6 +7,7 @@ import {
 	daysAgo,
 	envWithFailingSql,
 	lookup,
+	parkSweeps,
 	postCallback,
 	putSuppression,
 	resetDatabase,
@@ -246,9 +247,7 @@ describe("the reconcile cron", () => {
 			await putSuppression(`x${i}@example.com`, { expiresAt });
 		}
 		// Both sweeps at the end of their cycle, and a key lost since.
-		await env.DB.prepare(
-			`INSERT OR REPLACE INTO cron_state (name, value) VALUES ('reconcile', '{"d1":true,"kv":true}')`,
-		).run();
+		await parkSweeps();
 		await env.SUPPRESSIONS.delete("s:a-z@example.com");
 		const small = { ...env, RECONCILE_BATCH_SIZE: "2" };
 		const runs: Result[] = [];
@@ -289,9 +288,7 @@ describe("the reconcile cron", () => {
 			await env.SUPPRESSIONS.delete(`s:${email}`);
 		const later = Date.now() + (KV_WRITE_SETTLE_SECONDS + 1) * 1000;
 		// Both sweeps at the end of their cycle, so that only the queue leads the run to them.
-		await env.DB.prepare(
-			`INSERT OR REPLACE INTO cron_state (name, value) VALUES ('reconcile', '{"d1":true,"kv":true}')`,
-		).run();
+		await parkSweeps();
 		// KV refuses the first write of the run (one write per key per second) and takes the rest.
 		let refused = 0;
 		const kv = new Proxy(env.SUPPRESSIONS, {
