@@ -1,5 +1,5 @@
 -- Every change to an address's entries queues the address in edge_pending, in the transaction that
--- makes it, so that the reconcile cron's next run checks the address's KV key whatever became of
+-- makes it, so that a reconcile run soon after checks the address's KV key whatever became of
 -- the request's own KV write: it failed, KV refused it (one write per key per second), or an older
 -- write landed after it. Without this, such a key waited for the sweep over every address, which
 -- takes days for a long list. `version` counts the changes since the address was queued, so that
