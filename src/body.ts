@@ -1,4 +1,5 @@
 import { ApiError } from "./errors";
+import { parseJson } from "./json";
 
 /** The raw bytes of a request body, read up to a limit. */
 export interface RawBody {
@@ -47,7 +48,7 @@ const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false });
 
 /**
  * Parses bytes as JSON in strict UTF-8. `request.json()` would silently replace invalid bytes with
- * U+FFFD and so change what Tencent sent.
+ * U+FFFD, and round numbers a double cannot hold, and so change what Tencent sent ({@link parseJson}).
  *
  * @throws ApiError 400 `invalid_json`
  */
@@ -60,7 +61,7 @@ export function parseJsonBytes(bytes: Uint8Array): unknown {
 	}
 	if (text.trim() === "") throw new ApiError(400, "invalid_json", "The body is empty");
 	try {
-		return JSON.parse(text);
+		return parseJson(text);
 	} catch (error) {
 		const detail = error instanceof SyntaxError ? `: ${error.message}` : "";
 		throw new ApiError(400, "invalid_json", `The body is not valid JSON${detail}`);

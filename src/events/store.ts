@@ -1,3 +1,4 @@
+import { parseJson } from "../json";
 import type { StoredEvent } from "./event";
 
 const COLUMNS = {
@@ -158,6 +159,6 @@ function rowToEvent(row: EventRow): StoredEvent {
 	return {
 		...event,
 		custom: typeof row.custom === "string" ? JSON.parse(row.custom) : {},
-		extra: typeof row.extra === "string" ? JSON.parse(row.extra) : {},
+		extra: typeof row.extra === "string" ? parseJson(row.extra) : {},
 	} as StoredEvent;
 }

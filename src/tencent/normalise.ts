@@ -1,6 +1,7 @@
 import { domainOf, normalizeEmail } from "../email";
 import { ApiError, type Issue } from "../errors";
 import type { StoredEvent } from "../events/event";
+import { isRawJson } from "../json";
 import { eventKey, unmodeledProblems } from "./raw";
 import {
 	CUSTOM_FIELD_PREFIX,
@@ -72,7 +73,7 @@ interface Checked {
 }
 
 function checkEvent(item: unknown): Checked {
-	if (item === null || typeof item !== "object" || Array.isArray(item)) {
+	if (item === null || typeof item !== "object" || Array.isArray(item) || isRawJson(item)) {
 		return { issues: [{ path: "", message: "must be an event object" }] };
 	}
 	const issues = unmodeledProblems(item, MODELED_FIELDS);

@@ -1,4 +1,5 @@
 import type { Issue } from "../errors";
+import { isRawJson } from "../json";
 
 /** Limits on fields the schema does not model: generous for Tencent, bounded for abuse. */
 export const MAX_FIELDS = 200;
@@ -14,7 +15,7 @@ const MAX_UNMODELED_NODES = 2000;
  */
 export function canonicalJson(value: unknown): string {
 	if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
-	if (value !== null && typeof value === "object") {
+	if (value !== null && typeof value === "object" && !isRawJson(value)) {
 		const entries = Object.entries(value)
 			.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
 			.map(([key, child]) => `${JSON.stringify(key)}:${canonicalJson(child)}`);
@@ -66,7 +67,7 @@ function walk(value: unknown, depth: number, budget: { nodes: number }): string 
 	if (budget.nodes < 0)
 		return `must have at most ${MAX_UNMODELED_NODES} values in unmodeled fields`;
 	if (typeof value === "string") return value.isWellFormed() ? null : "must be well-formed Unicode";
-	if (value === null || typeof value !== "object") return null;
+	if (value === null || typeof value !== "object" || isRawJson(value)) return null;
 	if (depth >= MAX_DEPTH) return `must be nested at most ${MAX_DEPTH} levels deep`;
 	const children = Array.isArray(value) ? value : Object.entries(value).flat();
 	for (const child of children) {

@@ -340,6 +340,66 @@ describe("fields the schema does not model", () => {
 		});
 	});
 
+	it("keeps numbers a double cannot hold digit for digit, in the events API's answer too", async () => {
+		const fields =
+			'"snowflake":12345678901234567891,"nested":{"list":[-98765432109876543210,1]},' +
+			'"precise":0.12345678901234567891,"big":1e400,"safe":9007199254740991,"small":1.5';
+		const body = `{"event":"open","email":"digits@example.com","timestamp":1767225600,${fields}}`;
+		expect((await postCallback(body)).status).toBe(200);
+		const response = await getJson("/v1/events?email=digits%40example.com");
+		expect(await response.text()).toContain(`"extra":{${fields}}`);
+	});
+
+	it("keeps them in a request of more than five events, which travels as one JSON parameter", async () => {
+		const events = Array.from(
+			{ length: 6 },
+			(_, i) =>
+				`{"event":"open","email":"many${i}@example.com","timestamp":1767225600,"n":1234567890123456789${i}}`,
+		);
+		expect(await (await postCallback(`[${events.join(",")}]`)).json()).toMatchObject({ stored: 6 });
+		const response = await getJson("/v1/events?email=many5%40example.com");
+		expect(await response.text()).toContain('"extra":{"n":12345678901234567895}');
+	});
+
+	it("tells events apart by digits beyond a double's precision", async () => {
+		// Both numbers round to the same double: parsed plainly, the second would be a duplicate.
+		const event = (id: string) =>
+			`{"event":"click","email":"twice@example.com","timestamp":1767225600,"clickId":${id}}`;
+		const first = await postCallback(event("12345678901234567891"));
+		const second = await postCallback(event("12345678901234567892"));
+		expect(await first.json()).toMatchObject({ stored: 1, duplicates: 0 });
+		expect(await second.json()).toMatchObject({ stored: 1, duplicates: 0 });
+		const again = await postCallback(event("12345678901234567892"));
+		expect(await again.json()).toMatchObject({ stored: 0, duplicates: 1 });
+	});
+
+	it("refuses a modeled number beyond 2^53 as before, and a lone long number as no event", async () => {
+		const template = await postCallback(
+			'{"event":"open","email":"t@example.com","timestamp":1767225600,"templateId":12345678901234567891}',
+		);
+		expect(template.status).toBe(400);
+		expect((await template.json()) as Json).toMatchObject({
+			error: {
+				issues: [{ path: "templateId", message: expect.stringContaining("a template id") }],
+			},
+		});
+		const lone = await postCallback("[12345678901234567891]");
+		expect(lone.status).toBe(400);
+		expect((await lone.json()) as Json).toMatchObject({
+			error: { issues: [{ index: 0, path: "", message: "must be an event object" }] },
+		});
+		expect(await countRows("events")).toBe(0);
+	});
+
+	it("keeps a long number at the deepest level allowed", async () => {
+		let nested = "12345678901234567891";
+		for (let depth = 1; depth < 8; depth++) nested = `[${nested}]`;
+		const body = `{"event":"open","email":"deep@example.com","timestamp":1767225600,"deep":${nested}}`;
+		expect((await postCallback(body)).status).toBe(200);
+		const response = await getJson("/v1/events?email=deep%40example.com");
+		expect(await response.text()).toContain(`"deep":${nested}`);
+	});
+
 	it("keeps __proto__ and constructor as plain data", async () => {
 		await postCallback(
 			`{"event":"open","email":"p@example.com","timestamp":1,"__proto__":{"polluted":1},"constructor":"x"}`,

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { parseJson } from "../../src/json";
 import {
 	canonicalJson,
 	eventKey,
@@ -51,6 +52,11 @@ describe("canonicalJson", () => {
 		expect(canonicalJson([{ b: 1, a: 2 }, "x", [2, 1]])).toBe('[{"a":2,"b":1},"x",[2,1]]');
 		expect(canonicalJson([])).toBe("[]");
 		expect(canonicalJson({})).toBe("{}");
+	});
+
+	it("writes a number kept as its source text as that text", () => {
+		const received = parseJson('{"b":12345678901234567891,"a":[1e400]}');
+		expect(canonicalJson(received)).toBe('{"a":[1e400],"b":12345678901234567891}');
 	});
 
 	it("writes scalars as JSON.stringify does", () => {
