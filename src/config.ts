@@ -78,6 +78,7 @@ const settingsSchema = z
 		EVENT_RETENTION_DAYS: intSetting(90, 1, 36500),
 		REJECTED_RETENTION_DAYS: intSetting(30, 1, 36500),
 		RETENTION_BATCH_SIZE: intSetting(1000, 1, 10000),
+		MAX_REJECTED_MIB: intSetting(1024, 1, 10240),
 		CORS_ORIGINS: originList(),
 	})
 	.check(
@@ -116,6 +117,8 @@ export interface Settings {
 	/** Addresses the reconcile cron checks per run. */
 	reconcileBatchSize: number;
 	retention: { eventDays: number; rejectedDays: number; batchSize: number };
+	/** Bytes refused callbacks may keep in D1; past it a refusal is answered 503, not recorded. */
+	maxRejectedBytes: number;
 	/** Origins browsers may call the API from; none by default. */
 	corsOrigins: string[];
 }
@@ -162,6 +165,7 @@ export function loadSettings(env: object): Settings {
 			rejectedDays: parsed.data.REJECTED_RETENTION_DAYS,
 			batchSize: parsed.data.RETENTION_BATCH_SIZE,
 		},
+		maxRejectedBytes: parsed.data.MAX_REJECTED_MIB * 1024 * 1024,
 		corsOrigins: parsed.data.CORS_ORIGINS,
 	};
 	cache.set(env, settings);

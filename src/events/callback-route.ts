@@ -57,7 +57,7 @@ export async function receiveCallback(
 		// the body instead of losing it.
 		if (
 			error instanceof ApiError &&
-			!(await recordRefusal(env.DB, request, receivedAt, error, body))
+			!(await recordRefusal(env.DB, request, receivedAt, error, body, settings.maxRejectedBytes))
 		) {
 			throw storageUnavailable();
 		}
@@ -85,24 +85,31 @@ export async function receiveCallback(
 	return json({ ok: true, received: events.length, stored, duplicates });
 }
 
-/** Records a refused body; false, with the failure logged, when D1 did not take the record. */
+/**
+ * Records a refused body; false, with the reason logged, when D1 did not take the record or
+ * refused callbacks already keep `maxBytes`.
+ */
 async function recordRefusal(
 	db: D1Database,
 	request: CallbackRequest,
 	receivedAt: number,
 	error: ApiError,
 	body: Awaited<ReturnType<typeof readBody>>,
+	maxBytes: number,
 ): Promise<boolean> {
+	let id: string | null;
 	try {
-		const id = await recordRejected(db, {
-			receivedAt,
-			error,
-			contentType: request.headers.get("content-type"),
-			body: body.bytes,
-			bodyBytes: body.size,
-		});
-		request.logFields = { rejectedId: id, code: error.code };
-		return true;
+		id = await recordRejected(
+			db,
+			{
+				receivedAt,
+				error,
+				contentType: request.headers.get("content-type"),
+				body: body.bytes,
+				bodyBytes: body.size,
+			},
+			maxBytes,
+		);
 	} catch (failure) {
 		log("error", "rejected callback not recorded", {
 			requestId: request.requestId,
@@ -111,4 +118,13 @@ async function recordRefusal(
 		});
 		return false;
 	}
+	if (id === null) {
+		log("error", "rejected callback not recorded: refused callbacks fill MAX_REJECTED_MIB", {
+			requestId: request.requestId,
+			code: error.code,
+		});
+		return false;
+	}
+	request.logFields = { rejectedId: id, code: error.code };
+	return true;
 }

@@ -14,16 +14,23 @@ export interface RejectedCallback {
 }
 
 /**
- * Records a refused callback with its error and the first 64 KiB of its raw bytes.
- * Returns the record's id.
+ * Records a refused callback with its error and the first 64 KiB of its raw bytes, unless refused
+ * callbacks already keep `maxBytes` (migration 0011 keeps the total). Returns the record's id, or
+ * null when it was not recorded because the table is full.
  */
-export async function recordRejected(db: D1Database, rejected: RejectedCallback): Promise<string> {
+export async function recordRejected(
+	db: D1Database,
+	rejected: RejectedCallback,
+	maxBytes: number,
+): Promise<string | null> {
 	const id = crypto.randomUUID();
-	await db
+	const { results } = await db
 		.prepare(
 			`INSERT INTO rejected_callbacks
 			(id, received_at, status, code, message, issues, content_type, body, body_bytes)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9
+			WHERE coalesce((SELECT bytes FROM rejected_storage WHERE id = 1), 0) < ?10
+			RETURNING id`,
 		)
 		.bind(
 			id,
@@ -35,9 +42,10 @@ export async function recordRejected(db: D1Database, rejected: RejectedCallback)
 			rejected.contentType,
 			rejected.body.slice(0, MAX_REJECTED_BODY_BYTES),
 			rejected.bodyBytes,
+			maxBytes,
 		)
 		.run();
-	return id;
+	return results.length > 0 ? id : null;
 }
 
 /** A rejected callback as stored. */

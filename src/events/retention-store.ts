@@ -25,18 +25,22 @@ export async function deleteEventsBefore(
 	return deleted?.meta.changes ?? 0;
 }
 
-/** Deletes at most `limit` rejected callbacks received before `cutoff`. */
+/**
+ * Deletes at most `limit` rejected callbacks received before `cutoff`. Counted with RETURNING:
+ * `meta.changes` would also count migration 0011's trigger, which updates the running total.
+ */
 export async function deleteRejectedBefore(
 	db: D1Database,
 	cutoff: number,
 	limit: number,
 ): Promise<number> {
-	const result = await db
+	const { results } = await db
 		.prepare(
 			`DELETE FROM rejected_callbacks WHERE id IN (
-				SELECT id FROM rejected_callbacks WHERE received_at < ?1 ORDER BY received_at LIMIT ?2)`,
+				SELECT id FROM rejected_callbacks WHERE received_at < ?1 ORDER BY received_at LIMIT ?2)
+			RETURNING 1`,
 		)
 		.bind(cutoff, limit)
 		.run();
-	return result.meta.changes;
+	return results.length;
 }

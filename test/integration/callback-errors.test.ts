@@ -217,6 +217,87 @@ describe("refused callbacks store no event and are recorded", () => {
 	});
 });
 
+describe("the storage refused callbacks keep is bounded by MAX_REJECTED_MIB", () => {
+	const capped = { ...env, MAX_REJECTED_MIB: "1" };
+	/** A refused body of 70,000 bytes (64 KiB of it kept), numbered so that each is distinct. */
+	const bigBadBody = (i: number) => `{"n":${i},"pad":"${"x".repeat(70_000)}"`;
+
+	async function storedBytes(): Promise<{ total: number; sum: number }> {
+		const row = await env.DB.prepare(
+			`SELECT (SELECT bytes FROM rejected_storage) AS total,
+			(SELECT coalesce(sum(length(body) + length(CAST(message AS BLOB))
+				+ coalesce(length(CAST(issues AS BLOB)), 0)
+				+ coalesce(length(CAST(content_type AS BLOB)), 0)), 0) FROM rejected_callbacks) AS sum`,
+		).first<{ total: number; sum: number }>();
+		return { total: row?.total ?? -1, sum: row?.sum ?? -1 };
+	}
+
+	it("records refusals up to the bound, then answers 503 with Retry-After and records nothing", async () => {
+		// 1 MiB holds 15 records of 65,536 bytes and their messages; the 16th starts below the
+		// bound and passes it, so the 17th finds the table full.
+		for (let i = 0; i < 16; i++) {
+			await expectRefused(await postCallback(bigBadBody(i), { env: capped }), 400, "invalid_json");
+		}
+		expect(await countRows("rejected_callbacks")).toBe(16);
+		const full = await postCallback(bigBadBody(16), { env: capped });
+		await expectRefused(full, 503, "storage_unavailable");
+		expect(full.headers.get("retry-after")).toBe("30");
+		expect(await countRows("rejected_callbacks")).toBe(16);
+		// A small refusal is turned away too: the bound is on what is kept, not on one body.
+		await expectRefused(await postCallback("{", { env: capped }), 503, "storage_unavailable");
+		// Valid callbacks are not touched by the bound.
+		const valid = await postCallback(base, { env: capped });
+		expect(valid.status).toBe(200);
+		expect(await countRows("events")).toBe(1);
+		await env.DB.prepare("DELETE FROM events").run();
+		// Without the bound (the default, 1 GiB) the same refusal is recorded.
+		await expectRefused(await postCallback(bigBadBody(16)), 400, "invalid_json");
+		expect(await countRows("rejected_callbacks")).toBe(17);
+	});
+
+	it("frees what retention deletes, so refusals are recorded again", async () => {
+		for (let i = 0; i < 17; i++) await postCallback(bigBadBody(i), { env: capped });
+		expect(await countRows("rejected_callbacks")).toBe(16);
+		await env.DB.prepare(
+			"DELETE FROM rejected_callbacks WHERE id IN (SELECT id FROM rejected_callbacks LIMIT 2)",
+		).run();
+		await expectRefused(await postCallback(bigBadBody(17), { env: capped }), 400, "invalid_json");
+		expect(await countRows("rejected_callbacks")).toBe(15);
+	});
+
+	it("keeps a running total equal to the bytes the records keep", async () => {
+		expect(await storedBytes()).toEqual({ total: 0, sum: 0 });
+		await postCallback(bigBadBody(1), { headers: { "content-type": "text/plain" } });
+		await postCallback({ event: "nonsense", email: "x", timestamp: "soon" });
+		await postCallback("[]");
+		const after = await storedBytes();
+		// Each record keeps its body, its message, and the invalid_event's issues.
+		expect(after.total).toBeGreaterThan(65_536 + 200);
+		expect(after.total).toBe(after.sum);
+		const one = await env.DB.prepare(
+			"SELECT kept_bytes, length(body) AS body FROM rejected_callbacks WHERE content_type = 'text/plain'",
+		).first<{ kept_bytes: number; body: number }>();
+		expect(one?.body).toBe(65_536);
+		expect(one?.kept_bytes).toBe(65_536 + "text/plain".length + (await lastMessageBytes()));
+		await env.DB.prepare(
+			"UPDATE rejected_callbacks SET replayed_at = 1, issues = NULL WHERE code = 'invalid_event'",
+		).run();
+		const updated = await storedBytes();
+		expect(updated.total).toBe(updated.sum);
+		expect(updated.total).toBeLessThan(after.total);
+		await env.DB.prepare("DELETE FROM rejected_callbacks").run();
+		expect(await storedBytes()).toEqual({ total: 0, sum: 0 });
+	});
+});
+
+/** UTF-8 bytes of the message of the refused text/plain body. */
+async function lastMessageBytes(): Promise<number> {
+	const row = await env.DB.prepare(
+		"SELECT message FROM rejected_callbacks WHERE content_type = 'text/plain'",
+	).first<{ message: string }>();
+	return new TextEncoder().encode(row?.message ?? "").byteLength;
+}
+
 describe("not recorded", () => {
 	it("a wrong token: 404 exactly like an unknown path", async () => {
 		const response = await postCallback(docSamples[0], { token: "wrong-token-wrong-token" });

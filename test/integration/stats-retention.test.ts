@@ -251,6 +251,15 @@ describe("retention", () => {
 		expect(await countRows("events")).toBe(0);
 	});
 
+	it("counts each deleted rejected callback once, at most the batch size", async () => {
+		const { deleteRejectedBefore } = await import("../../src/events/retention-store");
+		for (const body of ["{", "[", "nul"]) await postCallback(body);
+		const cutoff = Math.floor(later(31) / 1000);
+		expect(await deleteRejectedBefore(env.DB, cutoff, 2)).toBe(2);
+		expect(await deleteRejectedBefore(env.DB, cutoff, 2)).toBe(1);
+		expect(await countRows("rejected_callbacks")).toBe(0);
+	});
+
 	it("keeps rejected callbacks 30 days", async () => {
 		await postCallback("{ not json");
 		await runCron(later(29));

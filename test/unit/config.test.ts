@@ -18,6 +18,7 @@ const POLICY_DEFAULTS = {
 	},
 	reconcileBatchSize: 500,
 	retention: { eventDays: 90, rejectedDays: 30, batchSize: 1000 },
+	maxRejectedBytes: 1024 * 1024 * 1024,
 	corsOrigins: [],
 };
 
@@ -256,6 +257,15 @@ describe("retention settings", () => {
 			RETENTION_BATCH_SIZE: "50",
 		});
 		expect(settings.retention).toEqual({ eventDays: 30, rejectedDays: 7, batchSize: 50 });
+	});
+
+	it("reads MAX_REJECTED_MIB in MiB, from 1 to 10240", () => {
+		expect(loadSettings({ MAX_REJECTED_MIB: "3" }).maxRejectedBytes).toBe(3 * 1024 * 1024);
+		for (const bad of ["0", "10241", "1.5", "lots"]) {
+			expect(thrown(() => loadSettings({ MAX_REJECTED_MIB: bad })).message).toContain(
+				"MAX_REJECTED_MIB",
+			);
+		}
 	});
 
 	it("refuses a soft-bounce window longer than event retention", () => {

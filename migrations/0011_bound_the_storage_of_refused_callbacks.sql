@@ -1,0 +1,32 @@
+-- The bytes that refused callbacks keep, as one running total kept by triggers in the transaction
+-- of every change, so that a refusal learns whether the table is full by reading one row. Without
+-- a bound, anyone who learns the callback token (it crosses the internet in clear on port 8080)
+-- can fill D1's 10 GB with 64 KiB refused bodies within minutes, and then no callback is stored at
+-- all. Past MAX_REJECTED_MIB a refusal is not recorded and is answered 503 with Retry-After, so
+-- Tencent sends it again later.
+ALTER TABLE rejected_callbacks ADD COLUMN kept_bytes INTEGER GENERATED ALWAYS AS (
+  length(body) + length(CAST(message AS BLOB)) + coalesce(length(CAST(issues AS BLOB)), 0)
+    + coalesce(length(CAST(content_type AS BLOB)), 0)
+) VIRTUAL;
+
+CREATE TABLE rejected_storage (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  bytes INTEGER NOT NULL
+) STRICT;
+
+INSERT INTO rejected_storage (id, bytes)
+SELECT 1, coalesce(sum(kept_bytes), 0) FROM rejected_callbacks;
+
+CREATE TRIGGER rejected_storage_inserted AFTER INSERT ON rejected_callbacks BEGIN
+  INSERT INTO rejected_storage (id, bytes) VALUES (1, NEW.kept_bytes)
+  ON CONFLICT (id) DO UPDATE SET bytes = bytes + excluded.bytes;
+END;
+
+CREATE TRIGGER rejected_storage_deleted AFTER DELETE ON rejected_callbacks BEGIN
+  UPDATE rejected_storage SET bytes = bytes - OLD.kept_bytes WHERE id = 1;
+END;
+
+CREATE TRIGGER rejected_storage_updated AFTER UPDATE OF body, message, issues, content_type
+ON rejected_callbacks BEGIN
+  UPDATE rejected_storage SET bytes = bytes + NEW.kept_bytes - OLD.kept_bytes WHERE id = 1;
+END;
