@@ -1,5 +1,4 @@
 import { ApiError } from "./errors";
-import { parseJson } from "./json";
 
 /** The raw bytes of a request body, read up to a limit. */
 export interface RawBody {
@@ -48,11 +47,15 @@ const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false });
 
 /**
  * Parses bytes as JSON in strict UTF-8. `request.json()` would silently replace invalid bytes with
- * U+FFFD, and round numbers a double cannot hold, and so change what Tencent sent ({@link parseJson}).
+ * U+FFFD and so change what Tencent sent. A callback passes {@link parseJson}, which also keeps
+ * numbers a double cannot hold.
  *
  * @throws ApiError 400 `invalid_json`
  */
-export function parseJsonBytes(bytes: Uint8Array): unknown {
+export function parseJsonBytes(
+	bytes: Uint8Array,
+	parse: (text: string) => unknown = JSON.parse,
+): unknown {
 	let text: string;
 	try {
 		text = strictUtf8.decode(bytes);
@@ -61,7 +64,7 @@ export function parseJsonBytes(bytes: Uint8Array): unknown {
 	}
 	if (text.trim() === "") throw new ApiError(400, "invalid_json", "The body is empty");
 	try {
-		return parseJson(text);
+		return parse(text);
 	} catch (error) {
 		const detail = error instanceof SyntaxError ? `: ${error.message}` : "";
 		throw new ApiError(400, "invalid_json", `The body is not valid JSON${detail}`);

@@ -2,6 +2,7 @@ import * as z from "zod/mini";
 import { parseJsonBytes } from "../body";
 import { loadSettings } from "../config";
 import { ApiError, json, notFound } from "../errors";
+import { parseJson } from "../json";
 import { log } from "../log";
 import { decodeCursor, encodeCursor, limitParam, parseQuery, type RawQuery } from "../query";
 import { syncEdge } from "../suppressions/edge";
@@ -94,7 +95,11 @@ export async function replayRoute(
 	const now = Math.floor(Date.now() / 1000);
 	let events: Awaited<ReturnType<typeof parseCallback>>;
 	try {
-		events = await parseCallback(parseJsonBytes(bytes), settings.maxEventsPerRequest, now);
+		events = await parseCallback(
+			parseJsonBytes(bytes, parseJson),
+			settings.maxEventsPerRequest,
+			now,
+		);
 	} catch (error) {
 		if (!(error instanceof ApiError)) throw error;
 		throw new ApiError(

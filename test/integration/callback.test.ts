@@ -391,6 +391,31 @@ describe("fields the schema does not model", () => {
 		expect(await countRows("events")).toBe(0);
 	});
 
+	it("refuses a body nested too deep for the reviver for its depth, as without a long number", async () => {
+		const deep = `${"[".repeat(5000)}12345678901234567891${"]".repeat(5000)}`;
+		const response = await postCallback(
+			`{"event":"open","email":"d@example.com","timestamp":1767225600,"deep":${deep}}`,
+		);
+		expect(response.status).toBe(400);
+		expect((await response.json()) as Json).toMatchObject({
+			error: {
+				code: "invalid_event",
+				issues: [{ path: "deep", message: expect.stringContaining("nested") }],
+			},
+		});
+	});
+
+	it.each([
+		["timestamp", "1767225600.000000"],
+		["timestamp", "1.767225600000000e9"],
+		["templateId", "123456.0000000000"],
+		["eventid", "4.000000000000000"],
+	])("accepts %s written %s, whole with more than 15 digits", async (field, source) => {
+		const timestamp = field === "timestamp" ? "" : '"timestamp":1767225600,';
+		const body = `{"event":"open","email":"z@example.com",${timestamp}"${field}":${source}}`;
+		expect((await postCallback(body)).status).toBe(200);
+	});
+
 	it("keeps a long number at the deepest level allowed", async () => {
 		let nested = "12345678901234567891";
 		for (let depth = 1; depth < 8; depth++) nested = `[${nested}]`;

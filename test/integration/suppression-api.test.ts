@@ -191,6 +191,21 @@ describe("POST /v1/suppressions/check", () => {
 	});
 });
 
+describe("API bodies are parsed plainly", () => {
+	it.each(["12345678901234567891", "1e400", "42"])(
+		"PUT /v1/suppressions/{email} with the body %s is refused, not read as {}",
+		async (body) => {
+			const response = await call("/v1/suppressions/whole%40example.com", {
+				method: "PUT",
+				headers: { authorization: `Bearer ${tokens.admin}` },
+				body,
+			});
+			expect(response.status).toBe(400);
+			expect(await entriesOf("whole@example.com")).toEqual([]);
+		},
+	);
+});
+
 describe("GET /v1/suppressions", () => {
 	it("lists live entries in address order, filtered, paged to the end", async () => {
 		const all = (await (

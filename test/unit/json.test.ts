@@ -1,3 +1,4 @@
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { isRawJson, parseJson } from "../../src/json";
 
@@ -32,12 +33,21 @@ describe("parseJson", () => {
 		["a spelling JSON.stringify writes otherwise", "1.50", 1.5],
 		["an exponent", "1.5e300", 1.5e300],
 		["negative zero", "-0", -0],
+		["a whole number written with 17 digits", "1767225600.0000000", 1767225600],
+		["one with an exponent and trailing zeros", "1.767225600000000e9", 1767225600],
 		["zero with an exponent", "0.0e-400", 0],
 		["a number just inside the normal range", "3e-308", 3e-308],
 	])("reads %s as a plain number", (_name, source, expected) => {
-		// Padded so the text takes the reviver's path, not the fast one.
-		const value = parseJson(`["${"9".repeat(20)}", ${source}]`) as unknown[];
+		// Beside a lossy number, so the text takes the reviver's path, not the fast one.
+		const value = parseJson(`[${"9".repeat(20)}, ${source}]`) as unknown[];
 		expect(value[1]).toBe(expected);
+	});
+
+	it("reads a long number inside a string as a string, beside a lossy one", () => {
+		const value = parseJson('{"s":"a \\" 12345678901234567891","n":12345678901234567891}');
+		expect(JSON.stringify(value)).toBe(
+			'{"s":"a \\" 12345678901234567891","n":12345678901234567891}',
+		);
 	});
 
 	it("leaves digits inside strings alone", () => {
@@ -49,5 +59,42 @@ describe("parseJson", () => {
 	it("throws JSON.parse's SyntaxError on either path", () => {
 		expect(() => parseJson("{")).toThrow(SyntaxError);
 		expect(() => parseJson("[12345678901234567890,")).toThrow(SyntaxError);
+	});
+
+	it("keeps a long number after white space of every kind", () => {
+		expect(roundTrip('{"a":\n\t 12345678901234567891}')).toBe('{"a":12345678901234567891}');
+	});
+
+	it("writes back any text of integers and doubles as JSON.stringify would, digit for digit", () => {
+		// Integers of any size, and doubles as JSON.stringify writes them, nested in arrays and
+		// objects: the text parsed and written again is the text.
+		const number = fc.oneof(
+			fc.bigInt({ min: -(10n ** 40n), max: 10n ** 40n }).map(String),
+			fc.double({ noNaN: true, noDefaultInfinity: true }).map((value) => JSON.stringify(value)),
+		);
+		const text = fc.letrec<{ value: string }>((tie) => ({
+			value: fc.oneof(
+				{ depthSize: "small" },
+				number,
+				fc.string().map((value) => JSON.stringify(value)),
+				fc.array(tie("value"), { maxLength: 4 }).map((items) => `[${items.join(",")}]`),
+				fc
+					.uniqueArray(fc.tuple(fc.string(), tie("value")), {
+						maxLength: 4,
+						selector: ([key]) => key,
+					})
+					// Keys never look like integers, which objects would list first.
+					.map(
+						(entries) =>
+							`{${entries.map(([k, v]) => `${JSON.stringify(`k${k}`)}:${v}`).join(",")}}`,
+					),
+			),
+		})).value;
+		fc.assert(
+			fc.property(text, (source) => {
+				expect(JSON.stringify(parseJson(source))).toBe(source);
+			}),
+			{ numRuns: 500 },
+		);
 	});
 });
