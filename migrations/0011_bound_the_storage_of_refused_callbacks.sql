@@ -1,11 +1,14 @@
--- The bytes that refused callbacks keep, as one running total kept by triggers in the transaction
--- of every change, so that a refusal learns whether the table is full by reading one row. Without
--- a bound, anyone who learns the callback token (it crosses the internet in clear on port 8080)
--- can fill D1's 10 GB with 64 KiB refused bodies within minutes, and then no callback is stored at
--- all. Past MAX_REJECTED_MIB a refusal is not recorded and is answered 503 with Retry-After, so
--- Tencent sends it again later.
+-- The bytes that refused callbacks take in D1, as one running total kept by triggers in the
+-- transaction of every change, so that a refusal learns whether the table is full by reading one
+-- row. Without a bound, anyone who learns the callback token (it crosses the internet in clear on
+-- port 8080) can fill D1 with refused bodies, and then no callback is stored at all. Past
+-- MAX_REJECTED_MIB a refusal is not recorded and is answered 503 with Retry-After, so that Tencent
+-- sends it again later.
+-- A record takes its body, message, issues and content type, and about 200 bytes more: its id,
+-- times, status and code, and its two index entries (an empty body's record grew the local
+-- database by 193 bytes), so that a flood of the smallest refusals is counted as what it takes.
 ALTER TABLE rejected_callbacks ADD COLUMN kept_bytes INTEGER GENERATED ALWAYS AS (
-  length(body) + length(CAST(message AS BLOB)) + coalesce(length(CAST(issues AS BLOB)), 0)
+  200 + length(body) + length(CAST(message AS BLOB)) + coalesce(length(CAST(issues AS BLOB)), 0)
     + coalesce(length(CAST(content_type AS BLOB)), 0)
 ) VIRTUAL;
 

@@ -78,7 +78,8 @@ const settingsSchema = z
 		EVENT_RETENTION_DAYS: intSetting(90, 1, 36500),
 		REJECTED_RETENTION_DAYS: intSetting(30, 1, 36500),
 		RETENTION_BATCH_SIZE: intSetting(1000, 1, 10000),
-		MAX_REJECTED_MIB: intSetting(1024, 1, 10240),
+		// At most D1's 10 GB.
+		MAX_REJECTED_MIB: intSetting(1024, 1, 9536),
 		CORS_ORIGINS: originList(),
 	})
 	.check(

@@ -2,6 +2,8 @@ import type { ApiError } from "../errors";
 
 /** The most of a rejected body that is kept: enough to inspect and replay any real callback. */
 export const MAX_REJECTED_BODY_BYTES = 64 * 1024;
+/** The most of a refused request's Content-Type that is kept (real ones are far shorter). */
+export const MAX_REJECTED_CONTENT_TYPE = 256;
 
 /** A callback request that was refused, as kept for an operator. */
 export interface RejectedCallback {
@@ -14,9 +16,10 @@ export interface RejectedCallback {
 }
 
 /**
- * Records a refused callback with its error and the first 64 KiB of its raw bytes, unless refused
- * callbacks already keep `maxBytes` (migration 0011 keeps the total). Returns the record's id, or
- * null when it was not recorded because the table is full.
+ * Records a refused callback with its error, the first 64 KiB of its raw bytes and the first 256
+ * characters of its Content-Type, unless refused callbacks already take `maxBytes` (migration 0011
+ * keeps the total). Returns the record's id, or null when it was not recorded because the table is
+ * full.
  */
 export async function recordRejected(
 	db: D1Database,
@@ -39,7 +42,8 @@ export async function recordRejected(
 			rejected.error.code,
 			rejected.error.message,
 			rejected.error.issues ? JSON.stringify(rejected.error.issues) : null,
-			rejected.contentType,
+			// A header value is Latin-1, so cutting it never splits a character.
+			rejected.contentType?.slice(0, MAX_REJECTED_CONTENT_TYPE) ?? null,
 			rejected.body.slice(0, MAX_REJECTED_BODY_BYTES),
 			rejected.bodyBytes,
 			maxBytes,

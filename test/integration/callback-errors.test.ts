@@ -1,5 +1,6 @@
 import { env } from "cloudflare:workers";
 import { beforeEach, describe, expect, it } from "vitest";
+import { deleteRejectedBefore } from "../../src/events/retention-store";
 import { countRows, docSamples, envWithFailingSql, postCallback, resetDatabase } from "../helpers";
 
 type ErrorBody = { error: { code: string; message: string; issues?: Record<string, unknown>[] } };
@@ -225,16 +226,21 @@ describe("the storage refused callbacks keep is bounded by MAX_REJECTED_MIB", ()
 	async function storedBytes(): Promise<{ total: number; sum: number }> {
 		const row = await env.DB.prepare(
 			`SELECT (SELECT bytes FROM rejected_storage) AS total,
-			(SELECT coalesce(sum(length(body) + length(CAST(message AS BLOB))
+			(SELECT coalesce(sum(200 + length(body) + length(CAST(message AS BLOB))
 				+ coalesce(length(CAST(issues AS BLOB)), 0)
 				+ coalesce(length(CAST(content_type AS BLOB)), 0)), 0) FROM rejected_callbacks) AS sum`,
 		).first<{ total: number; sum: number }>();
 		return { total: row?.total ?? -1, sum: row?.sum ?? -1 };
 	}
 
+	/** Bytes of the local D1 database file. */
+	async function databaseBytes(): Promise<number> {
+		return (await env.DB.prepare("SELECT 1").run()).meta.size_after;
+	}
+
 	it("records refusals up to the bound, then answers 503 with Retry-After and records nothing", async () => {
-		// 1 MiB holds 15 records of 65,536 bytes and their messages; the 16th starts below the
-		// bound and passes it, so the 17th finds the table full.
+		// 1 MiB holds 15 records of 65,536 bytes, their messages and 200 bytes each; the 16th
+		// starts below the bound and passes it, so the 17th finds the table full.
 		for (let i = 0; i < 16; i++) {
 			await expectRefused(await postCallback(bigBadBody(i), { env: capped }), 400, "invalid_json");
 		}
@@ -258,11 +264,26 @@ describe("the storage refused callbacks keep is bounded by MAX_REJECTED_MIB", ()
 	it("frees what retention deletes, so refusals are recorded again", async () => {
 		for (let i = 0; i < 17; i++) await postCallback(bigBadBody(i), { env: capped });
 		expect(await countRows("rejected_callbacks")).toBe(16);
-		await env.DB.prepare(
-			"DELETE FROM rejected_callbacks WHERE id IN (SELECT id FROM rejected_callbacks LIMIT 2)",
-		).run();
+		const cutoff = Math.floor(Date.now() / 1000) + 1;
+		expect(await deleteRejectedBefore(env.DB, cutoff, 2)).toBe(2);
 		await expectRefused(await postCallback(bigBadBody(17), { env: capped }), 400, "invalid_json");
 		expect(await countRows("rejected_callbacks")).toBe(15);
+	});
+
+	it("counts at least what the database grows by, for the smallest refusal", async () => {
+		const before = { total: (await storedBytes()).total, size: await databaseBytes() };
+		for (let i = 0; i < 2000; i++) await postCallback(new Uint8Array(0));
+		expect(await countRows("rejected_callbacks")).toBe(2000);
+		const counted = (await storedBytes()).total - before.total;
+		const grown = (await databaseBytes()) - before.size;
+		expect(grown).toBeGreaterThan(2000 * 100);
+		expect(counted).toBeGreaterThanOrEqual(grown);
+	});
+
+	it("keeps at most 256 characters of a refused request's Content-Type", async () => {
+		const contentType = `text/plain; x=${"y".repeat(100_000)}`;
+		await postCallback("{", { headers: { "content-type": contentType } });
+		expect((await lastRejected())?.content_type).toBe(contentType.slice(0, 256));
 	});
 
 	it("keeps a running total equal to the bytes the records keep", async () => {
@@ -278,7 +299,7 @@ describe("the storage refused callbacks keep is bounded by MAX_REJECTED_MIB", ()
 			"SELECT kept_bytes, length(body) AS body FROM rejected_callbacks WHERE content_type = 'text/plain'",
 		).first<{ kept_bytes: number; body: number }>();
 		expect(one?.body).toBe(65_536);
-		expect(one?.kept_bytes).toBe(65_536 + "text/plain".length + (await lastMessageBytes()));
+		expect(one?.kept_bytes).toBe(200 + 65_536 + "text/plain".length + (await lastMessageBytes()));
 		await env.DB.prepare(
 			"UPDATE rejected_callbacks SET replayed_at = 1, issues = NULL WHERE code = 'invalid_event'",
 		).run();

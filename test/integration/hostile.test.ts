@@ -478,6 +478,7 @@ async function state(): Promise<string> {
 		"daily_stats",
 		"edge_pending",
 		"cron_state",
+		"soft_bounce_recheck",
 	];
 	const rows = await Promise.all(
 		tables.map(async (table) => {

@@ -259,9 +259,10 @@ describe("retention settings", () => {
 		expect(settings.retention).toEqual({ eventDays: 30, rejectedDays: 7, batchSize: 50 });
 	});
 
-	it("reads MAX_REJECTED_MIB in MiB, from 1 to 10240", () => {
+	it("reads MAX_REJECTED_MIB in MiB, from 1 to 9536 (D1's 10 GB)", () => {
 		expect(loadSettings({ MAX_REJECTED_MIB: "3" }).maxRejectedBytes).toBe(3 * 1024 * 1024);
-		for (const bad of ["0", "10241", "1.5", "lots"]) {
+		expect(loadSettings({ MAX_REJECTED_MIB: "9536" }).maxRejectedBytes).toBeLessThan(10e9);
+		for (const bad of ["0", "9537", "1.5", "lots"]) {
 			expect(thrown(() => loadSettings({ MAX_REJECTED_MIB: bad })).message).toContain(
 				"MAX_REJECTED_MIB",
 			);
