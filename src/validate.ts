@@ -11,11 +11,16 @@ export function toIssues(error: z.core.$ZodError): Issue[] {
 }
 
 /**
- * Parses a request body with `schema`.
+ * Parses a request body, which is a JSON object for every route of this API, with `schema`.
  *
  * @throws ApiError 400 `invalid_request` with one issue per problem
  */
 export function parseBody<T extends z.ZodMiniType>(schema: T, body: unknown): z.output<T> {
+	if (body === null || typeof body !== "object" || Array.isArray(body)) {
+		throw new ApiError(400, "invalid_request", "The request body is not valid", [
+			{ path: "", message: "must be a JSON object" },
+		]);
+	}
 	const parsed = z.safeParse(schema, body);
 	if (!parsed.success) {
 		throw new ApiError(

@@ -191,8 +191,8 @@ describe("POST /v1/suppressions/check", () => {
 	});
 });
 
-describe("API bodies are parsed plainly", () => {
-	it.each(["12345678901234567891", "1e400", "42"])(
+describe("API bodies are JSON objects, parsed plainly", () => {
+	it.each(["12345678901234567891", "1e400", "42", "[]", '"x"', "null"])(
 		"PUT /v1/suppressions/{email} with the body %s is refused, not read as {}",
 		async (body) => {
 			const response = await call("/v1/suppressions/whole%40example.com", {
@@ -201,9 +201,24 @@ describe("API bodies are parsed plainly", () => {
 				body,
 			});
 			expect(response.status).toBe(400);
+			expect(((await response.json()) as ErrorBody).error).toMatchObject({
+				code: "invalid_request",
+				issues: [{ path: "", message: "must be a JSON object" }],
+			});
 			expect(await entriesOf("whole@example.com")).toEqual([]);
 		},
 	);
+
+	it("POST /v1/suppressions/check with an array is refused the same way", async () => {
+		const response = await send("POST", "/v1/suppressions/check", {
+			body: ["a@example.com"],
+			token: tokens.lookup,
+		});
+		expect(((await response.json()) as ErrorBody).error).toMatchObject({
+			code: "invalid_request",
+			issues: [{ path: "", message: "must be a JSON object" }],
+		});
+	});
 });
 
 describe("GET /v1/suppressions", () => {
