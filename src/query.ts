@@ -1,5 +1,6 @@
 import * as z from "zod/mini";
 import { ApiError, type Issue } from "./errors";
+import { MAX_UNIX_SECONDS } from "./tencent/schema";
 
 /** Query values as itty-router gives them: a repeated parameter becomes an array. */
 export type RawQuery = Record<string, string | string[] | undefined>;
@@ -16,7 +17,12 @@ function isCalendarDate(value: string): boolean {
 	);
 }
 
-/** A time as ISO 8601 or Unix seconds, parsed into Unix seconds. */
+/**
+ * A time as ISO 8601 or Unix seconds, up to the end of year 9999, parsed into Unix seconds. A
+ * fraction of a second rounds up, so that comparing with the whole seconds stored keeps its
+ * meaning: an inclusive `since` leaves out the second before it, an exclusive `until` keeps it,
+ * and an expiry is not reached early.
+ */
 export const timeParam = z.pipe(
 	z.string(),
 	z.transform((raw, ctx) => {
@@ -26,15 +32,15 @@ export const timeParam = z.pipe(
 			: ISO_TIME.test(value) && isCalendarDate(value)
 				? Date.parse(value)
 				: Number.NaN;
-		if (!Number.isFinite(ms) || ms < 0) {
+		if (!Number.isFinite(ms) || ms < 0 || ms > MAX_UNIX_SECONDS * 1000) {
 			ctx.issues.push({
 				code: "custom",
 				input: raw,
-				message: "must be an ISO 8601 time or Unix seconds",
+				message: "must be an ISO 8601 time or Unix seconds, at most the end of year 9999",
 			});
 			return z.NEVER;
 		}
-		return Math.floor(ms / 1000);
+		return Math.ceil(ms / 1000);
 	}),
 );
 

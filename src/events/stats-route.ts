@@ -50,7 +50,7 @@ export async function statsRoute(request: { query: RawQuery }, env: Env): Promis
 	const since = query.since ?? until - DEFAULT_DAYS * DAY;
 	const fromDay = Math.floor(since / DAY);
 	const toDay = Math.ceil(until / DAY);
-	if (toDay <= fromDay || toDay - fromDay > MAX_DAYS) {
+	if (until <= since || toDay - fromDay > MAX_DAYS) {
 		throw new ApiError(400, "invalid_query", "The query parameters are not valid", [
 			{ path: "until", message: `must be after since, at most ${MAX_DAYS} days later` },
 		]);

@@ -157,6 +157,9 @@ describe("GET /v1/stats", () => {
 	it.each([
 		["?since=soon", "since"],
 		["?since=2026-02-01&until=2026-01-01", "until"],
+		["?since=2026-01-01T12:00:00Z&until=2026-01-01T11:00:00Z", "until"],
+		["?since=2026-01-01T12:00:00Z&until=2026-01-01T12:00:00Z", "until"],
+		["?since=253402300800&until=253402473600", "since"],
 		["?fromDomain=a%20b", "fromDomain"],
 		["?days=7", "days"],
 	])("refuses %s", async (query, path) => {
