@@ -2,16 +2,23 @@ import * as z from "zod/mini";
 import { emailProblem, normalizeEmail } from "./email";
 import { ApiError, type Issue } from "./errors";
 
-/** zod issues in the contract's `issues` shape. */
+/** zod issues in the contract's `issues` shape; an unknown field is an issue at its own path. */
 export function toIssues(error: z.core.$ZodError): Issue[] {
-	return error.issues.map((issue) => ({
-		path: issue.path.map(String).join("."),
-		message: issue.message,
-	}));
+	return error.issues.flatMap((issue) => {
+		const path = issue.path.map(String);
+		if (issue.code === "unrecognized_keys") {
+			return issue.keys.map((key) => ({
+				path: [...path, key].join("."),
+				message: "is not a field of this body",
+			}));
+		}
+		return [{ path: path.join("."), message: issue.message }];
+	});
 }
 
 /**
- * Parses a request body, which is a JSON object for every route of this API, with `schema`.
+ * Parses a request body, which is a JSON object for every route of this API, with `schema`. Its
+ * schemas are strict: a misspelt field is refused, never silently ignored (as in query strings).
  *
  * @throws ApiError 400 `invalid_request` with one issue per problem
  */
@@ -59,6 +66,11 @@ export function emailFromPath(raw: string | undefined): string {
 	return email;
 }
 
+/** A string that D1 stores as given: no lone surrogates, which UTF-8 cannot hold. */
+const wellFormed = z.refine<string>((value) => value.isWellFormed(), {
+	error: "must be well-formed Unicode (no lone surrogates)",
+});
+
 /** An address in a query or a body: normalised, and refused with the reason when implausible. */
 export const emailField = z.pipe(
 	z.string(),
@@ -83,14 +95,18 @@ export const domainParam = z.pipe(
 			z.minLength(1, { error: "must not be empty" }),
 			z.maxLength(253, { error: "must be at most 253 characters" }),
 			z.regex(/^[^\s@/*,]+$/u, { error: "must be a domain name" }),
+			wellFormed,
 		),
 	z.transform((value) => value.normalize("NFC")),
 );
 
-/** An operator's reason: at most 1000 characters; empty means none. */
+/**
+ * An entry's reason: at most 4096 characters, as long as an event's reason may be, so that every
+ * exported entry imports again; empty means none.
+ */
 export const reasonField = z.nullable(
 	z.pipe(
-		z.string().check(z.maxLength(1000, { error: "must be at most 1000 characters" })),
+		z.string().check(z.maxLength(4096, { error: "must be at most 4096 characters" }), wellFormed),
 		z.transform((value) => (value.trim() === "" ? null : value)),
 	),
 );

@@ -22,7 +22,7 @@ const scopeField = z.union([z.literal(ANY_SCOPE), domainParam], {
 });
 const listField = z.enum(LISTS, { error: `must be one of ${LISTS.join(", ")}` });
 
-export const putBody = z.object({
+export const putBody = z.strictObject({
 	list: z._default(listField, "manual"),
 	scope: z._default(scopeField, ANY_SCOPE),
 	reason: z._default(reasonField, null),

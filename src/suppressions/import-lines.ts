@@ -90,14 +90,16 @@ function records(bytes: Uint8Array, format: "csv" | "ndjson") {
 
 /**
  * Reads an import body into entries to write and per-line failures. A line fails alone: bad
- * fields, an entry already expired, or the same address, list, scope and source as an earlier line.
+ * fields, an entry already expired, or the same address, list, scope and source as an earlier line
+ * (except a second `event` line for `bounce` and `*`: the export writes an address's single-event
+ * and soft-bounce entries for every sender as two such lines, in that order).
  *
  * @throws ApiError 400 when the body as a whole cannot be read
  */
 export function readImport(bytes: Uint8Array, format: "csv" | "ndjson", now: number) {
 	const { found, failed } = records(bytes, format);
 	const entries: ImportedEntry[] = [];
-	const seen = new Map<string, number>();
+	const seen = new Map<string, { line: number; entry: ImportedEntry; paired: boolean }>();
 	for (const { line, value } of found) {
 		const parsed = z.safeParse(lineSchema, value);
 		if (!parsed.success) {
@@ -111,13 +113,18 @@ export function readImport(bytes: Uint8Array, format: "csv" | "ndjson", now: num
 		const entry = parsed.data;
 		const key = JSON.stringify([entry.email, entry.list, entry.scope, entry.source]);
 		const earlier = seen.get(key);
-		if (earlier !== undefined) {
-			failed.push({ line, message: `repeats the entry of line ${earlier}` });
+		const pairs =
+			earlier !== undefined &&
+			!earlier.paired &&
+			entry.source === "event" &&
+			entry.list === "bounce" &&
+			entry.scope === ANY_SCOPE;
+		if (earlier !== undefined && !pairs) {
+			failed.push({ line, message: `repeats the entry of line ${earlier.line}` });
 		} else if (entry.expiresAt !== null && entry.expiresAt <= now) {
 			failed.push({ line, message: "has already expired" });
 		} else {
-			seen.set(key, line);
-			entries.push({
+			const imported: ImportedEntry = {
 				email: entry.email,
 				list: entry.list,
 				scope: entry.scope,
@@ -126,10 +133,19 @@ export function readImport(bytes: Uint8Array, format: "csv" | "ndjson", now: num
 				eventCount: entry.eventCount,
 				lastEventAt: entry.lastEventAt,
 				bulkId: entry.bulkId,
-				createdAt: entry.createdAt ?? now,
-				updatedAt: entry.updatedAt ?? now,
+				createdAt: entry.createdAt,
+				updatedAt: entry.updatedAt,
 				expiresAt: entry.expiresAt,
-			});
+			};
+			if (earlier !== undefined) {
+				earlier.entry.exact = true;
+				earlier.paired = true;
+				imported.origin = "soft";
+				imported.exact = true;
+			} else {
+				seen.set(key, { line, entry: imported, paired: false });
+			}
+			entries.push(imported);
 		}
 	}
 	failed.sort((a, b) => a.line - b.line);

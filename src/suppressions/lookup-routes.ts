@@ -66,7 +66,7 @@ export async function lookupRoute(request: RouteRequest, env: Env): Promise<Resp
 }
 
 const MAX_CHECK = 1000;
-export const checkBody = z.object({
+export const checkBody = z.strictObject({
 	emails: z
 		.array(z.string({ error: "must be a string" }))
 		.check(

@@ -112,7 +112,7 @@ export async function importRoute(
 		throw new ApiError(413, "payload_too_large", `The body exceeds ${MAX_IMPORT_BYTES} bytes`);
 	const now = Math.floor(Date.now() / 1000);
 	const { entries, failed } = readImport(body.bytes, format, now);
-	const changed = await importEntries(env.DB, entries);
+	const changed = await importEntries(env.DB, entries, now);
 	// The first IMPORT_EDGE_SYNC changed addresses go to KV at once; every one stays queued, and
 	// the cron checks them all once these writes have landed (KV failing, or more addresses).
 	const addresses = [...new Set(changed)].slice(0, IMPORT_EDGE_SYNC);

@@ -2,29 +2,40 @@ import type { StoredEntry } from "./entry";
 
 /**
  * An entry as an import writes it: a stored entry from events or an operator. `eventCount`,
- * `lastEventAt` and `bulkId` may be absent: an existing entry then keeps its own (new ones get 0,
- * null and null).
+ * `lastEventAt`, `bulkId`, `createdAt` and `updatedAt` may be absent: an existing entry then keeps
+ * its own (new ones get 0, null, null, now and now). `exact` marks one of the two event lines an
+ * address's bounce entries for every sender export as (its single-event entry, then its
+ * soft-bounce entry), each written to its own origin.
  */
 export type ImportedEntry = Omit<
 	StoredEntry,
-	"origin" | "eventCount" | "lastEventAt" | "bulkId"
-> & {
-	origin: "event" | "api";
-} & Partial<Pick<StoredEntry, "eventCount" | "lastEventAt" | "bulkId">>;
+	"eventCount" | "lastEventAt" | "bulkId" | "createdAt" | "updatedAt"
+> &
+	Partial<
+		Pick<StoredEntry, "eventCount" | "lastEventAt" | "bulkId" | "createdAt" | "updatedAt">
+	> & {
+		exact?: true;
+	};
 
-/** Rows per statement: keeps the one JSON parameter well under D1's 2 MB per value. */
-export const IMPORT_CHUNK = 2000;
+/**
+ * Bytes of JSON per statement: D1 takes at most 2,000,000 bytes in one value, and an import's
+ * lines go in as one JSON parameter per statement.
+ */
+export const IMPORT_CHUNK_BYTES = 1_000_000;
 
 // The entry an import line writes: source "event" means whichever entry events made for the
 // address, list and scope (the export shows single-event and soft-bounce entries alike as "event"),
-// and a field the line does not carry keeps the stored entry's value.
+// unless the line is one of an exported pair (`exact`); a field the line does not carry keeps the
+// stored entry's value. A line that changes an entry without carrying `updatedAt` (or carrying
+// the stored one) updates it now (?2).
 const UPSERT_IMPORTED = `WITH lines AS (
 	SELECT value AS line, value ->> 'email' AS email, value ->> 'list' AS list,
 		value ->> 'scope' AS scope,
-		iif(value ->> 'origin' = 'api', 'api', coalesce((SELECT s.origin FROM suppressions AS s
-			WHERE s.email = value ->> 'email' AND s.list = value ->> 'list'
-				AND s.scope = value ->> 'scope' AND s.origin IN ('event', 'soft')
-			ORDER BY s.origin LIMIT 1), 'event')) AS origin
+		iif(value ->> 'origin' = 'api' OR value ->> 'exact', value ->> 'origin',
+			coalesce((SELECT s.origin FROM suppressions AS s
+				WHERE s.email = value ->> 'email' AND s.list = value ->> 'list'
+					AND s.scope = value ->> 'scope' AND s.origin IN ('event', 'soft')
+				ORDER BY s.origin LIMIT 1), 'event')) AS origin
 	FROM json_each(?1)
 )
 INSERT INTO suppressions (email, list, scope, origin, reason, event_count, last_event_at, bulk_id,
@@ -33,14 +44,16 @@ SELECT l.email, l.list, l.scope, l.origin, l.line ->> 'reason',
 	iif(json_type(l.line, '$.eventCount') IS NULL, coalesce(s.event_count, 0), l.line ->> 'eventCount'),
 	iif(json_type(l.line, '$.lastEventAt') IS NULL, s.last_event_at, l.line ->> 'lastEventAt'),
 	iif(json_type(l.line, '$.bulkId') IS NULL, s.bulk_id, l.line ->> 'bulkId'),
-	l.line ->> 'createdAt', l.line ->> 'updatedAt', l.line ->> 'expiresAt', 'imported'
+	coalesce(l.line ->> 'createdAt', s.created_at, ?2), coalesce(l.line ->> 'updatedAt', s.updated_at, ?2),
+	l.line ->> 'expiresAt', 'imported'
 FROM lines AS l LEFT JOIN suppressions AS s
 	ON s.email = l.email AND s.list = l.list AND s.scope = l.scope AND s.origin = l.origin
 WHERE true
 ON CONFLICT (email, list, scope, origin) DO UPDATE SET
 	reason = excluded.reason, event_count = excluded.event_count,
 	last_event_at = excluded.last_event_at, bulk_id = excluded.bulk_id,
-	created_at = excluded.created_at, updated_at = excluded.updated_at,
+	created_at = excluded.created_at,
+	updated_at = iif(excluded.updated_at IS suppressions.updated_at, ?2, excluded.updated_at),
 	expires_at = excluded.expires_at, change_event_id = NULL, change_note = 'imported'
 WHERE suppressions.reason IS NOT excluded.reason
 	OR suppressions.event_count IS NOT excluded.event_count
@@ -52,18 +65,43 @@ WHERE suppressions.reason IS NOT excluded.reason
 RETURNING email`;
 
 /**
- * Upserts imported entries (one statement per chunk, all in one batch, so 10,000 lines stay far
- * inside the Free plan's 50 queries); each changed entry queues its address for the KV copy
- * (migration 0010). An entry identical to the stored one is left untouched and records no
- * history. Returns the address of each row inserted or changed.
+ * The JSON parameters of an import's statements: every entry once, in order, each parameter at
+ * most {@link IMPORT_CHUNK_BYTES} bytes of UTF-8 (one entry is far smaller).
  */
-export async function importEntries(db: D1Database, entries: ImportedEntry[]): Promise<string[]> {
-	const statements: D1PreparedStatement[] = [];
-	for (let i = 0; i < entries.length; i += IMPORT_CHUNK) {
-		statements.push(
-			db.prepare(UPSERT_IMPORTED).bind(JSON.stringify(entries.slice(i, i + IMPORT_CHUNK))),
-		);
+export function importChunks(entries: ImportedEntry[]): string[] {
+	const encoder = new TextEncoder();
+	const chunks: string[] = [];
+	let items: string[] = [];
+	let bytes = 2; // the brackets
+	for (const entry of entries) {
+		const item = JSON.stringify(entry);
+		const size = encoder.encode(item).byteLength + 1; // and its comma
+		if (items.length > 0 && bytes + size > IMPORT_CHUNK_BYTES) {
+			chunks.push(`[${items.join(",")}]`);
+			items = [];
+			bytes = 2;
+		}
+		items.push(item);
+		bytes += size;
 	}
+	if (items.length > 0) chunks.push(`[${items.join(",")}]`);
+	return chunks;
+}
+
+/**
+ * Upserts imported entries (one statement per chunk, all in one batch: an 8 MiB import is about
+ * nine statements, inside the Free plan's 50 queries); each changed entry queues its address for
+ * the KV copy (migration 0010). An entry identical to the stored one is left untouched and records
+ * no history. Returns the address of each row inserted or changed.
+ */
+export async function importEntries(
+	db: D1Database,
+	entries: ImportedEntry[],
+	now: number,
+): Promise<string[]> {
+	const statements = importChunks(entries).map((chunk) =>
+		db.prepare(UPSERT_IMPORTED).bind(chunk, now),
+	);
 	if (statements.length === 0) return [];
 	const results = await db.batch<{ email: string }>(statements);
 	return results.flatMap((result) => result.results.map((row) => row.email));

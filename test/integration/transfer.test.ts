@@ -5,6 +5,7 @@ import {
 	call,
 	countingKv,
 	countRows,
+	envWithBatch,
 	lookup,
 	postCallback,
 	putSuppression,
@@ -209,6 +210,135 @@ describe("export then import into the same database", () => {
 		});
 		const entry = (await lookup("-dash@example.com", "?consistent=true")).entries[0];
 		expect(entry).toMatchObject({ eventCount: 0, lastEventAt: null, bulkId: null });
+	});
+});
+
+describe("export then import, the awkward cases", () => {
+	const TYPES = { csv: "text/csv", ndjson: "application/x-ndjson" } as const;
+
+	it.each(["csv", "ndjson"] as const)(
+		"round-trips an address with both a hard-bounce and a soft-bounce entry (%s)",
+		async (format) => {
+			const now = Math.floor(Date.now() / 1000);
+			await postCallback([
+				{
+					event: "bounce",
+					bounceType: "hard_bounce",
+					email: "x@example.com",
+					timestamp: now - 4000,
+				},
+				...[1, 2, 3].map((i) => ({
+					event: "bounce",
+					bounceType: "soft_bounce",
+					email: "x@example.com",
+					timestamp: now - 3600 + i,
+					reason: `soft ${i}`,
+				})),
+			]);
+			const before = await allEntries();
+			expect(before).toHaveLength(2);
+			const { text } = await exportText(`?format=${format}`);
+			expect(await imported(text, TYPES[format])).toEqual({
+				imported: 0,
+				unchanged: 2,
+				failed: [],
+			});
+			await resetDatabase();
+			expect(await imported(text, TYPES[format])).toEqual({
+				imported: 2,
+				unchanged: 0,
+				failed: [],
+			});
+			const after = (await lookup("x@example.com", "?consistent=true")).entries;
+			expect(after.map((entry) => [entry.reason, entry.expiresAt === null])).toEqual(
+				(before as Array<{ reason: string; expiresAt: string | null }>).map((entry) => [
+					entry.reason,
+					entry.expiresAt === null,
+				]),
+			);
+			expect(await imported(text, TYPES[format])).toEqual({
+				imported: 0,
+				unchanged: 2,
+				failed: [],
+			});
+		},
+	);
+
+	it("still refuses a third event line for the same bounce entry", async () => {
+		const line = (reason: string) =>
+			JSON.stringify({
+				email: "y@example.com",
+				list: "bounce",
+				scope: "*",
+				source: "event",
+				reason,
+			});
+		const result = await imported([line("a"), line("b"), line("c")].join("\n"), TYPES.ndjson);
+		expect(result).toEqual({
+			imported: 2,
+			unchanged: 0,
+			failed: [{ line: 3, message: "repeats the entry of line 1" }],
+		});
+	});
+
+	it("round-trips an event's reason of 4096 characters", async () => {
+		const reason = `550 5.1.1 ${"x".repeat(4086)}`;
+		const now = Math.floor(Date.now() / 1000);
+		await postCallback({
+			event: "bounce",
+			bounceType: "hard_bounce",
+			email: "long@example.com",
+			timestamp: now - 60,
+			reason,
+		});
+		const { text } = await exportText("?format=ndjson");
+		await resetDatabase();
+		expect(await imported(text, TYPES.ndjson)).toEqual({ imported: 1, unchanged: 0, failed: [] });
+		expect((await lookup("long@example.com", "?consistent=true")).entries[0]?.reason).toBe(reason);
+	});
+
+	it("imports a line without times again as unchanged, keeping when the entry was made", async () => {
+		const body = `${HEADER}\r\nmin@example.com,manual,*,asked,api,,,\r\n`;
+		expect(await imported(body)).toEqual({ imported: 1, unchanged: 0, failed: [] });
+		const first = (await lookup("min@example.com", "?consistent=true")).entries[0];
+		await new Promise((resolve) => setTimeout(resolve, 1100));
+		expect(await imported(body)).toEqual({ imported: 0, unchanged: 1, failed: [] });
+		expect((await lookup("min@example.com", "?consistent=true")).entries[0]).toEqual(first);
+		// A changed reason is a change made now.
+		const changed = `${HEADER}\r\nmin@example.com,manual,*,asked again,api,,,\r\n`;
+		expect(await imported(changed)).toEqual({ imported: 1, unchanged: 0, failed: [] });
+		const after = (await lookup("min@example.com", "?consistent=true")).entries[0];
+		expect(after?.createdAt).toBe(first?.createdAt);
+		expect(Date.parse(after?.updatedAt ?? "")).toBeGreaterThan(Date.parse(first?.updatedAt ?? ""));
+	});
+
+	it("writes a large import in statements of at most 1 MB each", async () => {
+		const lines = Array.from({ length: 600 }, (_, i) =>
+			JSON.stringify({
+				email: `big${i}@example.com`,
+				list: "manual",
+				scope: "*",
+				reason: "é".repeat(4000),
+			}),
+		);
+		const sizes: number[] = [];
+		const counting = envWithBatch((batch, statements) => {
+			sizes.push(statements.length);
+			return batch(statements);
+		});
+		const response = await call(
+			"/v1/suppressions/import",
+			{
+				method: "POST",
+				headers: { authorization: `Bearer ${tokens.admin}`, "content-type": TYPES.ndjson },
+				body: lines.join("\n"),
+			},
+			counting,
+		);
+		expect(await response.json()).toEqual({ imported: 600, unchanged: 0, failed: [] });
+		// 600 lines of 8,000 bytes of reason are 4.8 MB: five statements of at most 1 MB.
+		expect(sizes[0]).toBeGreaterThanOrEqual(5);
+		expect(await countRows("suppressions")).toBe(600);
 	});
 });
 

@@ -1,0 +1,41 @@
+import { describe, expect, it } from "vitest";
+import {
+	IMPORT_CHUNK_BYTES,
+	type ImportedEntry,
+	importChunks,
+} from "../../src/suppressions/transfer-store";
+
+const entry = (i: number, reason: string): ImportedEntry => ({
+	email: `a${i}@example.com`,
+	list: "manual",
+	scope: "*",
+	origin: "api",
+	reason,
+	expiresAt: null,
+});
+
+describe("importChunks", () => {
+	it("puts every entry once, in order, in parameters of at most 1,000,000 bytes of UTF-8", () => {
+		// Three bytes a character: counting characters instead of bytes would overfill a chunk.
+		const entries = Array.from({ length: 700 }, (_, i) => entry(i, "測".repeat(1000 + i)));
+		const chunks = importChunks(entries);
+		expect(chunks.length).toBeGreaterThan(2);
+		for (const chunk of chunks) {
+			expect(new TextEncoder().encode(chunk).byteLength).toBeLessThanOrEqual(IMPORT_CHUNK_BYTES);
+		}
+		// Full chunks are not wasted: each but the last holds all it can.
+		for (const [i, chunk] of chunks.slice(0, -1).entries()) {
+			const next = JSON.stringify(JSON.parse(chunks[i + 1] as string)[0]);
+			const size = new TextEncoder().encode(`${chunk.slice(0, -1)},${next}]`).byteLength;
+			expect(size).toBeGreaterThan(IMPORT_CHUNK_BYTES);
+		}
+		expect(chunks.flatMap((chunk) => JSON.parse(chunk))).toEqual(
+			JSON.parse(JSON.stringify(entries)),
+		);
+	});
+
+	it("makes no statement for no entries, and one for a few", () => {
+		expect(importChunks([])).toEqual([]);
+		expect(importChunks([entry(1, "r")])).toHaveLength(1);
+	});
+});
