@@ -62,7 +62,7 @@ export const router = Router<AppRequest, Args>({
 	finally: [finish],
 });
 
-for (const route of ROUTES) {
+ROUTES.forEach((route, i) => {
 	const stages: RequestHandler<AppRequest, Args>[] =
 		route.access === "read" || route.access === "admin" ? [requireRole(route.access)] : [];
 	router[route.method.toLowerCase() as Lowercase<typeof route.method>](
@@ -70,18 +70,25 @@ for (const route of ROUTES) {
 		...stages,
 		route.handler,
 	);
-}
-router.all("*", (request: AppRequest) => {
-	throw methodNotAllowed(request) ?? notFound();
+	// A fixed path answers its other methods here, before a pattern such as
+	// /v1/suppressions/:email can take it for an address.
+	if (!route.path.includes(":") && ROUTES[i + 1]?.path !== route.path) {
+		const allowed = ROUTES.filter((other) => other.path === route.path).map((r) => r.method);
+		router.all(route.path, () => {
+			throw methodNotAllowed(allowed);
+		});
+	}
 });
-
-/** 405 with `Allow` when the path exists under other methods, else null. */
-function methodNotAllowed(request: AppRequest): ApiError | null {
+router.all("*", (request: AppRequest) => {
 	const path = new URL(request.url).pathname;
 	const allowed = router.routes
 		.filter(([method, pattern]) => method !== "ALL" && pattern.test(path))
 		.map(([method]) => method);
-	if (allowed.length === 0) return null;
+	throw allowed.length > 0 ? methodNotAllowed(allowed) : notFound();
+});
+
+/** 405 with `Allow`: the path exists under these methods. */
+function methodNotAllowed(allowed: string[]): ApiError {
 	return new ApiError(
 		405,
 		"method_not_allowed",

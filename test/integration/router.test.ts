@@ -33,6 +33,22 @@ describe("routing and the error shape", () => {
 		expect(callback.headers.get("allow")).toBe("POST, GET, HEAD");
 	});
 
+	it.each([
+		["GET", "/v1/suppressions/check", "POST"],
+		["PUT", "/v1/suppressions/check", "POST"],
+		["PUT", "/v1/suppressions/export", "GET"],
+		["GET", "/v1/suppressions/import", "POST"],
+		["DELETE", "/v1/suppressions/import", "POST"],
+		["POST", "/v1/suppressions/a%40example.com", "GET, PUT, DELETE"],
+	])("%s %s is 405 with Allow %s, not read as an address", async (method, path, allow) => {
+		const response = await call(path, {
+			method,
+			headers: { authorization: `Bearer ${tokens.admin}` },
+		});
+		expect(response.status).toBe(405);
+		expect(response.headers.get("allow")).toBe(allow);
+	});
+
 	it("every answer carries API headers", async () => {
 		for (const response of [
 			await call("/healthz"),
