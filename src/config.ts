@@ -118,7 +118,7 @@ export interface Settings {
 	/** Addresses the reconcile cron checks per run. */
 	reconcileBatchSize: number;
 	retention: { eventDays: number; rejectedDays: number; batchSize: number };
-	/** Bytes refused callbacks may keep in D1; past it a refusal is answered 503, not recorded. */
+	/** Bytes refused callbacks may take in D1; past it a refusal is answered 503, not recorded. */
 	maxRejectedBytes: number;
 	/** Origins browsers may call the API from; none by default. */
 	corsOrigins: string[];

@@ -88,7 +88,7 @@ export async function receiveCallback(
 
 /**
  * Records a refused body; false, with the reason logged, when D1 did not take the record or
- * refused callbacks already keep `maxBytes`.
+ * refused callbacks already take `maxBytes`.
  */
 async function recordRefusal(
 	db: D1Database,
