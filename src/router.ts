@@ -1,9 +1,11 @@
 import { type IRequest, type RequestHandler, Router } from "itty-router";
+import * as z from "zod/mini";
 import { authorize, type Role } from "./auth";
 import { addCorsHeaders, answerPreflight } from "./cors";
 import { ApiError, errorToResponse, notFound } from "./errors";
 import { log } from "./log";
-import { type AppRequest, ROUTES } from "./routes";
+import { parseQuery } from "./query";
+import { type AppRequest, ROUTES, type RouteSpec } from "./routes";
 
 export type { AppRequest } from "./routes";
 
@@ -16,6 +18,22 @@ function requireRole(role: Role): RequestHandler<AppRequest, Args> {
 	};
 }
 
+// An API route that takes no query parameters refuses any, as the others refuse unknown ones: a
+// parameter the route would ignore (`?fromDomain=` on the check, `?list=` on a PUT) must not
+// silently change what the caller gets.
+const NO_QUERY = z.strictObject({});
+function refuseQuery(request: AppRequest): void {
+	parseQuery(NO_QUERY, request.query);
+}
+
+// Every GET also answers HEAD (RFC 9110): the same status and headers, without the body.
+const SERVED: RouteSpec[] = ROUTES.flatMap((route) =>
+	route.method === "GET" &&
+	!ROUTES.some((other) => other.method === "HEAD" && other.path === route.path)
+		? [route, { ...route, method: "HEAD" as const }]
+		: [route],
+);
+
 function start(request: AppRequest): void {
 	request.requestId = request.headers.get("cf-ray") ?? crypto.randomUUID();
 	request.startedAt = Date.now();
@@ -26,12 +44,13 @@ function start(request: AppRequest): void {
 // records each invocation with its status, and a line each would double the log volume and cost
 // more CPU than a lookup. Writes and every failure get their line.
 const QUIET = new Set(
-	ROUTES.filter((route) => route.access !== "admin").map(
+	SERVED.filter((route) => route.access !== "admin").map(
 		(route) => `${route.method} ${route.path}`,
 	),
 );
 
-function finish(response: Response, request: AppRequest, env: Env): Response {
+function finish(answer: Response, request: AppRequest, env: Env): Response {
+	const response = request.method === "HEAD" && answer.body ? new Response(null, answer) : answer;
 	addCorsHeaders(response, request, env);
 	response.headers.set("x-content-type-options", "nosniff");
 	response.headers.set("cache-control", "no-store");
@@ -62,9 +81,10 @@ export const router = Router<AppRequest, Args>({
 	finally: [finish],
 });
 
-ROUTES.forEach((route, i) => {
+SERVED.forEach((route, i) => {
 	const stages: RequestHandler<AppRequest, Args>[] =
 		route.access === "read" || route.access === "admin" ? [requireRole(route.access)] : [];
+	if (stages.length > 0 && !route.query) stages.push(refuseQuery);
 	router[route.method.toLowerCase() as Lowercase<typeof route.method>](
 		route.path,
 		...stages,
@@ -72,8 +92,8 @@ ROUTES.forEach((route, i) => {
 	);
 	// A fixed path answers its other methods here, before a pattern such as
 	// /v1/suppressions/:email can take it for an address.
-	if (!route.path.includes(":") && ROUTES[i + 1]?.path !== route.path) {
-		const allowed = ROUTES.filter((other) => other.path === route.path).map((r) => r.method);
+	if (!route.path.includes(":") && SERVED[i + 1]?.path !== route.path) {
+		const allowed = SERVED.filter((other) => other.path === route.path).map((r) => r.method);
 		router.all(route.path, () => {
 			throw methodNotAllowed(allowed);
 		});

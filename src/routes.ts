@@ -226,7 +226,7 @@ export const ROUTES: RouteSpec[] = [
 		handler: replayRoute,
 		summary: "Replay a rejected callback through today's validation",
 		response: { schema: out.replayResponse },
-		errors: [404, 409, 422, 503],
+		errors: [400, 404, 409, 422, 503],
 	},
 	{
 		method: "DELETE",

@@ -439,6 +439,31 @@ cases.push(
 		contentType: "text/csv",
 	}),
 );
+// Routes that take no query parameters refuse any: each of these would otherwise be ignored and
+// change what the caller gets (the check without its sender, a manual entry instead of a bounce
+// entry, a replay that runs for real).
+for (const [name, method, path, extra] of [
+	[
+		"check ?fromDomain",
+		"POST",
+		"/v1/suppressions/check?fromDomain=news.example.com",
+		{ body: '{"emails":["a@example.com"]}' },
+	],
+	["put ?list", "PUT", "/v1/suppressions/a%40example.com?list=bounce", { body: "{}" }],
+	["history ?limit", "GET", "/v1/suppressions/a%40example.com/history?limit=10", {}],
+	["replay ?dry_run", "POST", "/v1/rejected/1/replay?dry_run=true", {}],
+	[
+		"import ?format",
+		"POST",
+		"/v1/suppressions/import?format=csv",
+		{
+			body: "email,list,scope,reason,source,created_at,updated_at,expires_at\n",
+			contentType: "text/csv",
+		},
+	],
+] as const) {
+	cases.push(api(name, method, path, 400, "invalid_query", extra));
+}
 cases.push(api("erase a bad address", "DELETE", "/v1/addresses/nope", 400, "invalid_email"));
 cases.push(
 	api(

@@ -24,7 +24,7 @@ describe("routing and the error shape", () => {
 	it("a known path with another method is 405 with Allow", async () => {
 		const response = await call("/v1/events", { method: "DELETE" });
 		expect(response.status).toBe(405);
-		expect(response.headers.get("allow")).toBe("GET");
+		expect(response.headers.get("allow")).toBe("GET, HEAD");
 		expect(((await response.json()) as { error: { code: string } }).error.code).toBe(
 			"method_not_allowed",
 		);
@@ -36,10 +36,10 @@ describe("routing and the error shape", () => {
 	it.each([
 		["GET", "/v1/suppressions/check", "POST"],
 		["PUT", "/v1/suppressions/check", "POST"],
-		["PUT", "/v1/suppressions/export", "GET"],
+		["PUT", "/v1/suppressions/export", "GET, HEAD"],
 		["GET", "/v1/suppressions/import", "POST"],
 		["DELETE", "/v1/suppressions/import", "POST"],
-		["POST", "/v1/suppressions/a%40example.com", "GET, PUT, DELETE"],
+		["POST", "/v1/suppressions/a%40example.com", "GET, HEAD, PUT, DELETE"],
 	])("%s %s is 405 with Allow %s, not read as an address", async (method, path, allow) => {
 		const response = await call(path, {
 			method,
@@ -47,6 +47,30 @@ describe("routing and the error shape", () => {
 		});
 		expect(response.status).toBe(405);
 		expect(response.headers.get("allow")).toBe(allow);
+	});
+
+	it.each([
+		["/healthz", null],
+		["/openapi.json", null],
+		["/v1/events", tokens.lookup],
+		["/v1/suppressions/a%40example.com", tokens.lookup],
+		["/v1/suppressions/a%40example.com/history", tokens.lookup],
+		["/v1/suppressions/export", tokens.lookup],
+		[`/v1/callbacks/tencent/${tokens.callback}`, null],
+	])("HEAD %s answers as GET does, without a body", async (path, token) => {
+		const headers: Record<string, string> = token ? { authorization: `Bearer ${token}` } : {};
+		const get = await call(path, { headers });
+		const head = await call(path, { method: "HEAD", headers });
+		expect(get.status).toBe(200);
+		expect(head.status).toBe(200);
+		expect(head.headers.get("content-type")).toBe(get.headers.get("content-type"));
+		expect(head.body).toBeNull();
+		expect((await call(path, { method: "HEAD" })).status).toBe(token ? 401 : 200);
+	});
+
+	it("a GET path lists HEAD in its Allow", async () => {
+		const response = await call("/v1/suppressions/a%40example.com", { method: "POST" });
+		expect(response.headers.get("allow")).toBe("GET, HEAD, PUT, DELETE");
 	});
 
 	it("every answer carries API headers", async () => {
