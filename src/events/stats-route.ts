@@ -1,7 +1,7 @@
 import * as z from "zod/mini";
 import { ApiError, json } from "../errors";
 import { parseQuery, type RawQuery, timeParam } from "../query";
-import { EVENT_TYPES } from "../tencent/schema";
+import { EVENT_TYPES, MAX_UNIX_SECONDS } from "../tencent/schema";
 import { domainParam } from "../validate";
 import { isoTime } from "./event";
 import { type RollupRow, readRollups } from "./stats-store";
@@ -53,6 +53,15 @@ export async function statsRoute(request: { query: RawQuery }, env: Env): Promis
 	if (until <= since || toDay - fromDay > MAX_DAYS) {
 		throw new ApiError(400, "invalid_query", "The query parameters are not valid", [
 			{ path: "until", message: `must be after since, at most ${MAX_DAYS} days later` },
+		]);
+	}
+	// Whole days end at midnight, and the midnight after 9999-12-31 has no four-digit year.
+	if (toDay * DAY > MAX_UNIX_SECONDS) {
+		throw new ApiError(400, "invalid_query", "The query parameters are not valid", [
+			{
+				path: "until",
+				message: "must be at most 9999-12-31T00:00:00Z, the last midnight of year 9999",
+			},
 		]);
 	}
 	const rows = await readRollups(env.DB, fromDay, toDay, query.fromDomain);

@@ -1,5 +1,6 @@
 import type { PolicySettings } from "../config";
 import type { StoredEvent } from "../events/event";
+import { MAX_UNIX_SECONDS } from "../tencent/schema";
 
 /** The suppression lists of the contract. */
 export const LISTS = ["bounce", "complaint", "unsubscribe", "manual"] as const;
@@ -83,7 +84,7 @@ function targetOf(
 				scope: ANY_SCOPE,
 				expiresAt:
 					policy.hardBounceSuppressSeconds > 0
-						? event.occurredAt + policy.hardBounceSuppressSeconds
+						? Math.min(event.occurredAt + policy.hardBounceSuppressSeconds, MAX_UNIX_SECONDS)
 						: null,
 			};
 		case "spamreport":

@@ -1,4 +1,5 @@
 import type { PolicySettings } from "../config";
+import { MAX_UNIX_SECONDS } from "../tencent/schema";
 import type { StoredEntry } from "./entry";
 import type { Evidence } from "./policy";
 
@@ -120,7 +121,7 @@ export function recomputeSoftBounces(
 						AND x.event = 'bounce' AND coalesce(x.bounce_type, 'soft') = 'soft'))
 			INSERT INTO suppressions ${INSERT_COLUMNS}
 			SELECT a.email, 'bounce', '*', 'soft', l.reason, coalesce(l.n, 0), l.at, l.bulk_id, l.id, ?2, ?2,
-				iif(l.id IS NULL, ?2, l.at + ?5), l.id,
+				iif(l.id IS NULL, ?2, min(l.at + ?5, ?6)), l.id,
 				iif(l.id IS NULL, 'a delivery broke the run of soft bounces', l.reason)
 			FROM affected AS a LEFT JOIN latest AS l ON l.email = a.email
 			WHERE l.id IS NOT NULL OR EXISTS (SELECT 1 FROM suppressions AS x WHERE x.email = a.email
@@ -151,6 +152,8 @@ export function recomputeSoftBounces(
 			policy.softBounceLimit,
 			policy.softBounceWindowSeconds,
 			policy.softBounceSuppressSeconds,
+			// An expiry stays a time the API can write (year 9999 at most).
+			MAX_UNIX_SECONDS,
 		);
 }
 

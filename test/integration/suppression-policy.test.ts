@@ -86,6 +86,16 @@ describe("hard bounces", () => {
 		expect(await entriesOf("old@example.com")).toEqual([]);
 	});
 
+	it("an expiry past the end of year 9999 stops there, as the API can write it", async () => {
+		const last = 253_402_300_799; // 9999-12-31T23:59:59Z, the latest timestamp accepted
+		await post(hard("h9999@example.com", last - 60), { ...env, HARD_BOUNCE_SUPPRESS_DAYS: "30" });
+		await post([soft("s9999@example.com", last - 2), soft("s9999@example.com", last - 1)]);
+		await post(soft("s9999@example.com", last));
+		for (const email of ["h9999@example.com", "s9999@example.com"]) {
+			expect((await entriesOf(email))[0]?.expiresAt).toBe("9999-12-31T23:59:59Z");
+		}
+	});
+
 	it("later bounces renew the entry; the latest gives the reason", async () => {
 		await post([hard("r@example.com", 2000, "second"), hard("r@example.com", 1000, "first")]);
 		await post(hard("r@example.com", 1500, "middle"));
