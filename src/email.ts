@@ -40,10 +40,22 @@ export function emailProblem(address: string): string | null {
 	const domain = address.slice(at + 1);
 	if (local.length === 0) return "must have a local part before @";
 	if (local.length > 64) return "must have a local part of at most 64 characters";
+	if (!isQuoted(local) && LOCAL_SPECIAL.test(local)) {
+		return 'must not have (),:;<>@[\\]" in a local part unless it is quoted';
+	}
 	if (domain.length === 0) return "must have a domain after @";
 	if (!labelsFit(domain)) return "must have a domain of non-empty dot-separated labels";
 	if (/[@()<>[\]\\,;:"]/.test(domain)) return "must have a domain without special characters";
 	return null;
+}
+
+// RFC 5322's specials other than the dot: outside quotes they end an address (a comma separates
+// recipients, angle brackets enclose one), so an unquoted local part holding one is a list or a
+// display form, not one mailbox.
+const LOCAL_SPECIAL = /[(),:;<>@[\\\]"]/;
+
+function isQuoted(local: string): boolean {
+	return local.length >= 2 && local.startsWith('"') && local.endsWith('"');
 }
 
 /**

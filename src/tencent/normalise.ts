@@ -1,4 +1,4 @@
-import { domainOf, normalizeEmail } from "../email";
+import { domainOf, emailProblem, normalizeEmail } from "../email";
 import { ApiError, type Issue } from "../errors";
 import type { StoredEvent } from "../events/event";
 import { isRawJson } from "../json";
@@ -103,6 +103,18 @@ function present(value: string | null | undefined): string | null {
 	return trimmed ? trimmed : null;
 }
 
+/**
+ * The domain of the sender's address in `from`, which may come in display form
+ * (`News <news@example.com>`); null unless that address is plausible, so that an unsubscribe is
+ * never scoped to a domain no sender has (it applies to every sender instead).
+ */
+function senderDomain(from: string): string | null {
+	const address = DISPLAY_FORM.exec(from)?.[1]?.trim() ?? from;
+	return emailProblem(address) === null ? domainOf(address) : null;
+}
+
+const DISPLAY_FORM = /<([^<>]*)>$/;
+
 async function normaliseEvent(
 	received: object,
 	event: TencentEvent,
@@ -122,7 +134,7 @@ async function normaliseEvent(
 	// unsubscribe's scope equals its sender's domain however either spells it.
 	const givenDomain = present(event.fromDomain);
 	const fromDomain =
-		givenDomain === null ? fromAddress && domainOf(fromAddress) : normalizeEmail(givenDomain);
+		givenDomain === null ? fromAddress && senderDomain(fromAddress) : normalizeEmail(givenDomain);
 	const subject = present(event.subject);
 	const bounceType = event.bounceType
 		? event.bounceType.startsWith("hard")

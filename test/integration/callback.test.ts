@@ -7,6 +7,7 @@ import {
 	docSamples,
 	envWithFailingBatch,
 	getJson,
+	lookup,
 	postCallback,
 	resetDatabase,
 	tokens,
@@ -263,6 +264,31 @@ describe("old spellings and values", () => {
 			from: "news@mail.example.com",
 			fromDomain: "mail.example.com",
 		});
+	});
+
+	it.each([
+		["Example News <News@Example.com>", "example.com"],
+		["<news@example.com>", "example.com"],
+		["news@example.com, other@example.org", null],
+		["not an address", null],
+	])("takes fromDomain only from a plausible address in from (%s)", async (from, domain) => {
+		await postCallback({ ...base, from });
+		expect(await onlyEvent(base.email)).toMatchObject({
+			from: from.toLowerCase(),
+			fromDomain: domain,
+		});
+	});
+
+	it("an unsubscribe whose from has a display name is scoped to the sender's domain", async () => {
+		await postCallback({
+			...base,
+			event: "unsubscribe",
+			email: "reader@example.org",
+			from: "Example News <news@example.com>",
+		});
+		const scoped = await lookup("reader@example.org", "?fromDomain=example.com&consistent=true");
+		expect(scoped.entries.map((entry) => entry.scope)).toEqual(["example.com"]);
+		expect(scoped.suppressed).toBe(true);
 	});
 
 	it("refuses an eventid that disagrees with event", async () => {

@@ -85,6 +85,7 @@ describe("emailProblem accepts plausible addresses", () => {
 		["Unicode domain", "用户@例子.广告"],
 		["punycode domain", "user@xn--bcher-kva.de"],
 		["quoted local part containing @", '"a@b"@example.com'],
+		["quoted local part containing a comma", '"a,b"@example.com'],
 		["single-label domain", "root@localhost"],
 		["emoji local part", "😀@example.com"],
 		["label of 63 characters", `a@${"b".repeat(63)}.com`],
@@ -189,6 +190,22 @@ describe("emailProblem rejects", () => {
 		["angle bracket", "a@example.com>"],
 	])("a domain with a special character (%s)", (_, address) => {
 		expect(emailProblem(address)).toBe("must have a domain without special characters");
+	});
+
+	it.each([
+		["a list of recipients", "a@example.com,b@example.com"],
+		["a list with a semicolon", "a@example.com;b@example.com"],
+		["a display form", "news<a@example.com>"],
+		["two @ unquoted", "a@b@example.com"],
+		["a comment", "a(comment)@example.com"],
+		["a colon", "group:a@example.com"],
+		["a backslash", "a\\b@example.com"],
+		["a lone quote", 'a"b@example.com'],
+		["a bracket", "a[1]@example.com"],
+	])("a local part with an unquoted special character (%s)", (_, address) => {
+		expect(emailProblem(address)).toBe(
+			'must not have (),:;<>@[\\]" in a local part unless it is quoted',
+		);
 	});
 
 	it.each([
