@@ -36,6 +36,12 @@ async function currentLookup(env: Env, email: string, at: number) {
 }
 
 /**
+ * Largest PUT body: a reason of 4096 characters and a scope of 253, each character escaped as
+ * `\uXXXX` (six bytes, as Python's json.dumps writes anything beyond ASCII), fit with room.
+ */
+const MAX_PUT_BYTES = 64 * 1024;
+
+/**
  * `PUT /v1/suppressions/{email}`: adds or updates an operator's entry (idempotent) and answers
  * the address's lookup result; the KV copy follows in the background.
  */
@@ -46,7 +52,7 @@ export async function putRoute(
 ): Promise<Response> {
 	const email = emailFromPath(request.params.email);
 	// Every field has a default, so no body at all adds a manual entry for every sender.
-	const body = parseBody(putBody, await readJson(request, 16 * 1024, {}));
+	const body = parseBody(putBody, await readJson(request, MAX_PUT_BYTES, {}));
 	const at = now();
 	if (body.expiresAt !== null && body.expiresAt <= at) {
 		throw new ApiError(400, "invalid_request", "The request body is not valid", [

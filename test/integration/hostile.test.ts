@@ -335,8 +335,8 @@ cases.push(
 );
 cases.push(
 	check(
-		"over 512 KiB",
-		json({ emails: [`${"a".repeat(600 * 1024)}@example.com`] }),
+		"over 2 MiB",
+		json({ emails: [`${"a".repeat(2100 * 1024)}@example.com`] }),
 		413,
 		"payload_too_large",
 	),

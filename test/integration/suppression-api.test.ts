@@ -118,7 +118,29 @@ describe("GET /v1/suppressions/{email}", () => {
 	});
 });
 
+/** JSON with every character beyond ASCII escaped as \uXXXX, as Python's json.dumps writes it. */
+function asciiJson(value: unknown): string {
+	return JSON.stringify(value).replace(
+		/[\u0080-\uffff]/g,
+		(char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, "0")}`,
+	);
+}
+
 describe("POST /v1/suppressions/check", () => {
+	it("takes 1000 of the longest addresses with every character escaped", async () => {
+		const longest = `${"中".repeat(64)}@${"中".repeat(63)}.${"中".repeat(63)}.${"中".repeat(61)}`;
+		expect(longest).toHaveLength(254);
+		const body = asciiJson({ emails: Array.from({ length: 1000 }, () => longest) });
+		expect(body.length).toBeGreaterThan(1.5e6);
+		const response = await call("/v1/suppressions/check", {
+			method: "POST",
+			headers: { authorization: `Bearer ${tokens.lookup}` },
+			body,
+		});
+		expect(response.status).toBe(200);
+		expect(await response.json()).toMatchObject({ deliverableCount: 1000, invalidCount: 0 });
+	});
+
 	it("checks 1000 addresses in one request, in order, mixing suppressed, deliverable and invalid", async () => {
 		const emails = Array.from({ length: 1000 }, (_, i) => `user${i}@example.com`);
 		emails[0] = "Bounced@Example.com";
@@ -299,6 +321,17 @@ describe("GET /v1/suppressions", () => {
 });
 
 describe("PUT /v1/suppressions/{email}", () => {
+	it("takes a reason of 4096 characters with every character escaped", async () => {
+		const reason = "中".repeat(4096);
+		const response = await call("/v1/suppressions/long%40example.com", {
+			method: "PUT",
+			headers: { authorization: `Bearer ${tokens.admin}` },
+			body: asciiJson({ reason, scope: "news.example.com" }),
+		});
+		expect(response.status).toBe(200);
+		expect((await entriesOf("long@example.com"))[0]?.reason).toBe(reason);
+	});
+
 	it("adds a manual entry for every sender by default, idempotently", async () => {
 		const first = await send("PUT", "/v1/suppressions/m%40example.com", {
 			body: { reason: "asked by phone" },
