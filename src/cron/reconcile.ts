@@ -99,9 +99,12 @@ export async function reconcile(
 	}
 	const toCheck = [...new Set([...rechecked, ...retired, ...addresses])];
 	const repaired = await repairKeys(env, toCheck, now, budget);
-	// Addresses the budget left unchecked, or whose write failed, wait in the queue.
-	const deferred = [...repaired.failed, ...toCheck.slice(repaired.checked)];
-	if (deferred.length > 0) await queuePending(env.DB, deferred);
+	// Addresses the budget left unchecked wait in the queue, due at once; those whose write failed
+	// wait behind the others.
+	const unchecked = toCheck.slice(repaired.checked);
+	if (unchecked.length > 0) await queuePending(env.DB, unchecked);
+	if (repaired.failed.length > 0) await queuePending(env.DB, repaired.failed, now);
+	const deferred = [...repaired.failed, ...unchecked];
 	let fixed = drained.fixed + repaired.fixed;
 
 	let listedCount = 0;
@@ -160,9 +163,10 @@ async function drainPending(
 		now,
 		budget,
 	);
-	// An address whose write failed stays queued, for the next run to try again.
+	// An address whose write failed stays queued, behind the others, for a later run to try again.
 	const done = pending.slice(0, checked).filter((row) => !failed.includes(row.email));
 	if (done.length > 0) await clearPending(env.DB, done);
+	if (failed.length > 0) await queuePending(env.DB, failed, now);
 	return { checked, fixed, more: checked < pending.length || failed.length > 0 };
 }
 

@@ -6,8 +6,14 @@ import { readEntries } from "./store";
 const MAX_PLAIN_KEY_BYTES = 500;
 /** KV bulk get takes at most 100 keys. */
 export const KV_BATCH = 100;
-/** KV refuses an expiration less than 60 seconds ahead. */
-const MIN_KV_TTL = 60;
+/**
+ * KV refuses an expiration less than 60 seconds ahead of its own clock; `now` may be some seconds
+ * old by the time of the write (a cron run's scheduled time), so keys get a minute more. A key that
+ * outlives its entries is harmless: lookups check each entry's expiry.
+ */
+const MIN_KV_TTL = 120;
+/** KV takes an expiration as a 32-bit integer: Unix seconds up to 2038-01-19T03:14:07Z. */
+const MAX_KV_EXPIRATION = 2 ** 31 - 1;
 
 const encoder = new TextEncoder();
 
@@ -41,12 +47,14 @@ export function renderEdgeValue(entries: readonly StoredEntry[]): string {
 }
 
 /**
- * When the KV key can simply expire: the moment its last entry expires, if every entry expires.
+ * When the KV key can simply expire: the moment its last entry expires, if every entry expires
+ * before KV's latest expiration. A key that cannot expire with its entries never expires; the
+ * cron deletes it once they have (it retires expired entries and checks their addresses' keys).
  */
 export function edgeExpiration(entries: readonly StoredEntry[], now: number): number | undefined {
 	if (entries.some((entry) => entry.expiresAt === null)) return undefined;
-	const last = Math.max(...entries.map((entry) => entry.expiresAt ?? 0));
-	return Math.max(last, now + MIN_KV_TTL);
+	const last = Math.max(...entries.map((entry) => entry.expiresAt ?? 0), now + MIN_KV_TTL);
+	return last <= MAX_KV_EXPIRATION ? last : undefined;
 }
 
 /** Parses a KV value written by {@link renderEdgeValue}; anything else reads as no entries. */

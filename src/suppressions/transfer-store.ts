@@ -107,14 +107,19 @@ export async function importEntries(
 	return results.flatMap((result) => result.results.map((row) => row.email));
 }
 
-/** Queues addresses whose KV copy is due, for the cron's next run. */
-export async function queuePending(db: D1Database, emails: string[]): Promise<void> {
+/**
+ * Queues addresses whose KV copy is due. With `queuedAt` 0 they are due at the cron's next run and
+ * an address already queued keeps its place; with a time (a write that failed) they go behind
+ * every address queued before it, so a key KV keeps refusing never holds up the others.
+ */
+export async function queuePending(db: D1Database, emails: string[], queuedAt = 0): Promise<void> {
 	await db
 		.prepare(
-			`INSERT INTO edge_pending (email) SELECT value FROM json_each(?1) WHERE true
-			ON CONFLICT (email) DO NOTHING`,
+			`INSERT INTO edge_pending (email, queued_at) SELECT value, ?2 FROM json_each(?1) WHERE true
+			ON CONFLICT (email) DO UPDATE SET queued_at = excluded.queued_at
+			WHERE excluded.queued_at > edge_pending.queued_at`,
 		)
-		.bind(JSON.stringify(emails))
+		.bind(JSON.stringify(emails), queuedAt)
 		.run();
 }
 
@@ -122,6 +127,7 @@ export async function queuePending(db: D1Database, emails: string[]): Promise<vo
 export interface Pending {
 	email: string;
 	version: number;
+	queuedAt: number;
 }
 
 /**
@@ -135,7 +141,7 @@ export async function readPending(
 ): Promise<Pending[]> {
 	const { results } = await db
 		.prepare(
-			"SELECT email, version FROM edge_pending WHERE queued_at <= ?2 ORDER BY queued_at, email LIMIT ?1",
+			"SELECT email, version, queued_at AS queuedAt FROM edge_pending WHERE queued_at <= ?2 ORDER BY queued_at, email LIMIT ?1",
 		)
 		.bind(limit, settledBy)
 		.all<Pending>();
@@ -144,13 +150,15 @@ export async function readPending(
 
 /**
  * Takes checked addresses off the queue, each only if no change queued it again since it was
- * read (its version is the same): such a change is checked by the next run.
+ * read (its version and time are the same): such a change is checked by the next run. The time
+ * tells apart a row that another run took off and a later change queued again, whose version
+ * starts again at 0: it was queued after this run read the queue, so at a later time.
  */
 export async function clearPending(db: D1Database, checked: Pending[]): Promise<void> {
 	await db
 		.prepare(
-			`DELETE FROM edge_pending WHERE (email, version) IN
-			(SELECT value ->> 'email', value ->> 'version' FROM json_each(?1))`,
+			`DELETE FROM edge_pending WHERE (email, version, queued_at) IN
+			(SELECT value ->> 'email', value ->> 'version', value ->> 'queuedAt' FROM json_each(?1))`,
 		)
 		.bind(JSON.stringify(checked))
 		.run();

@@ -2,6 +2,7 @@ import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { KV_OPERATIONS_PER_RUN, KV_WRITE_SETTLE_SECONDS } from "../../src/cron/reconcile";
 import {
+	call,
 	countingKv,
 	countRows,
 	daysAgo,
@@ -12,6 +13,7 @@ import {
 	putSuppression,
 	resetDatabase,
 	runCron,
+	tokens,
 } from "../helpers";
 
 type Result = { expired: number; checked: number; fixed: number; done: boolean };
@@ -45,6 +47,40 @@ async function history(email: string) {
 
 beforeEach(resetDatabase);
 afterEach(() => vi.restoreAllMocks());
+
+describe("entries that expire after 2038-01-19 (KV's latest expiration)", () => {
+	it("an operator's entry is written to KV without an expiration, and the cron keeps it", async () => {
+		await putSuppression("held@example.com", { expiresAt: "2041-06-01T00:00:00Z" });
+		expect((await lookup("held@example.com")).suppressed).toBe(true);
+		const { keys } = await env.SUPPRESSIONS.list({ prefix: "s:held@" });
+		expect(keys[0]?.expiration).toBeUndefined();
+		await cron(Date.now() + (KV_WRITE_SETTLE_SECONDS + 1) * 1000);
+		expect((await lookup("held@example.com")).suppressed).toBe(true);
+		expect(await countRows("edge_pending")).toBe(0);
+	});
+
+	it("a hard bounce under a long HARD_BOUNCE_SUPPRESS_DAYS suppresses at the edge", async () => {
+		await postCallback(
+			{
+				event: "bounce",
+				bounceType: "hard_bounce",
+				email: "gone@example.com",
+				timestamp: Math.floor(Date.now() / 1000) - 60,
+			},
+			{ env: { ...env, HARD_BOUNCE_SUPPRESS_DAYS: "5000" } as Env },
+		);
+		expect((await lookup("gone@example.com")).suppressed).toBe(true);
+	});
+
+	it("an entry that expires soon still gets its key", async () => {
+		await putSuppression("soon@example.com", {
+			expiresAt: Math.floor(Date.now() / 1000) + 5,
+		});
+		const { keys } = await env.SUPPRESSIONS.list({ prefix: "s:soon@" });
+		// A minute more than KV's 60 seconds, for a write whose `now` is some seconds old.
+		expect(keys[0]?.expiration).toBeGreaterThanOrEqual(Math.floor(Date.now() / 1000) + 110);
+	});
+});
 
 describe("the reconcile cron", () => {
 	it("retires expired entries, recording them as expired by the cron", async () => {
@@ -318,6 +354,102 @@ describe("the reconcile cron", () => {
 		expect(await cron(later + 300_000)).toMatchObject({ fixed: 1 });
 		expect(await suppressed()).toEqual([true, true]);
 		expect(await countRows("edge_pending")).toBe(0);
+	});
+
+	it("addresses whose KV writes keep failing do not hold up the rest of the queue", async () => {
+		const batch = { ...env, RECONCILE_BATCH_SIZE: "2" } as Env;
+		const stuck = new Set(["s:stuck1@example.com", "s:stuck2@example.com"]);
+		// KV refuses every write of these two keys, run after run.
+		const refusing = new Proxy(env.SUPPRESSIONS, {
+			get(target, property) {
+				if (property === "put") {
+					return (key: string, ...rest: unknown[]) =>
+						stuck.has(key)
+							? Promise.reject(new Error("KV: injected failure (429 Too Many Requests)"))
+							: Reflect.apply(target.put, target, [key, ...rest]);
+				}
+				const value = Reflect.get(target, property);
+				return typeof value === "function" ? value.bind(target) : value;
+			},
+		});
+		const refusingEnv = { ...batch, SUPPRESSIONS: refusing } as Env;
+		await postCallback(
+			["stuck1@example.com", "stuck2@example.com"].map((email) => ({
+				event: "spamreport",
+				email,
+				timestamp: 1,
+			})),
+			{ env: refusingEnv },
+		);
+		// A later change whose own KV write failed once.
+		await new Promise((resolve) => setTimeout(resolve, 1100));
+		await postCallback(
+			{ event: "spamreport", email: "victim@example.com", timestamp: 1 },
+			{ env: countingKv({ put: true }).env },
+		);
+		expect((await lookup("victim@example.com")).suppressed).toBe(false);
+		for (let i = 1; i <= 3; i++) {
+			await parkSweeps();
+			await cron(Date.now() + (KV_WRITE_SETTLE_SECONDS + i * 300) * 1000, refusingEnv);
+		}
+		expect((await lookup("victim@example.com")).suppressed).toBe(true);
+		expect(await countRows("edge_pending")).toBe(2);
+	});
+
+	it("a run that overlaps another never takes off the queue a change made after both read it", async () => {
+		// The spam report's own KV write fails: the address is queued.
+		await postCallback(
+			{ event: "spamreport", email: "ov@example.com", timestamp: 1 },
+			{ env: countingKv({ put: true }).env },
+		);
+		const later = Date.now() + (KV_WRITE_SETTLE_SECONDS + 1) * 1000;
+		await parkSweeps();
+		// Run A reads the queue and D1, then its KV read stalls ...
+		let reached!: () => void;
+		const atGet = new Promise<void>((resolve) => {
+			reached = resolve;
+		});
+		let release!: () => void;
+		const gate = new Promise<void>((resolve) => {
+			release = resolve;
+		});
+		const slowKv = new Proxy(env.SUPPRESSIONS, {
+			get(target, property) {
+				if (property === "get") {
+					return async (...args: Parameters<KVNamespace["get"]>) => {
+						reached();
+						await gate;
+						return Reflect.apply(target.get, target, args);
+					};
+				}
+				const value = Reflect.get(target, property);
+				return typeof value === "function" ? value.bind(target) : value;
+			},
+		});
+		const runA = runCron(later, { ...env, SUPPRESSIONS: slowKv } as Env);
+		await atGet;
+		// ... while run B checks the address and takes it off the queue ...
+		await parkSweeps();
+		await runCron(later);
+		expect((await lookup("ov@example.com")).suppressed).toBe(true);
+		// ... and, a second later, the operator lifts the entry, whose own KV delete fails: queued
+		// again, as version 0 once more.
+		await new Promise((resolve) => setTimeout(resolve, 1100));
+		const removed = await call(
+			"/v1/suppressions/ov%40example.com",
+			{ method: "DELETE", headers: { authorization: `Bearer ${tokens.admin}` } },
+			countingKv({ delete: true }).env,
+		);
+		expect(removed.status).toBe(200);
+		expect({ afterRemoval: await countRows("edge_pending") }).toEqual({ afterRemoval: 1 });
+		await parkSweeps();
+		release();
+		await runA;
+		// Run A checked the address against what it read before the removal: the removal stays queued.
+		expect({ afterRunA: await countRows("edge_pending") }).toEqual({ afterRunA: 1 });
+		await parkSweeps();
+		await runCron(later + 300_000);
+		expect((await lookup("ov@example.com")).suppressed).toBe(false);
 	});
 
 	it("a run that dies half way leaves consistent state and the next run finishes", async () => {
