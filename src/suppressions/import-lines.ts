@@ -8,8 +8,12 @@ import type { ImportedEntry } from "./transfer-store";
 
 export const MAX_IMPORT_LINES = 10_000;
 
-/** One imported entry, in the export's vocabulary (NDJSON may carry every field of an entry). */
-const lineSchema = z.object({
+/**
+ * One imported entry, in the export's vocabulary (NDJSON may carry every field of an entry, and
+ * nothing else: a misspelt field such as `expires_at` fails the line, never an entry that does
+ * not expire).
+ */
+const lineSchema = z.strictObject({
 	email: emailField,
 	list: z.enum(LISTS, { error: `must be one of ${LISTS.join(", ")}` }),
 	scope: z.union([z.literal(ANY_SCOPE), domainParam], { error: 'must be "*" or a domain' }),
@@ -104,9 +108,13 @@ export function readImport(bytes: Uint8Array, format: "csv" | "ndjson", now: num
 		const parsed = z.safeParse(lineSchema, value);
 		if (!parsed.success) {
 			const [issue] = parsed.error.issues;
+			const unknown = issue?.code === "unrecognized_keys" ? issue.keys : [];
 			failed.push({
 				line,
-				message: `${issue?.path.map(String).join(".") || "line"} ${issue?.message ?? "is invalid"}`,
+				message:
+					unknown.length > 0
+						? `${unknown.join(", ")} ${unknown.length > 1 ? "are not fields" : "is not a field"} of an entry`
+						: `${issue?.path.map(String).join(".") || "line"} ${issue?.message ?? "is invalid"}`,
 			});
 			continue;
 		}

@@ -448,6 +448,22 @@ describe("import", () => {
 		});
 	});
 
+	it("fails an NDJSON line with a field an entry does not have, never ignoring it", async () => {
+		const body = [
+			'{"email":"n@example.com","list":"manual","scope":"*","expires_at":"2030-01-01T00:00:00Z"}',
+			'{"email":"o@example.com","list":"manual","scope":"*","colour":"red","size":2}',
+		].join("\n");
+		expect(await imported(body, "application/x-ndjson")).toEqual({
+			imported: 0,
+			unchanged: 0,
+			failed: [
+				{ line: 1, message: "expires_at is not a field of an entry" },
+				{ line: 2, message: "colour, size are not fields of an entry" },
+			],
+		});
+		expect(await countRows("suppressions")).toBe(0);
+	});
+
 	it("needs an admin token", async () => {
 		const response = await call("/v1/suppressions/import", {
 			method: "POST",
