@@ -46,7 +46,9 @@ export interface RouteSpec {
 	summary: string;
 	query?: z.ZodMiniType;
 	/** Request body: a JSON schema (`optional` when no body stands for `{}`), or raw media types. */
-	body?: { schema: z.ZodMiniType; optional?: true } | { mediaTypes: string[]; description: string };
+	body?:
+		| { schema: z.ZodMiniType; optional?: true; description?: string }
+		| { mediaTypes: string[]; description: string };
 	/** Success response: a JSON schema, or other media types described in words. */
 	response: { schema: z.ZodMiniType } | { mediaTypes: string[]; description: string };
 	/** Error statuses this route answers besides those every route of its access may. */
@@ -84,7 +86,11 @@ export const ROUTES: RouteSpec[] = [
 		access: "callback",
 		handler: receiveCallback,
 		summary: "Receive Tencent SES events (one object or an array)",
-		body: { schema: callbackBody },
+		body: {
+			schema: callbackBody,
+			description:
+				"One Tencent event, or an array of 1 to MAX_EVENTS_PER_REQUEST of them (default 100; the setting goes up to 1000, the array's maximum here)",
+		},
 		response: { schema: out.callbackResponse },
 		errors: [400, 413, 503],
 	},

@@ -34,12 +34,20 @@ describe("GET /openapi.json", () => {
 	});
 
 	it("names every route the router serves, and nothing else", () => {
+		const documented = operations()
+			.map(([method, path]) => `${method} ${path}`)
+			.sort();
+		// HEAD on a GET path is implied (RFC 9110) and not documented, unless the route table
+		// lists it itself.
 		const served = router.routes
 			.filter(([method]) => method !== "ALL")
 			.map(([method, , , path]) => `${method} ${(path ?? "").replace(/:(\w+)/g, "{$1}")}`)
-			.sort();
-		const documented = operations()
-			.map(([method, path]) => `${method} ${path}`)
+			.filter(
+				(route) =>
+					!route.startsWith("HEAD ") ||
+					documented.includes(route) ||
+					!documented.includes(route.replace("HEAD ", "GET ")),
+			)
 			.sort();
 		expect(documented).toEqual(served);
 		expect(served).toHaveLength(ROUTES.length);
