@@ -27,11 +27,22 @@ const cursorParam = z.pipe(
 	}),
 );
 
+/** A filter on a text field, which events store trimmed and never empty. */
+function storedText(max: number) {
+	return z
+		.string()
+		.check(
+			z.trim(),
+			z.minLength(1, { error: "must not be empty" }),
+			z.maxLength(max, { error: `must be at most ${max} characters` }),
+		);
+}
+
 /** Query of `GET /v1/events`. */
 export const eventsQuery = z.strictObject({
 	email: z.optional(emailField),
-	bulkId: z.optional(z.string().check(z.maxLength(512))),
-	messageId: z.optional(z.string().check(z.maxLength(998))),
+	bulkId: z.optional(storedText(512)),
+	messageId: z.optional(storedText(998)),
 	event: z.optional(z.enum(EVENT_TYPES, { error: `must be one of ${EVENT_TYPES.join(", ")}` })),
 	fromDomain: z.optional(domainParam),
 	since: z.optional(timeParam),

@@ -76,6 +76,7 @@ describe("GET /v1/events", () => {
 		["?email=A%40Example.com", 3],
 		["?email=b%40example.com", 1],
 		["?bulkId=bulk-1", 3],
+		["?bulkId=%20bulk-1%20", 3],
 		["?messageId=%3Cm3%40example.com%3E", 1],
 		["?event=delivered", 2],
 		["?fromDomain=MAIL.example.com", 2],

@@ -399,6 +399,8 @@ const eventQueries = [
 	"?emial=a%40example.com",
 	"?bulkId=a&bulkId=b",
 	`?messageId=${"m".repeat(1000)}`,
+	"?bulkId=",
+	"?messageId=%20",
 ];
 for (const query of eventQueries)
 	cases.push(
