@@ -78,7 +78,8 @@ function checkEvent(item: unknown): Checked {
 	}
 	const issues = unmodeledProblems(item, MODELED_FIELDS);
 	for (const [key, value] of Object.entries(item)) {
-		if (!key.toLowerCase().startsWith(CUSTOM_FIELD_PREFIX)) continue;
+		// A null header is absent, as any optional field's null is; `extra` keeps it as received.
+		if (!key.toLowerCase().startsWith(CUSTOM_FIELD_PREFIX) || value === null) continue;
 		if (typeof value !== "string" || value.length > MAX_CUSTOM_LENGTH || !value.isWellFormed()) {
 			issues.push({
 				path: key,

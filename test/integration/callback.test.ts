@@ -366,6 +366,14 @@ describe("fields the schema does not model", () => {
 		});
 	});
 
+	it("takes a null custom header as absent, kept in extra as received", async () => {
+		const response = await postCallback({ ...base, "X-Tencentcloudses-Cb-Custom": null });
+		expect(response.status).toBe(200);
+		const event = await onlyEvent(base.email);
+		expect(event.custom).toEqual({});
+		expect(event.extra).toEqual({ "X-Tencentcloudses-Cb-Custom": null });
+	});
+
 	it("keeps numbers a double cannot hold digit for digit, in the events API's answer too", async () => {
 		const fields =
 			'"snowflake":12345678901234567891,"nested":{"list":[-98765432109876543210,1]},' +

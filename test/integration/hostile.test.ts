@@ -118,7 +118,7 @@ const wrongTypes: Record<string, unknown[]> = {
 	sentTimestamp: ["later", -1, 2.5],
 	eventid: ["three", 0, 99, 1.5],
 	taskId: ["x", -1, {}],
-	"X-Tencentcloudses-Cb-Order": [1, { a: 1 }, null],
+	"X-Tencentcloudses-Cb-Order": [1, { a: 1 }, true],
 };
 for (const [field, values] of Object.entries(wrongTypes)) {
 	for (const value of values)
