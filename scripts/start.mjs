@@ -35,7 +35,8 @@ if (vars.length > 0) {
 			.join(" ")}`,
 	);
 }
-// --test-scheduled adds GET /__scheduled, which runs the reconcile cron once.
+// --test-scheduled adds GET /__scheduled, which runs the whole cron once: retention (with the
+// stats rollup first), then the reconcile.
 process.exit(
 	await wrangler(["dev", "--ip", "127.0.0.1", "--port", "8080", "--test-scheduled", ...vars]),
 );

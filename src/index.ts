@@ -8,9 +8,10 @@ export default {
 	fetch: (request, env, ctx) => router.fetch(request, env, ctx),
 
 	/**
-	 * The cron: retention, then the KV reconcile. Each is bounded per run, goes on where the last
-	 * run stopped, and logs one JSON line. A failing retention does not keep the reconcile from
-	 * running; the run still fails, with the first error, once both have had their turn.
+	 * The cron: retention (the stats rollup first), then the KV reconcile. Each is bounded per run,
+	 * goes on where the last run stopped, and logs one JSON line. A failing retention does not keep
+	 * the reconcile from running; the run still fails, with the first error, once both have had
+	 * their turn.
 	 */
 	async scheduled(controller, env) {
 		const settings = loadSettings(env);

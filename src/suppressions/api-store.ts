@@ -147,7 +147,7 @@ export async function readHistory(db: D1Database, email: string): Promise<Histor
 	return results;
 }
 
-/** More events than one database can hold (10 GB at about 650 bytes each is 16 million). */
+/** More events than one database can hold (10 GB at about 678 bytes each is 14.7 million). */
 const ALL_EVENTS = 2_147_483_647;
 
 /**
