@@ -2,6 +2,8 @@ import { loadSettings } from "./config";
 
 const ALLOWED_METHODS = "GET, HEAD, POST, PUT, DELETE";
 const ALLOWED_HEADERS = "authorization, content-type";
+// Headers of API answers a browser's script may read beyond the CORS-safelisted ones.
+const EXPOSED_HEADERS = "x-request-id, retry-after, www-authenticate, allow, content-disposition";
 
 /** Browsers may call the API only from the origins `CORS_ORIGINS` lists, and never the callback. */
 function allowedOrigin(request: Request, env: object): string | null {
@@ -32,15 +34,15 @@ export function answerPreflight(request: Request, env: object): Response | undef
 			"access-control-allow-methods": ALLOWED_METHODS,
 			"access-control-allow-headers": ALLOWED_HEADERS,
 			"access-control-max-age": "600",
-			vary: "Origin",
 		},
 	});
 }
 
-/** Adds the CORS headers to an answer for an allowed origin; none otherwise. */
+/** Adds the CORS headers to an answer (a preflight's too) for an allowed origin; none otherwise. */
 export function addCorsHeaders(response: Response, request: Request, env: object): void {
 	const origin = allowedOrigin(request, env);
 	if (!origin) return;
 	response.headers.set("access-control-allow-origin", origin);
+	response.headers.set("access-control-expose-headers", EXPOSED_HEADERS);
 	response.headers.append("vary", "Origin");
 }

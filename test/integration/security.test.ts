@@ -96,12 +96,17 @@ describe("headers", () => {
 		expect(preflight.status).toBe(204);
 		expect(preflight.headers.get("access-control-allow-origin")).toBe(origin);
 		expect(preflight.headers.get("access-control-allow-headers")).toContain("authorization");
+		expect(preflight.headers.get("vary")).toBe("Origin");
 		const allowed = await call(
 			"/v1/events",
 			{ headers: { origin, authorization: `Bearer ${tokens.lookup}` } },
 			withCors,
 		);
 		expect(allowed.headers.get("access-control-allow-origin")).toBe(origin);
+		expect(allowed.headers.get("vary")).toBe("Origin");
+		// A script on that origin may read the request id, and Retry-After on a 503.
+		expect(allowed.headers.get("access-control-expose-headers")).toContain("x-request-id");
+		expect(allowed.headers.get("access-control-expose-headers")).toContain("retry-after");
 		const other = await call(
 			"/v1/events",
 			{ headers: { origin: "https://evil.example.com", authorization: `Bearer ${tokens.lookup}` } },
