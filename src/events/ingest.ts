@@ -45,11 +45,14 @@ export async function storeCallback(
 	policy: PolicySettings,
 	now: number,
 	requestId: string,
+	/** Statements to run first, in the same transaction (a replay's mark). */
+	first: D1PreparedStatement[] = [],
 ): Promise<StoredCallback> {
 	const evidence = evidenceFrom(events, policy);
 	const bounced = softBounceAddresses(events);
 	const mayChange = [...new Set([...evidence.map((item) => item.email), ...bounced])];
 	const statements = [
+		...first,
 		...(evidence.length > 0 ? [applyEvidence(db, evidence, now)] : []),
 		insertEvents(db, events),
 		...(bounced.length > 0 ? [recomputeSoftBounces(db, bounced, policy, now)] : []),
@@ -57,13 +60,13 @@ export async function storeCallback(
 	];
 	const results = await db.batch(statements);
 	const at = {
-		insert: evidence.length > 0 ? 1 : 0,
+		insert: first.length + (evidence.length > 0 ? 1 : 0),
 		read: mayChange.length > 0 ? statements.length - 1 : statements.length,
 	};
 	const inserted = (results[at.insert]?.results ?? []) as { recheck: string | null }[];
 	const changed = new Set<string>();
-	results.slice(0, at.read).forEach((result, i) => {
-		if (i === at.insert) return; // ids, not changed addresses
+	results.slice(first.length, at.read).forEach((result, i) => {
+		if (first.length + i === at.insert) return; // ids, not changed addresses
 		for (const row of result.results as { email: string }[]) changed.add(row.email);
 	});
 	const read = groupEntries((results[at.read]?.results ?? []) as StoredEntry[]);

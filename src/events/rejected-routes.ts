@@ -111,13 +111,19 @@ export async function replayRoute(
 	}
 	let result: StoredCallback;
 	try {
-		result = await storeCallback(env.DB, events, settings.policy, now, request.requestId);
+		result = await storeCallback(env.DB, events, settings.policy, now, request.requestId, [
+			markReplayed(
+				env.DB,
+				row.id,
+				now,
+				events.map((event) => event.id),
+			),
+		]);
 	} catch (error) {
 		log("error", "replay not stored", { requestId: request.requestId, error: String(error) });
 		throw storageUnavailable();
 	}
 	const { stored, changed, entries } = result;
-	await markReplayed(env.DB, row.id, now, stored);
 	if (changed.size > 0) ctx.waitUntil(syncEdge(env, [...changed], now, request.requestId, entries));
 	return json({
 		ok: true,

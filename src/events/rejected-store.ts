@@ -109,14 +109,23 @@ export async function readRejected(db: D1Database, id: string): Promise<Rejected
 		.first<RejectedRow>();
 }
 
-export async function markReplayed(
+/**
+ * The statement that records a replay of `id` at `at`, to run first in the replay's own batch:
+ * it adds to `replay_stored` the events of `eventIds` not yet stored (the replay's new events),
+ * so a second replay, or two at once, never overwrite what an earlier one stored.
+ */
+export function markReplayed(
 	db: D1Database,
 	id: string,
 	at: number,
-	stored: number,
-): Promise<void> {
-	await db
-		.prepare("UPDATE rejected_callbacks SET replayed_at = ?, replay_stored = ? WHERE id = ?")
-		.bind(at, stored, id)
-		.run();
+	eventIds: readonly string[],
+): D1PreparedStatement {
+	return db
+		.prepare(
+			`UPDATE rejected_callbacks SET replayed_at = ?2,
+				replay_stored = coalesce(replay_stored, 0) + (SELECT count(*) FROM
+					(SELECT DISTINCT value FROM json_each(?3)) WHERE value NOT IN (SELECT id FROM events))
+			WHERE id = ?1`,
+		)
+		.bind(id, at, JSON.stringify(eventIds));
 }

@@ -6,6 +6,8 @@ import {
 	countingKv,
 	countRows,
 	daysAgo,
+	envWithFailingBatch,
+	envWithFailingSql,
 	getJson,
 	lookup,
 	parkSweeps,
@@ -98,6 +100,55 @@ describe("rejected callbacks", () => {
 			stored: 0,
 			duplicates: 2,
 		});
+		// The record still says what the replay stored.
+		expect((await rejectedList()).rejected[0]).toMatchObject({ id, replayStored: 2 });
+	});
+
+	it("two replays at once store the events once, and the record says so", async () => {
+		const id = await storeRejected(
+			JSON.stringify([
+				{ event: "open", email: "c@example.com", timestamp: 1000 },
+				{ event: "open", email: "c@example.com", timestamp: 1000 },
+				{ event: "click", email: "c@example.com", timestamp: 1001 },
+			]),
+		);
+		const answers = await Promise.all([
+			admin("POST", `/v1/rejected/${id}/replay`),
+			admin("POST", `/v1/rejected/${id}/replay`),
+		]);
+		const stored = await Promise.all(
+			answers.map(async (answer) => ((await answer.json()) as { stored: number }).stored),
+		);
+		expect(stored.sort()).toEqual([0, 2]);
+		expect((await rejectedList()).rejected[0]).toMatchObject({ id, replayStored: 2 });
+	});
+
+	it("a replay is stored and marked in one transaction, or not at all", async () => {
+		const id = await storeRejected(
+			JSON.stringify({ event: "spamreport", email: "m@example.com", timestamp: 1000 }),
+		);
+		// D1 rolls the whole batch back: a statement appended to it fails.
+		const failing = envWithFailingBatch();
+		const response = await call(
+			`/v1/rejected/${id}/replay`,
+			{ method: "POST", headers: { authorization: `Bearer ${tokens.admin}` } },
+			failing,
+		);
+		expect(response.status).toBe(503);
+		expect(await countRows("events")).toBe(0);
+		expect((await rejectedList()).rejected[0]).toMatchObject({ id, replayStored: null });
+		// Nor does a replay store events it cannot mark.
+		const unmarked = await call(
+			`/v1/rejected/${id}/replay`,
+			{ method: "POST", headers: { authorization: `Bearer ${tokens.admin}` } },
+			envWithFailingSql("SET replayed_at"),
+		);
+		expect(unmarked.status).toBe(503);
+		expect(await countRows("events")).toBe(0);
+		const retried = await admin("POST", `/v1/rejected/${id}/replay`);
+		expect(await retried.json()).toMatchObject({ stored: 1 });
+		expect((await lookup("m@example.com")).suppressed).toBe(true);
+		expect((await rejectedList()).rejected[0]).toMatchObject({ id, replayStored: 1 });
 	});
 
 	it("answers 422 with the issues when the body still fails", async () => {
