@@ -72,33 +72,48 @@ const REJECTED_COLUMNS = `id, received_at AS receivedAt, status, code, message, 
 	content_type AS contentType, body, body_bytes AS bodyBytes, replayed_at AS replayedAt,
 	replay_stored AS replayStored`;
 
-/** One page of rejected callbacks, newest first, and the position after it (null on the last). */
+/**
+ * The most body bytes one page of rejected callbacks carries. D1 returns a BLOB as a JSON array of
+ * numbers, several bytes of memory for each byte of body, so a page of 1000 bodies of 64 KiB would
+ * not fit a Worker's 128 MB: a page stops before the body that would pass this (its first body
+ * always fits, as at most 64 KiB), and its cursor leads on from there.
+ */
+export const MAX_REJECTED_PAGE_BYTES = 2 * 1024 * 1024;
+
+/**
+ * One page of rejected callbacks, newest first, at most `limit` of them and
+ * {@link MAX_REJECTED_PAGE_BYTES} of bodies, and the position after it (null on the last).
+ */
 export async function listRejected(
 	db: D1Database,
 	limit: number,
 	after?: { receivedAt: number; id: string },
 ): Promise<{ rows: RejectedRow[]; next: { receivedAt: number; id: string } | null }> {
-	// With a cursor, a row value that SQLite turns into a range of the index: the page starts
-	// where the last ended instead of reading every page before it.
-	const statement = after
-		? db
-				.prepare(
-					`SELECT ${REJECTED_COLUMNS} FROM rejected_callbacks WHERE (received_at, id) < (?1, ?2)
-					ORDER BY received_at DESC, id DESC LIMIT ?3`,
-				)
-				.bind(after.receivedAt, after.id, limit + 1)
-		: db
-				.prepare(
-					`SELECT ${REJECTED_COLUMNS} FROM rejected_callbacks
-					ORDER BY received_at DESC, id DESC LIMIT ?1`,
-				)
-				.bind(limit + 1);
-	const { results } = await statement.all<RejectedRow>();
-	const rows = results.slice(0, limit);
+	// One more row than the page, to tell whether another page follows; only the rows that fit
+	// carry their bodies. With a cursor, a row value that SQLite turns into a range of the index:
+	// the page starts where the last ended instead of reading every page before it.
+	const { results } = await db
+		.prepare(
+			`SELECT id, receivedAt, status, code, message, issues, contentType,
+				iif(fits, body, NULL) AS body, bodyBytes, replayedAt, replayStored, fits
+			FROM (
+				SELECT id, received_at AS receivedAt, status, code, message, issues,
+					content_type AS contentType, body, body_bytes AS bodyBytes,
+					replayed_at AS replayedAt, replay_stored AS replayStored,
+					row_number() OVER newest <= ?3 AND (row_number() OVER newest = 1
+						OR sum(length(body)) OVER (newest ROWS UNBOUNDED PRECEDING) <= ?4) AS fits
+				FROM rejected_callbacks ${after ? "WHERE (received_at, id) < (?1, ?2)" : ""}
+				WINDOW newest AS (ORDER BY received_at DESC, id DESC)
+				ORDER BY received_at DESC, id DESC LIMIT ?3 + 1)`,
+		)
+		.bind(after?.receivedAt ?? null, after?.id ?? null, limit, MAX_REJECTED_PAGE_BYTES)
+		.all<RejectedRow & { fits: number }>();
+	const rows = results.filter((row) => row.fits === 1);
 	const last = rows[rows.length - 1];
 	return {
-		rows,
-		next: results.length > limit && last ? { receivedAt: last.receivedAt, id: last.id } : null,
+		rows: rows.map(({ fits, ...row }) => row),
+		next:
+			results.length > rows.length && last ? { receivedAt: last.receivedAt, id: last.id } : null,
 	};
 }
 

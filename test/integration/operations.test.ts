@@ -76,6 +76,27 @@ describe("rejected callbacks", () => {
 		expect(second.cursor).toBeNull();
 	});
 
+	it("pages large bodies by size too, visiting each record once", async () => {
+		const body = "x".repeat(64 * 1024);
+		for (let i = 0; i < 40; i++) await storeRejected(body);
+		const sizes: number[] = [];
+		const seen = new Set<unknown>();
+		let query = "?limit=1000";
+		for (;;) {
+			const page = await rejectedList(query);
+			sizes.push(page.rejected.length);
+			for (const row of page.rejected) {
+				expect(row.body).toBe(body);
+				seen.add(row.id);
+			}
+			if (page.cursor === null) break;
+			query = `?limit=1000&cursor=${page.cursor}`;
+		}
+		// 2 MiB of bodies a page: 32 of 64 KiB, then the other 8.
+		expect(sizes).toEqual([32, 8]);
+		expect(seen.size).toBe(40);
+	});
+
 	it("replays a stored body that today's validation accepts, once", async () => {
 		const id = await storeRejected(
 			JSON.stringify([

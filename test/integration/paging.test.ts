@@ -69,6 +69,7 @@ describe("a deep page reads about one page of rows", () => {
 		}
 		const rowsRead = await lastPageRowsRead("/v1/rejected?limit=100", count / limit, "rejected");
 		expect(rowsRead).toBeGreaterThan(0);
-		expect(rowsRead).toBeLessThan(3 * limit);
+		// The page's running total of body bytes (a window) reads its rows once more.
+		expect(rowsRead).toBeLessThan(4 * limit);
 	});
 });
