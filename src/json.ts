@@ -29,7 +29,8 @@ const MIN_NORMAL = 2.2250738585072014e-308;
  * a number of more than 15 significant digits, or one beyond a double's range (which would turn
  * into Infinity, written as null, or into 0). Every other number is a plain number, and a schema
  * that wants one refuses such a value as it refused the rounded number before. Only a text that
- * holds such a number pays for the reviver (several times a plain parse, timed in Node). A text nested too deep for
+ * holds such a number pays for the reviver (several times a plain parse, timed in Node), after a
+ * plain parse. A text nested too deep for
  * the reviver's recursion is parsed plainly: it is refused anyway, for its depth.
  *
  * @example
@@ -37,7 +38,11 @@ const MIN_NORMAL = 2.2250738585072014e-308;
  * @throws SyntaxError as JSON.parse
  */
 export function parseJson(text: string): unknown {
-	if (!LONG_NUMBER.test(text) || !holdsInexactNumber(text)) return JSON.parse(text);
+	if (!LONG_NUMBER.test(text)) return JSON.parse(text);
+	// Parsed plainly first: text that is not JSON throws here, before the token scan, which is
+	// linear only in valid JSON (an unterminated string makes its regex rescan to the end).
+	const plain = JSON.parse(text);
+	if (!holdsInexactNumber(text)) return plain;
 	try {
 		return native.parse(text, keepInexact);
 	} catch (error) {
@@ -62,16 +67,32 @@ function keepInexact(_key: string, value: unknown, context?: { source?: string }
 /** Whether the number written `source` is not exactly `value`, the double JSON.parse makes of it. */
 function isInexact(value: number, source: string): boolean {
 	if (/^-?\d+$/.test(source)) return !Number.isSafeInteger(value);
-	// Significant digits: leading and trailing zeros of the mantissa are not.
-	const digits = source
-		.replace(/[eE].*$/, "")
-		.replace(/\D/g, "")
-		.replace(/^0+|0+$/g, "");
-	return (
-		digits.length > 15 ||
-		!Number.isFinite(value) ||
-		(digits.length > 0 && Math.abs(value) < MIN_NORMAL)
-	);
+	const digits = significantDigits(source);
+	return digits > 15 || !Number.isFinite(value) || (digits > 0 && Math.abs(value) < MIN_NORMAL);
+}
+
+/**
+ * How many significant digits the mantissa of a JSON number has: leading and trailing zeros are
+ * not. One pass each way (a regex such as /0+$/ would rescan every run of zeros: quadratic).
+ */
+function significantDigits(source: string): number {
+	const exponent = source.search(/[eE]/);
+	const mantissa = exponent === -1 ? source : source.slice(0, exponent);
+	let first = 0;
+	while (first < mantissa.length && !isNonZeroDigit(mantissa.charCodeAt(first))) first++;
+	let last = mantissa.length - 1;
+	while (last >= first && !isNonZeroDigit(mantissa.charCodeAt(last))) last--;
+	let count = 0;
+	for (let i = first; i <= last; i++) if (isDigit(mantissa.charCodeAt(i))) count++;
+	return count;
+}
+
+function isDigit(code: number): boolean {
+	return code >= 0x30 && code <= 0x39;
+}
+
+function isNonZeroDigit(code: number): boolean {
+	return code >= 0x31 && code <= 0x39;
 }
 
 /** Whether `value` is a number kept as its source text by {@link parseJson}. */
