@@ -15,17 +15,24 @@ export interface Issue {
  * throw new ApiError(400, "invalid_email", "The address is not a plausible email address");
  */
 export class ApiError extends Error {
+	/** The first {@link MAX_ISSUES} problems: an answer stays small whatever the request. */
+	readonly issues?: Issue[];
+
 	constructor(
 		readonly status: number,
 		readonly code: string,
 		message: string,
-		readonly issues?: Issue[],
+		issues?: Issue[],
 		readonly headers?: HeadersInit,
 	) {
 		super(message);
 		this.name = "ApiError";
+		if (issues) this.issues = issues.slice(0, MAX_ISSUES);
 	}
 }
+
+/** The most issues an error answer lists. */
+export const MAX_ISSUES = 100;
 
 const JSON_TYPE = "application/json; charset=utf-8";
 

@@ -2,10 +2,10 @@ import { loadSettings } from "./config";
 import { reconcile } from "./cron/reconcile";
 import { pruneStorage } from "./cron/retention";
 import { log } from "./log";
-import { router } from "./router";
+import { serve } from "./router";
 
 export default {
-	fetch: (request, env, ctx) => router.fetch(request, env, ctx),
+	fetch: serve,
 
 	/**
 	 * The cron: retention (the stats rollup first), then the KV reconcile. Each is bounded per run,

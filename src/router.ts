@@ -119,3 +119,35 @@ function methodNotAllowed(allowed: string[]): ApiError {
 		},
 	);
 }
+
+/** More query parameters than any route takes (the most is nine), with room to spare. */
+export const MAX_QUERY_PARAMETERS = 100;
+
+/**
+ * Serves a request. A URL with more than {@link MAX_QUERY_PARAMETERS} query parameters is refused
+ * before the router reads them: it gathers a repeated parameter by copying the values so far, so
+ * thousands of repeats of one name would cost anyone, token or not, a hundred times a request's
+ * CPU.
+ */
+export function serve(request: Request, env: Env, ctx: ExecutionContext): Promise<Response> {
+	if (queryParameters(request.url) > MAX_QUERY_PARAMETERS) {
+		const app = request as AppRequest;
+		start(app);
+		const error = new ApiError(
+			400,
+			"invalid_query",
+			`A request takes at most ${MAX_QUERY_PARAMETERS} query parameters`,
+		);
+		return Promise.resolve(finish(errorToResponse(error, app.requestId), app, env));
+	}
+	return router.fetch(request, env, ctx);
+}
+
+/** How many `&`-separated parameters the URL's query holds (an upper bound: empty ones count). */
+function queryParameters(url: string): number {
+	const query = url.indexOf("?");
+	if (query === -1) return 0;
+	let count = 1;
+	for (let i = url.indexOf("&", query); i !== -1; i = url.indexOf("&", i + 1)) count++;
+	return count;
+}

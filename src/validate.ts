@@ -1,19 +1,23 @@
 import * as z from "zod/mini";
 import { emailProblem, normalizeEmail } from "./email";
-import { ApiError, type Issue } from "./errors";
+import { ApiError, type Issue, MAX_ISSUES } from "./errors";
 
-/** zod issues in the contract's `issues` shape; an unknown field is an issue at its own path. */
+/**
+ * zod issues in the contract's `issues` shape, the first {@link MAX_ISSUES} of them; an unknown
+ * field is an issue at its own path.
+ */
 export function toIssues(error: z.core.$ZodError): Issue[] {
-	return error.issues.flatMap((issue) => {
+	const issues: Issue[] = [];
+	for (const issue of error.issues) {
 		const path = issue.path.map(String);
-		if (issue.code === "unrecognized_keys") {
-			return issue.keys.map((key) => ({
-				path: [...path, key].join("."),
-				message: "is not a field of this body",
-			}));
+		const keys = issue.code === "unrecognized_keys" ? issue.keys : [];
+		if (keys.length === 0) issues.push({ path: path.join("."), message: issue.message });
+		for (const key of keys.slice(0, MAX_ISSUES)) {
+			issues.push({ path: [...path, key].join("."), message: "is not a field of this body" });
 		}
-		return [{ path: path.join("."), message: issue.message }];
-	});
+		if (issues.length >= MAX_ISSUES) break;
+	}
+	return issues.slice(0, MAX_ISSUES);
 }
 
 /**

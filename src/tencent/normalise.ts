@@ -1,5 +1,5 @@
 import { domainOf, emailProblem, normalizeEmail } from "../email";
-import { ApiError, type Issue } from "../errors";
+import { ApiError, type Issue, MAX_ISSUES } from "../errors";
 import type { StoredEvent } from "../events/event";
 import { isRawJson } from "../json";
 import { eventKey, unmodeledProblems } from "./raw";
@@ -12,7 +12,6 @@ import {
 import { decodeSubject } from "./subject";
 
 const MAX_CUSTOM_LENGTH = 4096;
-const MAX_ISSUES = 100;
 /** Characters of an issue's path kept: a field name may be as long as the body, and is stored. */
 const MAX_ISSUE_PATH = 200;
 

@@ -73,6 +73,23 @@ describe("routing and the error shape", () => {
 		expect(response.headers.get("allow")).toBe("GET, HEAD, PUT, DELETE");
 	});
 
+	it("refuses more than 100 query parameters before routing, with the API's headers", async () => {
+		const query = (n: number) => Array.from({ length: n }, (_, i) => `p${i}=1`).join("&");
+		const over = await getJson(`/v1/events?${query(101)}`);
+		expect(over.status).toBe(400);
+		expect(await over.json()).toEqual({
+			error: {
+				code: "invalid_query",
+				message: "A request takes at most 100 query parameters",
+			},
+		});
+		expect(over.headers.get("x-request-id")).toMatch(/^[0-9a-f-]{36}$/);
+		expect(over.headers.get("cache-control")).toBe("no-store");
+		// At 100 the route reads them, and names the ones it does not know.
+		const at = await getJson(`/v1/events?${query(100)}`);
+		expect(((await at.json()) as { error: { issues: unknown[] } }).error.issues).toHaveLength(100);
+	});
+
 	it("every answer carries API headers", async () => {
 		for (const response of [
 			await call("/healthz"),

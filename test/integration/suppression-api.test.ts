@@ -321,6 +321,18 @@ describe("GET /v1/suppressions", () => {
 });
 
 describe("PUT /v1/suppressions/{email}", () => {
+	it("lists at most 100 issues, however many fields a body gets wrong", async () => {
+		const body = Object.fromEntries(Array.from({ length: 5000 }, (_, i) => [`f${i}`, 0]));
+		const response = await send("PUT", "/v1/suppressions/many%40example.com", { body });
+		expect(response.status).toBe(400);
+		const answer = (await response.json()) as ErrorBody;
+		expect(answer.error.issues).toHaveLength(100);
+		expect(answer.error.issues?.[0]).toEqual({
+			path: "f0",
+			message: "is not a field of this body",
+		});
+	});
+
 	it("takes a reason of 4096 characters with every character escaped", async () => {
 		const reason = "中".repeat(4096);
 		const response = await call("/v1/suppressions/long%40example.com", {
