@@ -142,6 +142,13 @@ async function main() {
 	const server = options.url
 		? { url: options.url.replace(/\/$/, ""), stop() {} }
 		: await startServer();
+	// Ctrl-C or a kill stops the server too, and removes its state.
+	for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"]) {
+		process.on(signal, () => {
+			server.stop();
+			process.exit(130);
+		});
+	}
 	const unique = generate(Number(options.events));
 	// 20 % exact repeats, everything out of order, sent one to five events per request.
 	const sends = shuffle([...unique, ...unique.filter(() => Math.random() < 0.2)]);

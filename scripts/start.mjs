@@ -15,7 +15,7 @@ const devVars = existsSync(".dev.vars") ? readFileSync(".dev.vars", "utf8") : ""
 const defined = new Set(
 	devVars
 		.split(/\r?\n/)
-		.map((line) => /^\s*([A-Z_][A-Z0-9_]*)\s*=/.exec(line)?.[1])
+		.map((line) => /^\s*(?:export\s+)?([A-Z_][A-Z0-9_]*)\s*=/.exec(line)?.[1])
 		.filter(Boolean),
 );
 const vars = Object.entries(LOCAL_TOKENS)

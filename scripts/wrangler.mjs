@@ -17,7 +17,12 @@ export const quietEnv = {
 	CLOUDFLARE_CF_FETCH_ENABLED: process.env.CLOUDFLARE_CF_FETCH_ENABLED ?? "false",
 };
 
-/** Runs `wrangler ...args`, inheriting stdio; resolves with its exit code. */
+const SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"];
+
+/**
+ * Runs `wrangler ...args`, inheriting stdio; resolves with its exit code. A signal that stops this
+ * script is passed on, so wrangler stops its workerd instead of outliving the script.
+ */
 export function wrangler(args, options = {}) {
 	return new Promise((resolve, reject) => {
 		const child = spawn(process.execPath, [wranglerBin, ...args], {
@@ -25,7 +30,12 @@ export function wrangler(args, options = {}) {
 			env: quietEnv,
 			...options,
 		});
+		const forward = (signal) => child.kill(signal);
+		for (const signal of SIGNALS) process.on(signal, forward);
 		child.on("error", reject);
-		child.on("exit", (code, signal) => resolve(code ?? (signal ? 1 : 0)));
+		child.on("exit", (code, signal) => {
+			for (const name of SIGNALS) process.off(name, forward);
+			resolve(code ?? (signal ? 1 : 0));
+		});
 	});
 }
