@@ -20,13 +20,46 @@ const ERROR_TEXT: Record<number, string> = {
 	403: "A read token on a write (`forbidden`)",
 	404: "Not found (`not_found`); a wrong callback token answers exactly this",
 	405: "Method not allowed on this path (`method_not_allowed`)",
-	409: "Cannot be done in this state",
+	409: "Cannot be done in this state (`not_replayable`: only the first 64 KiB of the body were kept)",
 	413: "Body too large (`payload_too_large`)",
 	415: "Unsupported content type (`unsupported_media_type`)",
 	422: "The stored body still fails validation (`still_invalid`)",
 	500: "Unexpected failure (`internal`); details only in the log",
 	503: "A required setting is missing or invalid (`not_configured`), or storage is unavailable (`storage_unavailable`, with Retry-After)",
 };
+
+// What the query parameters shared by several routes mean; their schemas say what they accept.
+const PARAMETER_TEXT: Record<string, string> = {
+	limit: "Page size, 1 to 1000 (default 100)",
+	cursor: "The opaque `cursor` of the previous page's answer",
+	since:
+		"From this time, inclusive: ISO 8601 or Unix seconds, up to the end of year 9999 (a fraction of a second rounds up)",
+	until:
+		"Before this time, exclusive: ISO 8601 or Unix seconds, up to the end of year 9999 (a fraction of a second rounds up)",
+};
+
+const REQUEST_ID = {
+	description: "This request's id, as its log line carries it",
+	schema: { type: "string" },
+};
+
+/** Response headers: every answer's request id, and those some statuses add. */
+function headersOf(status: number): JsonObject {
+	return {
+		"X-Request-Id": REQUEST_ID,
+		...(status === 401
+			? { "WWW-Authenticate": { description: "`Bearer`", schema: { type: "string" } } }
+			: {}),
+		...(status === 503
+			? {
+					"Retry-After": {
+						description: "Seconds to wait before retrying, when storage is unavailable",
+						schema: { type: "string" },
+					},
+				}
+			: {}),
+	};
+}
 
 function errorStatuses(route: RouteSpec): number[] {
 	const byAccess = { public: [], callback: [404], read: [401], admin: [401, 403] }[route.access];
@@ -54,7 +87,13 @@ function parameters(route: RouteSpec): JsonObject[] {
 			required?: string[];
 		};
 		for (const [name, schema] of Object.entries(query.properties ?? {})) {
-			params.push({ name, in: "query", required: query.required?.includes(name) ?? false, schema });
+			params.push({
+				name,
+				in: "query",
+				required: query.required?.includes(name) ?? false,
+				schema,
+				...(PARAMETER_TEXT[name] ? { description: PARAMETER_TEXT[name] } : {}),
+			});
 		}
 	}
 	return params;
@@ -74,7 +113,12 @@ function operation(route: RouteSpec): JsonObject {
 			String(status),
 			{
 				description: ERROR_TEXT[status] ?? "Error",
-				content: { "application/json": { schema: { $ref: "#/components/schemas/Error" } } },
+				headers: headersOf(status),
+				...(route.method === "HEAD"
+					? {}
+					: {
+							content: { "application/json": { schema: { $ref: "#/components/schemas/Error" } } },
+						}),
 			},
 		]),
 	);
@@ -97,7 +141,9 @@ function operation(route: RouteSpec): JsonObject {
 		responses: {
 			"200": {
 				description: "description" in route.response ? route.response.description : "OK",
-				content: content(route.response, "output"),
+				headers: headersOf(200),
+				// A HEAD answer has the headers of its GET and no body.
+				...(route.method === "HEAD" ? {} : { content: content(route.response, "output") }),
 			},
 			...errors,
 		},

@@ -95,5 +95,32 @@ describe("GET /openapi.json", () => {
 				expect.objectContaining({ name: "fromDomain", in: "query" }),
 			]),
 		);
+		expect(events?.parameters).toEqual(
+			expect.arrayContaining([
+				expect.objectContaining({
+					name: "limit",
+					description: "Page size, 1 to 1000 (default 100)",
+				}),
+				expect.objectContaining({
+					name: "until",
+					description: expect.stringMatching(/^Before this time, exclusive/),
+				}),
+			]),
+		);
+	});
+
+	it("documents the headers answers carry, and no body for HEAD", () => {
+		for (const [, , operation] of operations()) {
+			for (const [status, response] of Object.entries(operation.responses)) {
+				const headers = (response as { headers: Record<string, unknown> }).headers;
+				expect(Object.keys(headers)).toContain("X-Request-Id");
+				if (status === "401") expect(Object.keys(headers)).toContain("WWW-Authenticate");
+				if (status === "503") expect(Object.keys(headers)).toContain("Retry-After");
+			}
+		}
+		const probe = document.paths["/v1/callbacks/tencent/{token}"]?.head;
+		expect(Object.values(probe?.responses ?? {}).every((r) => !("content" in (r as object)))).toBe(
+			true,
+		);
 	});
 });
