@@ -23,7 +23,9 @@ const FORBIDDEN = /[\s\p{Cc}\p{Zl}\p{Zp}]/u;
 /**
  * Why a normalised address cannot be an email address, or null when it is plausible.
  * Deliberately lenient: plus tags, apostrophes, Unicode local parts, IDN domains and quoted
- * local parts all pass, because real mail systems deliver to them.
+ * local parts all pass, because real mail systems deliver to them. This is the test for finding
+ * what is stored (removing, erasing, filtering); what comes in to be stored or mailed must also
+ * pass {@link mailboxProblem}.
  *
  * @example
  * emailProblem("a+tag@bücher.de") // null
@@ -40,18 +42,32 @@ export function emailProblem(address: string): string | null {
 	const domain = address.slice(at + 1);
 	if (local.length === 0) return "must have a local part before @";
 	if (local.length > 64) return "must have a local part of at most 64 characters";
-	if (!isQuoted(local) && LOCAL_SPECIAL.test(local)) {
-		return 'must not have (),:;<>@[\\]" in a local part unless it is quoted';
-	}
 	if (domain.length === 0) return "must have a domain after @";
 	if (!labelsFit(domain)) return "must have a domain of non-empty dot-separated labels";
 	if (/[@()<>[\]\\,;:"]/.test(domain)) return "must have a domain without special characters";
 	return null;
 }
 
-// RFC 5322's specials other than the dot: outside quotes they end an address (a comma separates
-// recipients, angle brackets enclose one), so an unquoted local part holding one is a list or a
-// display form, not one mailbox.
+/**
+ * Why a normalised address cannot be one mailbox, or null: {@link emailProblem}'s reasons, and
+ * RFC 5322's specials other than the dot in a local part that is not quoted. Outside quotes they
+ * end an address (a comma separates recipients, angle brackets enclose one), so such a local part
+ * is a list or a display form. The test for an address that comes in to be stored (a callback, a
+ * PUT, an import) or checked before a send; addresses stored before it keep being found by
+ * {@link emailProblem}.
+ *
+ * @example
+ * mailboxProblem("a@example.com,b@example.com") // 'must not have (),:;<>@[\]" in a local part…'
+ */
+export function mailboxProblem(address: string): string | null {
+	const problem = emailProblem(address);
+	if (problem) return problem;
+	const local = address.slice(0, address.lastIndexOf("@"));
+	return !isQuoted(local) && LOCAL_SPECIAL.test(local)
+		? 'must not have (),:;<>@[\\]" in a local part unless it is quoted'
+		: null;
+}
+
 const LOCAL_SPECIAL = /[(),:;<>@[\\\]"]/;
 
 function isQuoted(local: string): boolean {

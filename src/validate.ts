@@ -1,5 +1,5 @@
 import * as z from "zod/mini";
-import { emailProblem, normalizeEmail } from "./email";
+import { emailProblem, mailboxProblem, normalizeEmail } from "./email";
 import { ApiError, type Issue, MAX_ISSUES } from "./errors";
 
 /**
@@ -45,13 +45,18 @@ export function parseBody<T extends z.ZodMiniType>(schema: T, body: unknown): z.
 }
 
 /**
- * The normalised address of a URL path parameter.
+ * The normalised address of a URL path parameter, refused for `problem`: by default
+ * {@link mailboxProblem}, as for an address to store or mail; routes that only find what is
+ * stored (removal, erasure, history) pass the lenient `emailProblem`.
  *
  * @throws ApiError 400 `invalid_email`
  * @example
  * emailFromPath("A%2Btag%40Example.com") // "a+tag@example.com"
  */
-export function emailFromPath(raw: string | undefined): string {
+export function emailFromPath(
+	raw: string | undefined,
+	problemOf: (email: string) => string | null = mailboxProblem,
+): string {
 	let decoded: string;
 	try {
 		decoded = decodeURIComponent(raw ?? "");
@@ -61,7 +66,7 @@ export function emailFromPath(raw: string | undefined): string {
 		]);
 	}
 	const email = normalizeEmail(decoded);
-	const problem = emailProblem(email);
+	const problem = problemOf(email);
 	if (problem) {
 		throw new ApiError(400, "invalid_email", `The address ${problem}`, [
 			{ path: "email", message: problem },
@@ -75,19 +80,26 @@ const wellFormed = z.refine<string>((value) => value.isWellFormed(), {
 	error: "must be well-formed Unicode (no lone surrogates)",
 });
 
-/** An address in a query or a body: normalised, and refused with the reason when implausible. */
-export const emailField = z.pipe(
-	z.string(),
-	z.pipe(
-		z.transform(normalizeEmail),
-		z.string().check(
-			z.superRefine((value, ctx) => {
-				const problem = emailProblem(value);
-				if (problem) ctx.addIssue({ code: "custom", input: value, message: problem });
-			}),
+/** An address in a query or a body: normalised, and refused with `problemOf`'s reason. */
+function addressField(problemOf: (email: string) => string | null) {
+	return z.pipe(
+		z.string(),
+		z.pipe(
+			z.transform(normalizeEmail),
+			z.string().check(
+				z.superRefine((value, ctx) => {
+					const problem = problemOf(value);
+					if (problem) ctx.addIssue({ code: "custom", input: value, message: problem });
+				}),
+			),
 		),
-	),
-);
+	);
+}
+
+/** An address to find among what is stored (a filter): plausible. */
+export const emailField = addressField(emailProblem);
+/** An address to store (an imported entry): one mailbox. */
+export const mailboxField = addressField(mailboxProblem);
 
 /** A sender domain as scopes and `fromDomain` hold it: trimmed, lower-cased, NFC. */
 export const domainParam = z.pipe(

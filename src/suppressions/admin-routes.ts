@@ -1,5 +1,6 @@
 import * as z from "zod/mini";
 import { readJson } from "../body";
+import { emailProblem } from "../email";
 import { ApiError, json } from "../errors";
 import { parseQuery, type RawQuery, timeValue } from "../query";
 import { domainParam, emailFromPath, parseBody, reasonField } from "../validate";
@@ -78,7 +79,8 @@ export async function deleteRoute(
 	env: Env,
 	ctx: ExecutionContext,
 ): Promise<Response> {
-	const email = emailFromPath(request.params.email);
+	// Any address stored, even one a callback or PUT would now refuse, can be removed.
+	const email = emailFromPath(request.params.email, emailProblem);
 	const filter = parseQuery(deleteQuery, request.query);
 	const at = now();
 	const removed = await removeEntries(env.DB, email, filter, at);

@@ -1,4 +1,5 @@
 import * as z from "zod/mini";
+import { emailProblem } from "../email";
 import { json } from "../errors";
 import { isoTime } from "../events/event";
 import { parseQuery, type RawQuery } from "../query";
@@ -14,7 +15,8 @@ interface RouteRequest {
 
 /** `GET /v1/suppressions/{email}/history`: every change to the address's entries, oldest first. */
 export async function historyRoute(request: RouteRequest, env: Env): Promise<Response> {
-	const email = emailFromPath(request.params.email);
+	// Any address stored can be read back and erased, even one a callback would now refuse.
+	const email = emailFromPath(request.params.email, emailProblem);
 	const rows = await readHistory(env.DB, email);
 	return json({ email, history: rows.map((row) => ({ ...row, at: isoTime(row.at) })) });
 }
@@ -33,7 +35,7 @@ export async function eraseRoute(
 	env: Env,
 	ctx: ExecutionContext,
 ): Promise<Response> {
-	const email = emailFromPath(request.params.email);
+	const email = emailFromPath(request.params.email, emailProblem);
 	const withSuppressions = parseQuery(eraseQuery, request.query).suppressions === "true";
 	const erased = await eraseAddress(env.DB, email, withSuppressions);
 	if (withSuppressions)

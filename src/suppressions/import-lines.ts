@@ -1,7 +1,7 @@
 import * as z from "zod/mini";
 import { ApiError } from "../errors";
 import { timeValue } from "../query";
-import { domainParam, emailField, reasonField } from "../validate";
+import { domainParam, mailboxField, reasonField } from "../validate";
 import { CSV_HEADER, parseCsv, restoreCsvField } from "./csv";
 import { ANY_SCOPE, LISTS } from "./policy";
 import type { ImportedEntry } from "./transfer-store";
@@ -14,7 +14,7 @@ export const MAX_IMPORT_LINES = 10_000;
  * not expire).
  */
 const lineSchema = z.strictObject({
-	email: emailField,
+	email: mailboxField,
 	list: z.enum(LISTS, { error: `must be one of ${LISTS.join(", ")}` }),
 	scope: z.union([z.literal(ANY_SCOPE), domainParam], { error: 'must be "*" or a domain' }),
 	reason: z._default(reasonField, null),

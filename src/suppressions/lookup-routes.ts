@@ -1,6 +1,6 @@
 import * as z from "zod/mini";
 import { readJson } from "../body";
-import { emailProblem, normalizeEmail } from "../email";
+import { mailboxProblem, normalizeEmail } from "../email";
 import { json } from "../errors";
 import { log } from "../log";
 import {
@@ -117,7 +117,7 @@ export async function checkRoute(request: RouteRequest & Request, env: Env): Pro
 	const unique = new Set<string>();
 	const items = body.emails.map((email) => {
 		const normalized = normalizeEmail(email);
-		const invalid = emailProblem(normalized) !== null;
+		const invalid = mailboxProblem(normalized) !== null;
 		if (!invalid) unique.add(normalized);
 		return { email, normalized, invalid };
 	});

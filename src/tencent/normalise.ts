@@ -1,4 +1,4 @@
-import { domainOf, emailProblem, normalizeEmail } from "../email";
+import { domainOf, mailboxProblem, normalizeEmail } from "../email";
 import { ApiError, type Issue, MAX_ISSUES } from "../errors";
 import type { StoredEvent } from "../events/event";
 import { isRawJson } from "../json";
@@ -110,7 +110,7 @@ function present(value: string | null | undefined): string | null {
  */
 function senderDomain(from: string): string | null {
 	const address = DISPLAY_FORM.exec(from)?.[1]?.trim() ?? from;
-	return emailProblem(address) === null ? domainOf(address) : null;
+	return mailboxProblem(address) === null ? domainOf(address) : null;
 }
 
 const DISPLAY_FORM = /<([^<>]*)>$/;

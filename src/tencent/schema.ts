@@ -1,5 +1,5 @@
 import * as z from "zod/mini";
-import { emailProblem, normalizeEmail } from "../email";
+import { mailboxProblem, normalizeEmail } from "../email";
 
 /** Event types Tencent documents; `processed` appears only on older pages. */
 export const EVENT_TYPES = [
@@ -86,7 +86,7 @@ const email = z.pipe(
 		z.transform(normalizeEmail),
 		z.string().check(
 			z.superRefine((value, ctx) => {
-				const problem = emailProblem(value);
+				const problem = mailboxProblem(value);
 				if (problem) ctx.addIssue({ code: "custom", message: `${problem}`, input: value });
 			}),
 		),

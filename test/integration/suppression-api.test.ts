@@ -320,6 +320,36 @@ describe("GET /v1/suppressions", () => {
 	);
 });
 
+describe("an address stored before the one-mailbox rule", () => {
+	// Callbacks once stored such addresses; they stay reachable for removal, history and erasure.
+	const legacy = "a,b@example.com";
+	const path = encodeURIComponent(legacy);
+	beforeEach(async () => {
+		await env.DB.prepare(
+			`INSERT INTO suppressions (email, list, scope, origin, reason, event_count, created_at,
+				updated_at, expires_at) VALUES (?1, 'bounce', '*', 'event', 'x', 1, 1, 1, NULL)`,
+		)
+			.bind(legacy)
+			.run();
+	});
+
+	it("can be read back, removed and erased, but not added, looked up or checked", async () => {
+		const history = await send("GET", `/v1/suppressions/${path}/history`, { token: tokens.lookup });
+		expect(history.status).toBe(200);
+		expect((await send("PUT", `/v1/suppressions/${path}`, { body: {} })).status).toBe(400);
+		const looked = await send("GET", `/v1/suppressions/${path}`, { token: tokens.lookup });
+		expect(looked.status).toBe(400);
+		const checked = await send("POST", "/v1/suppressions/check", {
+			token: tokens.lookup,
+			body: { emails: [legacy] },
+		});
+		expect(await checked.json()).toMatchObject({ invalidCount: 1, deliverableCount: 0 });
+		const removed = await send("DELETE", `/v1/suppressions/${path}`);
+		expect(await removed.json()).toEqual({ email: legacy, removed: 1 });
+		expect((await send("DELETE", `/v1/addresses/${path}?suppressions=true`)).status).toBe(200);
+	});
+});
+
 describe("PUT /v1/suppressions/{email}", () => {
 	it("lists at most 100 issues, however many fields a body gets wrong", async () => {
 		const body = Object.fromEntries(Array.from({ length: 5000 }, (_, i) => [`f${i}`, 0]));
