@@ -62,7 +62,8 @@ function headersOf(status: number): JsonObject {
 }
 
 function errorStatuses(route: RouteSpec): number[] {
-	const byAccess = { public: [], callback: [404], read: [401], admin: [401, 403] }[route.access];
+	// Any route but a callback answers 400 to a URL of more than 100 query parameters.
+	const byAccess = { public: [400], callback: [404], read: [401], admin: [401, 403] }[route.access];
 	return [
 		...new Set([...route.errors, ...byAccess, 500, ...(route.access === "public" ? [] : [503])]),
 	].sort();

@@ -120,6 +120,8 @@ function methodNotAllowed(allowed: string[]): ApiError {
 	);
 }
 
+const CALLBACK_PATH = "/v1/callbacks/tencent/";
+
 /** More query parameters than any route takes (the most is nine), with room to spare. */
 export const MAX_QUERY_PARAMETERS = 100;
 
@@ -127,10 +129,16 @@ export const MAX_QUERY_PARAMETERS = 100;
  * Serves a request. A URL with more than {@link MAX_QUERY_PARAMETERS} query parameters is refused
  * before the router reads them: it gathers a repeated parameter by copying the values so far, so
  * thousands of repeats of one name would cost anyone, token or not, a hundred times a request's
- * CPU.
+ * CPU. A callback, which reads no query, goes on without it instead: what Tencent sends is never
+ * refused for its URL.
  */
 export function serve(request: Request, env: Env, ctx: ExecutionContext): Promise<Response> {
 	if (queryParameters(request.url) > MAX_QUERY_PARAMETERS) {
+		const url = new URL(request.url);
+		if (url.pathname.startsWith(CALLBACK_PATH)) {
+			url.search = "";
+			return router.fetch(new Request(url, request), env, ctx);
+		}
 		const app = request as AppRequest;
 		start(app);
 		const error = new ApiError(

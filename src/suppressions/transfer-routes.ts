@@ -58,22 +58,26 @@ export async function exportRoute(request: RouteRequest, env: Env): Promise<Resp
 	const line = format === "csv" ? csvLine : ndjsonLine;
 	let cursor: Parameters<typeof listEntries>[4];
 	let started = false;
-	const body = new ReadableStream<Uint8Array>({
-		async pull(controller) {
-			try {
-				if (!started && format === "csv")
-					controller.enqueue(encoder.encode(formatCsvRow(CSV_HEADER)));
-				started = true;
-				const page = await listEntries(env.DB, filters, PAGE, now, cursor);
-				controller.enqueue(encoder.encode(page.entries.map(line).join("")));
-				if (page.next) cursor = page.next;
-				else controller.close();
-			} catch (error) {
-				log("error", "export failed", { requestId: request.requestId, error: String(error) });
-				controller.error(error);
-			}
-		},
-	});
+	// HEAD answers the headers alone: no stream, so no page is read for a body nobody gets.
+	const body =
+		request.method === "HEAD"
+			? null
+			: new ReadableStream<Uint8Array>({
+					async pull(controller) {
+						try {
+							if (!started && format === "csv")
+								controller.enqueue(encoder.encode(formatCsvRow(CSV_HEADER)));
+							started = true;
+							const page = await listEntries(env.DB, filters, PAGE, now, cursor);
+							controller.enqueue(encoder.encode(page.entries.map(line).join("")));
+							if (page.next) cursor = page.next;
+							else controller.close();
+						} catch (error) {
+							log("error", "export failed", { requestId: request.requestId, error: String(error) });
+							controller.error(error);
+						}
+					},
+				});
 	const type = format === "csv" ? "text/csv; charset=utf-8" : "application/x-ndjson; charset=utf-8";
 	return new Response(body, {
 		headers: {

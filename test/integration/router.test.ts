@@ -88,6 +88,12 @@ describe("routing and the error shape", () => {
 		// At 100 the route reads them, and names the ones it does not know.
 		const at = await getJson(`/v1/events?${query(100)}`);
 		expect(((await at.json()) as { error: { issues: unknown[] } }).error.issues).toHaveLength(100);
+		// A callback reads no query: it is stored whatever its URL carries.
+		const callback = await call(`/v1/callbacks/tencent/${tokens.callback}?${query(101)}`, {
+			method: "POST",
+			body: JSON.stringify({ event: "open", email: "q@example.com", timestamp: 100 }),
+		});
+		expect(await callback.json()).toMatchObject({ ok: true, stored: 1 });
 	});
 
 	it("every answer carries API headers", async () => {
