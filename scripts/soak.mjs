@@ -65,6 +65,19 @@ async function startServer() {
 		],
 		{ env: quietEnv, stdio: "ignore", detached: true },
 	);
+	const stop = () => {
+		try {
+			process.kill(-server.pid, "SIGTERM");
+		} catch {}
+		rmSync(state, { recursive: true, force: true });
+	};
+	// Ctrl-C or a kill, from now on, stops the server too and removes its state.
+	for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"]) {
+		process.on(signal, () => {
+			stop();
+			process.exit(signal === "SIGINT" ? 130 : 143);
+		});
+	}
 	const url = `http://127.0.0.1:${PORT}`;
 	for (let i = 0; i < 120; i++) {
 		try {
@@ -72,12 +85,6 @@ async function startServer() {
 		} catch {}
 		await new Promise((resolve) => setTimeout(resolve, 500));
 	}
-	const stop = () => {
-		try {
-			process.kill(-server.pid, "SIGTERM");
-		} catch {}
-		rmSync(state, { recursive: true, force: true });
-	};
 	const cron = async () => {
 		const response = await fetch(`${url}/__scheduled?cron=${encodeURIComponent("*/5 * * * *")}`);
 		if (!response.ok) throw new Error(`the cron answered ${response.status}`);
@@ -142,13 +149,6 @@ async function main() {
 	const server = options.url
 		? { url: options.url.replace(/\/$/, ""), stop() {} }
 		: await startServer();
-	// Ctrl-C or a kill stops the server too, and removes its state.
-	for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"]) {
-		process.on(signal, () => {
-			server.stop();
-			process.exit(130);
-		});
-	}
 	const unique = generate(Number(options.events));
 	// 20 % exact repeats, everything out of order, sent one to five events per request.
 	const sends = shuffle([...unique, ...unique.filter(() => Math.random() < 0.2)]);
