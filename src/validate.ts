@@ -45,7 +45,7 @@ export function parseBody<T extends z.ZodMiniType>(schema: T, body: unknown): z.
 }
 
 /**
- * The normalised address of a URL path parameter, refused for `problem`: by default
+ * The normalised address of a URL path parameter, refused for `problemOf`'s reason: by default
  * {@link mailboxProblem}, as for an address to store or mail; routes that only find what is
  * stored (removal, erasure, history) pass the lenient `emailProblem`.
  *
