@@ -87,8 +87,10 @@ export async function putEntry(
 
 /**
  * Removes the address's entries matching the filters (all without one), in one transaction:
- * records each live one as removed by the operator, records the removal so that older events
- * never bring it back, and deletes the rows. Returns how many live entries were removed.
+ * records each live one as removed by the operator (and one that ran out on its own before the
+ * cron retired it as expired, at its expiry, as the cron would have), records the removal so that
+ * older events never bring it back, and deletes the rows. Returns how many live entries were
+ * removed.
  */
 export async function removeEntries(
 	db: D1Database,
@@ -103,7 +105,10 @@ export async function removeEntries(
 			.prepare(
 				`INSERT INTO suppression_history (email, at, action, list, scope, source, event_id, note)
 				SELECT email, ?4, 'removed', list, scope, 'api', NULL, NULL FROM suppressions
-				WHERE ${match} AND (expires_at IS NULL OR expires_at > ?4)`,
+				WHERE ${match} AND (expires_at IS NULL OR expires_at > ?4)
+				UNION ALL
+				SELECT email, expires_at, 'expired', list, scope, 'cron', NULL, NULL FROM suppressions
+				WHERE ${match} AND expires_at <= ?4 AND expires_at > updated_at`,
 			)
 			.bind(...params),
 		// An exact list and scope is recorded even without an entry: an older event arriving

@@ -453,6 +453,28 @@ describe("DELETE /v1/suppressions/{email}", () => {
 		expect(removed.results).toEqual([{ action: "removed", list: "manual", source: "api" }]);
 	});
 
+	it("records an entry that ran out before the cron retired it as expired, not removed", async () => {
+		const expiry = Math.floor(Date.now() / 1000) - 60;
+		await send("PUT", "/v1/suppressions/lapsed%40example.com", {
+			body: { expiresAt: expiry + 3600 },
+		});
+		// The entry ran out a minute ago; the cron has not run since.
+		await env.DB.prepare("UPDATE suppressions SET expires_at = ?1, updated_at = ?1 - 3600")
+			.bind(expiry)
+			.run();
+		await env.DB.prepare("DELETE FROM suppression_history WHERE action != 'added'").run();
+		const response = await send("DELETE", "/v1/suppressions/lapsed%40example.com");
+		expect(await response.json()).toEqual({ email: "lapsed@example.com", removed: 0 });
+		const history = await env.DB.prepare(
+			"SELECT action, at, source FROM suppression_history WHERE email = 'lapsed@example.com' ORDER BY seq",
+		).all();
+		expect(history.results.map(({ action, source }) => [action, source])).toEqual([
+			["added", "api"],
+			["expired", "cron"],
+		]);
+		expect(history.results[1]?.at).toBe(expiry);
+	});
+
 	it("updates KV", async () => {
 		await send("DELETE", "/v1/suppressions/spam%40example.com");
 		expect(await env.SUPPRESSIONS.get("s:spam@example.com")).toBeNull();
