@@ -89,31 +89,33 @@ export async function listRejected(
 	limit: number,
 	after?: { receivedAt: number; id: string },
 ): Promise<{ rows: RejectedRow[]; next: { receivedAt: number; id: string } | null }> {
-	// One more row than the page, to tell whether another page follows; only the rows that fit
-	// carry their bodies. With a cursor, a row value that SQLite turns into a range of the index:
-	// the page starts where the last ended instead of reading every page before it.
-	const { results } = await db
-		.prepare(
-			`SELECT id, receivedAt, status, code, message, issues, contentType,
-				iif(fits, body, NULL) AS body, bodyBytes, replayedAt, replayStored, fits
-			FROM (
-				SELECT id, received_at AS receivedAt, status, code, message, issues,
-					content_type AS contentType, body, body_bytes AS bodyBytes,
-					replayed_at AS replayedAt, replay_stored AS replayStored,
-					row_number() OVER newest <= ?3 AND (row_number() OVER newest = 1
-						OR sum(length(body)) OVER (newest ROWS UNBOUNDED PRECEDING) <= ?4) AS fits
-				FROM rejected_callbacks ${after ? "WHERE (received_at, id) < (?1, ?2)" : ""}
-				WINDOW newest AS (ORDER BY received_at DESC, id DESC)
-				ORDER BY received_at DESC, id DESC LIMIT ?3 + 1)`,
-		)
-		.bind(after?.receivedAt ?? null, after?.id ?? null, limit, MAX_REJECTED_PAGE_BYTES)
-		.all<RejectedRow & { fits: number }>();
-	const rows = results.filter((row) => row.fits === 1);
+	// First the sizes of the page's bodies (one row more than the page, to tell whether another
+	// follows), then as many rows as fit, bodies and all, read the same way. With a cursor, a row
+	// value that SQLite turns into a range of the index: the page starts where the last ended
+	// instead of reading every page before it. A row stored between the two reads only moves the
+	// page's end, and the cursor follows the rows returned.
+	const range = `FROM rejected_callbacks ${after ? "WHERE (received_at, id) < (?1, ?2)" : ""}
+		ORDER BY received_at DESC, id DESC LIMIT ?3`;
+	const { results: sizes } = await db
+		.prepare(`SELECT length(body) AS size ${range}`)
+		.bind(after?.receivedAt ?? null, after?.id ?? null, limit + 1)
+		.all<{ size: number }>();
+	let fit = 0;
+	let bytes = 0;
+	for (const { size } of sizes.slice(0, limit)) {
+		if (fit > 0 && bytes + size > MAX_REJECTED_PAGE_BYTES) break;
+		fit++;
+		bytes += size;
+	}
+	if (fit === 0) return { rows: [], next: null };
+	const { results: rows } = await db
+		.prepare(`SELECT ${REJECTED_COLUMNS} ${range}`)
+		.bind(after?.receivedAt ?? null, after?.id ?? null, fit)
+		.all<RejectedRow>();
 	const last = rows[rows.length - 1];
 	return {
-		rows: rows.map(({ fits, ...row }) => row),
-		next:
-			results.length > rows.length && last ? { receivedAt: last.receivedAt, id: last.id } : null,
+		rows,
+		next: sizes.length > fit && last ? { receivedAt: last.receivedAt, id: last.id } : null,
 	};
 }
 
