@@ -475,6 +475,51 @@ describe("DELETE /v1/suppressions/{email}", () => {
 		expect(history.results[1]?.at).toBe(expiry);
 	});
 
+	it.each(["a PUT", "an import of an older file"])(
+		"an entry that ran out and comes back by %s records its expiry first",
+		async (how) => {
+			const expiry = Math.floor(Date.now() / 1000) - 60;
+			await send("PUT", "/v1/suppressions/back%40example.com", {
+				body: { expiresAt: expiry + 3600 },
+			});
+			// The entry ran out a minute ago; the cron has not run since.
+			await env.DB.prepare("UPDATE suppressions SET expires_at = ?1, updated_at = ?1 - 3600")
+				.bind(expiry)
+				.run();
+			await env.DB.prepare("DELETE FROM suppression_history WHERE action != 'added'").run();
+			if (how === "a PUT") {
+				await send("PUT", "/v1/suppressions/back%40example.com", { body: { reason: "again" } });
+			} else {
+				// The file's updatedAt is older than the expiry: the entry still comes back now.
+				const line = JSON.stringify({
+					email: "back@example.com",
+					list: "manual",
+					scope: "*",
+					reason: "again",
+					updatedAt: expiry - 600,
+				});
+				const imported = await call("/v1/suppressions/import", {
+					method: "POST",
+					headers: {
+						authorization: `Bearer ${tokens.admin}`,
+						"content-type": "application/x-ndjson",
+					},
+					body: line,
+				});
+				expect(await imported.json()).toMatchObject({ imported: 1, failed: [] });
+			}
+			const history = await env.DB.prepare(
+				"SELECT action, at, source FROM suppression_history WHERE email = 'back@example.com' ORDER BY seq",
+			).all<{ action: string; at: number; source: string }>();
+			expect(history.results.map(({ action, source }) => [action, source])).toEqual([
+				["added", "api"],
+				["expired", "cron"],
+				["added", "api"],
+			]);
+			expect(history.results[1]?.at).toBe(expiry);
+		},
+	);
+
 	it("updates KV", async () => {
 		await send("DELETE", "/v1/suppressions/spam%40example.com");
 		expect(await env.SUPPRESSIONS.get("s:spam@example.com")).toBeNull();
