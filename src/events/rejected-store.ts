@@ -89,17 +89,20 @@ export async function listRejected(
 	limit: number,
 	after?: { receivedAt: number; id: string },
 ): Promise<{ rows: RejectedRow[]; next: { receivedAt: number; id: string } | null }> {
-	// First the sizes of the page's bodies (one row more than the page, to tell whether another
-	// follows), then as many rows as fit, bodies and all, read the same way. With a cursor, a row
-	// value that SQLite turns into a range of the index: the page starts where the last ended
-	// instead of reading every page before it. A row stored between the two reads only moves the
-	// page's end, and the cursor follows the rows returned.
-	const range = `FROM rejected_callbacks ${after ? "WHERE (received_at, id) < (?1, ?2)" : ""}
-		ORDER BY received_at DESC, id DESC LIMIT ?3`;
+	// First the page's keys and body sizes (one row more than the page, to tell whether another
+	// follows), then the rows from the first to the last that fit, bodies and all. With a cursor,
+	// a row value that SQLite turns into a range of the index: the page starts where the last
+	// ended instead of reading every page before it. A row deleted between the two reads is
+	// missing from the page, one stored between them inside its range (same second) joins it, and
+	// the cursor is the last row sized, so nothing is skipped.
 	const { results: sizes } = await db
-		.prepare(`SELECT length(body) AS size ${range}`)
+		.prepare(
+			`SELECT received_at AS receivedAt, id, length(body) AS size FROM rejected_callbacks
+			${after ? "WHERE (received_at, id) < (?1, ?2)" : ""}
+			ORDER BY received_at DESC, id DESC LIMIT ?3`,
+		)
 		.bind(after?.receivedAt ?? null, after?.id ?? null, limit + 1)
-		.all<{ size: number }>();
+		.all<{ receivedAt: number; id: string; size: number }>();
 	let fit = 0;
 	let bytes = 0;
 	for (const { size } of sizes.slice(0, limit)) {
@@ -107,15 +110,20 @@ export async function listRejected(
 		fit++;
 		bytes += size;
 	}
-	if (fit === 0) return { rows: [], next: null };
+	const first = sizes[0];
+	const last = sizes[fit - 1];
+	if (!first || !last) return { rows: [], next: null };
 	const { results: rows } = await db
-		.prepare(`SELECT ${REJECTED_COLUMNS} ${range}`)
-		.bind(after?.receivedAt ?? null, after?.id ?? null, fit)
+		.prepare(
+			`SELECT ${REJECTED_COLUMNS} FROM rejected_callbacks
+			WHERE (received_at, id) <= (?1, ?2) AND (received_at, id) >= (?3, ?4)
+			ORDER BY received_at DESC, id DESC`,
+		)
+		.bind(first.receivedAt, first.id, last.receivedAt, last.id)
 		.all<RejectedRow>();
-	const last = rows[rows.length - 1];
 	return {
 		rows,
-		next: sizes.length > fit && last ? { receivedAt: last.receivedAt, id: last.id } : null,
+		next: sizes.length > fit ? { receivedAt: last.receivedAt, id: last.id } : null,
 	};
 }
 

@@ -1,7 +1,7 @@
 /**
  * Retires at most `limit` entries that expired by `now`, in one transaction: each one that ran
- * out on its own is recorded as expired by the cron (one withdrawn by a delivery already has its
- * history), then the rows are deleted. Returns the addresses concerned.
+ * out on its own is recorded as expired by the cron, at its expiry (one withdrawn by a delivery
+ * already has its history), then the rows are deleted. Returns the addresses concerned.
  */
 export async function retireExpired(db: D1Database, now: number, limit: number): Promise<string[]> {
 	const due = `(email, list, scope, origin) IN (SELECT email, list, scope, origin FROM suppressions
@@ -10,7 +10,7 @@ export async function retireExpired(db: D1Database, now: number, limit: number):
 		db
 			.prepare(
 				`INSERT INTO suppression_history (email, at, action, list, scope, source, event_id, note)
-				SELECT email, ?1, 'expired', list, scope, 'cron', NULL, NULL FROM suppressions
+				SELECT email, expires_at, 'expired', list, scope, 'cron', NULL, NULL FROM suppressions
 				WHERE ${due} AND expires_at > updated_at`,
 			)
 			.bind(now, limit),

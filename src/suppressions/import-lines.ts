@@ -94,7 +94,8 @@ function records(bytes: Uint8Array, format: "csv" | "ndjson") {
 
 /**
  * Reads an import body into entries to write and per-line failures. A line fails alone: bad
- * fields, an entry already expired, or the same address, list, scope and source as an earlier line
+ * fields, an entry already expired, an `updatedAt` in the future, or the same address, list, scope
+ * and source as an earlier line
  * (except a second `event` line for `bounce` and `*`: the export writes an address's single-event
  * and soft-bounce entries for every sender as two such lines, in that order).
  *
@@ -131,6 +132,9 @@ export function readImport(bytes: Uint8Array, format: "csv" | "ndjson", now: num
 			failed.push({ line, message: `repeats the entry of line ${earlier.line}` });
 		} else if (entry.expiresAt !== null && entry.expiresAt <= now) {
 			failed.push({ line, message: "has already expired" });
+		} else if (entry.updatedAt !== undefined && entry.updatedAt > now) {
+			// An export's times are never ahead of the import: the history dates changes by them.
+			failed.push({ line, message: "updatedAt is in the future" });
 		} else {
 			const imported: ImportedEntry = {
 				email: entry.email,

@@ -1,6 +1,8 @@
 import { env } from "cloudflare:workers";
 import { beforeEach, describe, expect, it } from "vitest";
 import { KV_WRITE_SETTLE_SECONDS } from "../../src/cron/reconcile";
+import { ApiError } from "../../src/errors";
+import { listRejected, recordRejected } from "../../src/events/rejected-store";
 import {
 	call,
 	countingKv,
@@ -95,6 +97,48 @@ describe("rejected callbacks", () => {
 		// 2 MiB of bodies a page: 32 of 64 KiB, then the other 8.
 		expect(sizes).toEqual([32, 8]);
 		expect(seen.size).toBe(40);
+	});
+
+	it("loses no record stored between the page's two reads", async () => {
+		const error = new ApiError(400, "invalid_json", "x");
+		const record = (receivedAt: number) =>
+			recordRejected(
+				env.DB,
+				{ receivedAt, error, contentType: null, body: new Uint8Array(10), bodyBytes: 10 },
+				1e12,
+			);
+		const base = Math.floor(Date.now() / 1000) - 1000;
+		for (let i = 0; i < 3; i++) await record(base + i);
+		// A newer callback is refused and recorded just before the page's second read.
+		let reads = 0;
+		const db = new Proxy(env.DB, {
+			get(target, property) {
+				if (property === "prepare") {
+					return (query: string) => {
+						const statement = target.prepare(query);
+						if (reads++ !== 1) return statement;
+						return {
+							bind: (...values: unknown[]) => ({
+								all: async () => {
+									await record(base + 10);
+									return statement.bind(...values).all();
+								},
+							}),
+						};
+					};
+				}
+				const value = Reflect.get(target, property);
+				return typeof value === "function" ? value.bind(target) : value;
+			},
+		});
+		let page = await listRejected(db as D1Database, 3);
+		const seen = page.rows.map((row) => row.receivedAt);
+		while (page.next) {
+			page = await listRejected(env.DB, 3, page.next);
+			seen.push(...page.rows.map((row) => row.receivedAt));
+		}
+		// The walk began before it: it is on the next walk's first page, and nothing older is lost.
+		expect(seen).toEqual([base + 2, base + 1, base]);
 	});
 
 	it("replays a stored body that today's validation accepts, once", async () => {

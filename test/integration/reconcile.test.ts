@@ -93,6 +93,11 @@ describe("the reconcile cron", () => {
 			{ action: "added", source: "api" },
 			{ action: "expired", source: "cron" },
 		]);
+		// Dated when it ran out, not when the cron came by.
+		const line = await env.DB.prepare(
+			"SELECT at FROM suppression_history WHERE action = 'expired'",
+		).first<{ at: number }>();
+		expect(line?.at).toBe(Math.ceil(Date.parse(soon) / 1000));
 		expect(await env.SUPPRESSIONS.get("s:e@example.com")).toBeNull();
 		const rows = await env.DB.prepare("SELECT count(*) AS n FROM suppressions").first<{
 			n: number;

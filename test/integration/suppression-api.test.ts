@@ -1,5 +1,6 @@
 import { env } from "cloudflare:workers";
 import { beforeEach, describe, expect, it } from "vitest";
+import { applyEvidence } from "../../src/suppressions/store";
 import {
 	call,
 	countingKv,
@@ -7,6 +8,7 @@ import {
 	lookup,
 	postCallback,
 	resetDatabase,
+	runCron,
 	tokens,
 } from "../helpers";
 
@@ -519,6 +521,54 @@ describe("DELETE /v1/suppressions/{email}", () => {
 			expect(history.results[1]?.at).toBe(expiry);
 		},
 	);
+
+	it("an update that leaves an expired entry expired is a renewal, and the cron records the expiry once", async () => {
+		// The writer's clock lags the database's: older evidence, whose time is before the expiry.
+		const now = Math.floor(Date.now() / 1000);
+		await env.DB.prepare(
+			`INSERT INTO suppressions (email, list, scope, origin, reason, event_count, last_event_at,
+				event_id, created_at, updated_at, expires_at)
+			VALUES ('skew@example.com', 'complaint', '*', 'event', 'x', 1, ?1, 'e9', ?1, ?1, ?2)`,
+		)
+			.bind(now - 3600, now - 60)
+			.run();
+		const older = {
+			email: "skew@example.com",
+			list: "complaint" as const,
+			scope: "*",
+			at: now - 7200,
+			eventId: "e1",
+			reason: "old",
+			bulkId: null,
+			expiresAt: now + 86_400,
+			rank: `${now - 7200}e1`,
+		};
+		await applyEvidence(env.DB, [older], now - 300).all();
+		await runCron(Date.now());
+		const history = await env.DB.prepare(
+			"SELECT action FROM suppression_history WHERE email = 'skew@example.com' ORDER BY seq",
+		).all<{ action: string }>();
+		expect(history.results.map((row) => row.action)).toEqual(["added", "renewed", "expired"]);
+	});
+
+	it("refuses an imported line dated in the future, which would date the history by it", async () => {
+		const line = JSON.stringify({
+			email: "future@example.com",
+			list: "manual",
+			scope: "*",
+			updatedAt: Math.floor(Date.now() / 1000) + 1000,
+		});
+		const response = await call("/v1/suppressions/import", {
+			method: "POST",
+			headers: { authorization: `Bearer ${tokens.admin}`, "content-type": "application/x-ndjson" },
+			body: line,
+		});
+		expect(await response.json()).toEqual({
+			imported: 0,
+			unchanged: 0,
+			failed: [{ line: 1, message: "updatedAt is in the future" }],
+		});
+	});
 
 	it("updates KV", async () => {
 		await send("DELETE", "/v1/suppressions/spam%40example.com");
