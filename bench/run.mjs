@@ -793,6 +793,10 @@ function table(results, extras) {
 		[
 			"perEvent",
 			`${perEvent.d1RoundTrips} D1 round trip, ${perEvent.d1Statements} statements, ${perEvent.d1RowsWritten} rows written`,
+			"",
+			"",
+			"1 trip, <= 3 statements",
+			verdict(perEvent.d1RoundTrips === 1 && perEvent.d1Statements <= 3),
 		],
 		[
 			"  KV writes",
