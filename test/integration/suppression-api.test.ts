@@ -455,16 +455,20 @@ describe("DELETE /v1/suppressions/{email}", () => {
 		expect(removed.results).toEqual([{ action: "removed", list: "manual", source: "api" }]);
 	});
 
-	it("records an entry that ran out before the cron retired it as expired, not removed", async () => {
+	/** An operator's entry for `path` that ran out a minute ago, the cron not having run since. */
+	async function lapsedEntry(path: string): Promise<number> {
 		const expiry = Math.floor(Date.now() / 1000) - 60;
-		await send("PUT", "/v1/suppressions/lapsed%40example.com", {
-			body: { expiresAt: expiry + 3600 },
-		});
-		// The entry ran out a minute ago; the cron has not run since.
+		await send("PUT", `/v1/suppressions/${path}`, { body: { expiresAt: expiry + 3600 } });
 		await env.DB.prepare("UPDATE suppressions SET expires_at = ?1, updated_at = ?1 - 3600")
 			.bind(expiry)
 			.run();
+		// The history as the PUT left it: the update above is the test's, not the service's.
 		await env.DB.prepare("DELETE FROM suppression_history WHERE action != 'added'").run();
+		return expiry;
+	}
+
+	it("records an entry that ran out before the cron retired it as expired, not removed", async () => {
+		const expiry = await lapsedEntry("lapsed%40example.com");
 		const response = await send("DELETE", "/v1/suppressions/lapsed%40example.com");
 		expect(await response.json()).toEqual({ email: "lapsed@example.com", removed: 0 });
 		const history = await env.DB.prepare(
@@ -480,15 +484,7 @@ describe("DELETE /v1/suppressions/{email}", () => {
 	it.each(["a PUT", "an import of an older file"])(
 		"an entry that ran out and comes back by %s records its expiry first",
 		async (how) => {
-			const expiry = Math.floor(Date.now() / 1000) - 60;
-			await send("PUT", "/v1/suppressions/back%40example.com", {
-				body: { expiresAt: expiry + 3600 },
-			});
-			// The entry ran out a minute ago; the cron has not run since.
-			await env.DB.prepare("UPDATE suppressions SET expires_at = ?1, updated_at = ?1 - 3600")
-				.bind(expiry)
-				.run();
-			await env.DB.prepare("DELETE FROM suppression_history WHERE action != 'added'").run();
+			const expiry = await lapsedEntry("back%40example.com");
 			if (how === "a PUT") {
 				await send("PUT", "/v1/suppressions/back%40example.com", { body: { reason: "again" } });
 			} else {
