@@ -4,3 +4,5 @@ export declare const REQUIRED_SECRETS: string[];
 export declare function placeholderProblems(toml: string): string[];
 /** The required secrets missing from `wrangler secret list --format json` output. */
 export declare function missingSecrets(listJson: string): string[];
+/** The global flags of `npm run deploy -- ...` (for every wrangler command), and whether it is a dry run. */
+export declare function splitDeployFlags(args: string[]): { shared: string[]; dryRun: boolean };

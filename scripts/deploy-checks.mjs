@@ -36,3 +36,28 @@ export function missingSecrets(listJson) {
 	}
 	return REQUIRED_SECRETS.filter((name) => !names.has(name));
 }
+
+// wrangler's global flags that take a value: they choose the config, the environment and the
+// account, so `secret list` and `d1 migrations apply` must see them as `deploy` does.
+const GLOBAL_FLAGS = new Set(["-c", "--config", "--cwd", "-e", "--env", "--env-file", "--profile"]);
+
+/**
+ * Splits the flags given to `npm run deploy -- ...`: `shared` are the global ones (with their
+ * values), which every wrangler command takes; the rest are `deploy`'s own (`--dry-run`,
+ * `--minify`, `--keep-vars`, ...), which `secret list` and `d1 migrations apply` refuse as unknown.
+ */
+export function splitDeployFlags(args) {
+	const shared = [];
+	let dryRun = false;
+	for (let i = 0; i < args.length; i++) {
+		const arg = args[i];
+		const name = arg.split("=", 1)[0];
+		if (GLOBAL_FLAGS.has(name)) {
+			shared.push(arg);
+			if (!arg.includes("=") && i + 1 < args.length) shared.push(args[++i]);
+		} else if (name === "--dry-run" || name === "--dryRun") {
+			dryRun = !/^--dry-?[rR]un=(false|0)$/.test(arg);
+		}
+	}
+	return { shared, dryRun };
+}

@@ -1,12 +1,16 @@
 // `npm run deploy [-- wrangler flags such as --env production]`: checks the preconditions, then
 // applies the D1 migrations to the remote database and deploys. Refuses, saying what to do, while
-// wrangler.toml holds placeholder ids or a required secret is missing.
+// wrangler.toml holds placeholder ids or a required secret is missing. Every flag goes to
+// `wrangler deploy`; the global ones (--env, --config, ...) also to the checks and the migrations.
+// With --dry-run it only runs `wrangler deploy --dry-run`: nothing remote is read or changed.
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { missingSecrets, placeholderProblems } from "./deploy-checks.mjs";
+import { missingSecrets, placeholderProblems, splitDeployFlags } from "./deploy-checks.mjs";
 import { quietEnv, wrangler, wranglerBin } from "./wrangler.mjs";
 
 const extra = process.argv.slice(2);
+const { shared, dryRun } = splitDeployFlags(extra);
+if (dryRun) process.exit(await wrangler(["deploy", ...extra]));
 
 function refuse(lines) {
 	console.error(
@@ -20,7 +24,7 @@ if (problems.length > 0) refuse(problems);
 
 const listed = spawnSync(
 	process.execPath,
-	[wranglerBin, "secret", "list", "--format", "json", ...extra],
+	[wranglerBin, "secret", "list", "--format", "json", ...shared],
 	{
 		env: quietEnv,
 		encoding: "utf8",
@@ -42,6 +46,6 @@ if (missing.length > 0) {
 	);
 }
 
-const migrated = await wrangler(["d1", "migrations", "apply", "DB", "--remote", ...extra]);
+const migrated = await wrangler(["d1", "migrations", "apply", "DB", "--remote", ...shared]);
 if (migrated !== 0) process.exit(migrated);
 process.exit(await wrangler(["deploy", ...extra]));

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { missingSecrets, placeholderProblems } from "../../scripts/deploy-checks.mjs";
+import { missingSecrets, placeholderProblems, splitDeployFlags } from "../../scripts/deploy-checks.mjs";
 import shipped from "../../wrangler.toml?raw";
 
 describe("npm run deploy preconditions", () => {
@@ -32,5 +32,27 @@ describe("npm run deploy preconditions", () => {
 			"LOOKUP_TOKENS",
 			"ADMIN_TOKENS",
 		]);
+	});
+
+	it("passes only wrangler's global flags to the secret check and the migrations", () => {
+		expect(
+			splitDeployFlags(["--env", "staging", "--minify", "-c=other.toml", "--keep-vars"]),
+		).toEqual({ shared: ["--env", "staging", "-c=other.toml"], dryRun: false });
+		expect(splitDeployFlags(["-e", "production", "--profile", "work"]).shared).toEqual([
+			"-e",
+			"production",
+			"--profile",
+			"work",
+		]);
+	});
+
+	it("recognises a dry run, which touches nothing remote", () => {
+		expect(splitDeployFlags(["--dry-run"])).toEqual({ shared: [], dryRun: true });
+		expect(splitDeployFlags(["--env=staging", "--dry-run=true"])).toEqual({
+			shared: ["--env=staging"],
+			dryRun: true,
+		});
+		expect(splitDeployFlags(["--dry-run=false"]).dryRun).toBe(false);
+		expect(splitDeployFlags([]).dryRun).toBe(false);
 	});
 });
