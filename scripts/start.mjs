@@ -1,8 +1,9 @@
 // `npm start`: applies the D1 migrations to the local database, then serves the Worker on
-// http://127.0.0.1:8080 with local D1 and KV kept under .wrangler/. Tokens come from .dev.vars;
-// any of the three not set there gets a local-only value (never deployed: these are --var flags
-// of `wrangler dev`, not vars of wrangler.toml).
+// http://127.0.0.1:8080 (`npm start -- --port 8081` for another port) with local D1 and KV kept
+// under .wrangler/. Tokens come from .dev.vars; any of the three not set there gets a local-only
+// value (never deployed: these are --var flags of `wrangler dev`, not vars of wrangler.toml).
 import { existsSync, readFileSync } from "node:fs";
+import { parseArgs } from "node:util";
 import { wrangler } from "./wrangler.mjs";
 
 const LOCAL_TOKENS = {
@@ -10,6 +11,20 @@ const LOCAL_TOKENS = {
 	LOOKUP_TOKENS: "local-lookup-token",
 	ADMIN_TOKENS: "local-admin-token",
 };
+
+let port;
+try {
+	port = parseArgs({ options: { port: { type: "string", default: "8080" } } }).values.port;
+} catch (error) {
+	console.error(`npm start: ${error.message} (the one option is --port).`);
+	process.exit(1);
+}
+if (!/^\d{1,5}$/.test(port) || Number(port) < 1 || Number(port) > 65535) {
+	console.error(
+		`npm start: --port takes a port number from 1 to 65535, not ${JSON.stringify(port)}.`,
+	);
+	process.exit(1);
+}
 
 const devVars = existsSync(".dev.vars") ? readFileSync(".dev.vars", "utf8") : "";
 const defined = new Set(
@@ -38,5 +53,5 @@ if (vars.length > 0) {
 // --test-scheduled adds GET /__scheduled, which runs the whole cron once: retention (with the
 // stats rollup first), then the reconcile.
 process.exit(
-	await wrangler(["dev", "--ip", "127.0.0.1", "--port", "8080", "--test-scheduled", ...vars]),
+	await wrangler(["dev", "--ip", "127.0.0.1", "--port", port, "--test-scheduled", ...vars]),
 );
