@@ -1,6 +1,6 @@
 import { lowerRollupMark, rollUpEvents } from "../events/stats-store";
 import type { StoredEntry } from "./entry";
-import type { ListName } from "./policy";
+import { ANY_SCOPE, type ListName } from "./policy";
 
 const ENTRY_COLUMNS = `email, list, scope, origin, reason, event_count AS eventCount,
 	last_event_at AS lastEventAt, bulk_id AS bulkId, created_at AS createdAt,
@@ -91,6 +91,11 @@ export async function putEntry(
  * cron retired it as expired, at its expiry, as the cron would have), records the removal so that
  * older events never bring it back, and deletes the rows. Returns how many live entries were
  * removed.
+ *
+ * The removal is recorded for every list and scope it matched, and, whether an entry existed or
+ * not, for each list and scope events could still make that the filters name: a list without a
+ * scope means its entry for every sender (`*`, the only scope of bounces and complaints); a domain
+ * scope of an unsubscribe that no entry had yet is recorded only when named.
  */
 export async function removeEntries(
 	db: D1Database,
@@ -111,22 +116,31 @@ export async function removeEntries(
 				WHERE ${match} AND expires_at <= ?4 AND expires_at > updated_at`,
 			)
 			.bind(...params),
-		// An exact list and scope is recorded even without an entry: an older event arriving
-		// late must not create what the operator just lifted.
+		// Recorded even without an entry: an older event arriving late must not create what the
+		// operator just lifted.
 		db
 			.prepare(
 				`INSERT INTO suppression_removals (email, list, scope, removed_at)
 				SELECT DISTINCT email, list, scope, ?4 FROM suppressions WHERE ${match}
-				UNION SELECT ?1, ?2, ?3, ?4 WHERE ?2 IS NOT NULL AND ?3 IS NOT NULL
+				UNION SELECT ?1, value ->> 0, value ->> 1, ?4 FROM json_each(?5) WHERE true
 				ON CONFLICT (email, list, scope) DO UPDATE SET removed_at = excluded.removed_at`,
 			)
-			.bind(...params),
+			.bind(...params, JSON.stringify(namedByRemoval(filter))),
 		db
 			.prepare(`DELETE FROM suppressions WHERE ${match} RETURNING expires_at AS expiresAt`)
 			.bind(email, filter.list ?? null, filter.scope ?? null),
 	]);
 	const rows = (deleted?.results ?? []) as Array<{ expiresAt: number | null }>;
 	return rows.filter((row) => row.expiresAt === null || row.expiresAt > now).length;
+}
+
+/** The lists events make entries in, and the list and scope pairs a removal's filters name. */
+function namedByRemoval(filter: { list?: ListName; scope?: string }): [ListName, string][] {
+	const lists = filter.list ? [filter.list] : (["bounce", "complaint", "unsubscribe"] as const);
+	const scope = filter.scope ?? ANY_SCOPE;
+	return lists
+		.filter((list) => filter.list || list === "unsubscribe" || scope === ANY_SCOPE)
+		.map((list) => [list, scope]);
 }
 
 /** One change to an address's entries, as the history stores it. */

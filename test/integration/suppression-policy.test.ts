@@ -650,6 +650,35 @@ describe("removal", () => {
 		});
 		expect(await entriesOf("pre@example.com")).toEqual([]);
 	});
+	it.each([
+		["?list=bounce", ["bounce"]],
+		["?list=complaint&scope=*", ["complaint"]],
+		["", ["bounce", "complaint", "unsubscribe"]],
+	])(
+		"a removal with %j holds for its lists even before any entry existed",
+		async (query, lifted) => {
+			expect(await remove("early@example.com", query)).toMatchObject({ removed: 0 });
+			const t = daysAgo(1);
+			await post([
+				hard("early@example.com", t),
+				{ event: "spamreport", email: "early@example.com", timestamp: t },
+				{ event: "unsubscribe", email: "early@example.com", timestamp: t },
+				soft("early@example.com", t + 1),
+				soft("early@example.com", t + 2),
+			]);
+			const lists = (await entriesOf("early@example.com")).map((entry) => entry.list);
+			expect(lists).toEqual(
+				["bounce", "complaint", "unsubscribe"].filter((list) => !lifted.includes(list)),
+			);
+			// A soft bounce after the removal, with the two before it, is a run of three only when the
+			// removal did not lift bounces.
+			await post(soft("early@example.com", Math.floor(Date.now() / 1000) + 5));
+			const soft3 = (await entriesOf("early@example.com")).some(
+				(entry) => entry.list === "bounce" && entry.expiresAt !== null,
+			);
+			expect(soft3).toBe(!lifted.includes("bounce"));
+		},
+	);
 });
 
 describe("arrival order and duplicates", () => {

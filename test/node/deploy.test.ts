@@ -1,5 +1,9 @@
 import { describe, expect, it } from "vitest";
-import { missingSecrets, placeholderProblems, splitDeployFlags } from "../../scripts/deploy-checks.mjs";
+import {
+	missingSecrets,
+	placeholderProblems,
+	splitDeployFlags,
+} from "../../scripts/deploy-checks.mjs";
 import shipped from "../../wrangler.toml?raw";
 
 describe("npm run deploy preconditions", () => {
