@@ -96,8 +96,16 @@ function addressField(problemOf: (email: string) => string | null) {
 	);
 }
 
-/** An address to find among what is stored (a filter): plausible. */
-export const emailField = addressField(emailProblem);
+/**
+ * An address to find among what is stored (a filter in a query string): plausible. A query
+ * string reads `+` as a space, so a plus tag sent unencoded gets a hint.
+ */
+export const emailField = addressField((email) => {
+	const problem = emailProblem(email);
+	return problem && email.includes(" ")
+		? `${problem} (a query string reads + as a space: send a plus tag as %2B)`
+		: problem;
+});
 /** An address to store (an imported entry): one mailbox. */
 export const mailboxField = addressField(mailboxProblem);
 

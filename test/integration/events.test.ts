@@ -148,4 +148,13 @@ describe("GET /v1/events", () => {
 		expect(body.error.code).toBe("invalid_query");
 		expect(body.error.issues?.map((issue) => issue.path)).toEqual([path]);
 	});
+
+	it("says how to send a plus tag when a query's + arrived as a space", async () => {
+		const response = await getJson("/v1/events?email=a+news@example.com");
+		expect(response.status).toBe(400);
+		const body = (await response.json()) as ErrorBody;
+		expect(body.error.issues?.[0]?.message).toContain("send a plus tag as %2B");
+		const encoded = await getJson("/v1/events?email=a%2Bnews%40example.com");
+		expect(encoded.status).toBe(200);
+	});
 });
