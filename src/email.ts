@@ -97,3 +97,31 @@ export function domainOf(address: string): string | null {
 	const domain = at === -1 ? "" : address.slice(at + 1);
 	return domain === "" ? null : domain;
 }
+
+/**
+ * The form in which two sender domains (an entry's scope and a lookup's `fromDomain`) are
+ * compared: one trailing dot dropped (`example.com.` is `example.com`), and a domain with
+ * non-ASCII characters or a punycode label mapped by UTS #46 to its ASCII form, as the URL host
+ * parser does (`bücher.de` and `XN--BCHER-KVA.DE` are `xn--bcher-kva.de`; fullwidth letters and
+ * dots become ASCII). Stored scopes keep the spelling they came in: this only decides equality, so
+ * scopes stored before it still match every spelling of their domain. Expects a string already
+ * trimmed and lower-cased; anything the host parser refuses, or that it would read as more than
+ * a host name, is compared as it is.
+ *
+ * @example
+ * domainKey("bücher.de.") // "xn--bcher-kva.de"
+ */
+export function domainKey(domain: string): string {
+	const bare = domain.endsWith(".") ? domain.slice(0, -1) : domain;
+	// Only a name with non-ASCII characters or a punycode label needs the IDNA mapping.
+	if (!(NON_ASCII.test(bare) || bare.includes("xn--")) || NOT_A_HOST.test(bare)) return bare;
+	try {
+		const host = new URL(`http://${bare}/`).hostname;
+		return host.endsWith(".") ? host.slice(0, -1) : host;
+	} catch {
+		return bare;
+	}
+}
+
+// What the URL parser would take as a port, userinfo, path, query, fragment or escape, not a name.
+const NOT_A_HOST = /[\s:@/\\?#%[\]]/;

@@ -1,3 +1,4 @@
+import { domainKey } from "../email";
 import { isoTime } from "../events/event";
 import { ANY_SCOPE, type ListName } from "./policy";
 
@@ -53,7 +54,9 @@ export function isLive(entry: Pick<EntryJson, "expiresAt">, now: number): boolea
 
 /**
  * The contract's lookup answer for an address. With `fromDomain`, only entries for every sender
- * or for that domain count; without it, any entry suppresses (the conservative answer).
+ * or for that domain count, the domain compared by {@link domainKey} (so `example.com.`, an IDN in
+ * Unicode and in punycode match their other spellings); without it, any entry suppresses (the
+ * conservative answer).
  *
  * @example
  * lookupResult("a@example.com", entries, now, "news.example.com")
@@ -64,10 +67,14 @@ export function lookupResult(
 	now: number,
 	fromDomain?: string,
 ): { email: string; suppressed: boolean; entries: EntryJson[] } {
+	const sender = fromDomain === undefined ? undefined : domainKey(fromDomain);
 	const applying = entries.filter(
 		(entry) =>
 			isLive(entry, now) &&
-			(fromDomain === undefined || entry.scope === ANY_SCOPE || entry.scope === fromDomain),
+			(sender === undefined ||
+				entry.scope === ANY_SCOPE ||
+				entry.scope === fromDomain ||
+				domainKey(entry.scope) === sender),
 	);
 	return { email, suppressed: applying.length > 0, entries: applying };
 }

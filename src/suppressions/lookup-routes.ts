@@ -26,8 +26,17 @@ interface RouteRequest {
 
 const now = (): number => Math.floor(Date.now() / 1000);
 
+/** The sender of a lookup or a check, compared with entries' scopes as a domain name. */
+const senderDomain = z.optional(
+	domainParam.check(
+		z.describe(
+			"The sending domain: entries for it or for every sender count. Compared as domain names: case, one trailing dot and an IDN's Unicode or punycode (xn--) spelling do not matter",
+		),
+	),
+);
+
 export const lookupQuery = z.strictObject({
-	fromDomain: z.optional(domainParam),
+	fromDomain: senderDomain,
 	consistent: z.optional(z.enum(["true", "false"], { error: "must be true or false" })),
 });
 
@@ -73,7 +82,7 @@ export const checkBody = z.strictObject({
 			z.minLength(1, { error: "must hold at least one address" }),
 			z.maxLength(MAX_CHECK, { error: `must hold at most ${MAX_CHECK} addresses` }),
 		),
-	fromDomain: z.optional(domainParam),
+	fromDomain: senderDomain,
 });
 
 /** KV values of many addresses: bulk gets of 100 keys in parallel, D1 for any batch that fails. */

@@ -1,6 +1,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import {
+	domainKey,
 	domainOf,
 	emailProblem,
 	MAX_EMAIL_LENGTH,
@@ -269,5 +270,36 @@ describe("domainOf", () => {
 		expect(domainOf("")).toBeNull();
 		expect(domainOf("user@")).toBeNull();
 		expect(domainOf('"a@b"@')).toBeNull();
+	});
+});
+
+describe("domainKey", () => {
+	it("drops one trailing dot", () => {
+		expect(domainKey("example.com.")).toBe("example.com");
+		expect(domainKey("example.com")).toBe("example.com");
+	});
+
+	it("gives an IDN's ASCII form for its Unicode and punycode spellings", () => {
+		expect(domainKey("bücher.de")).toBe("xn--bcher-kva.de");
+		expect(domainKey("xn--bcher-kva.de.")).toBe("xn--bcher-kva.de");
+		expect(domainKey("bücher.de.")).toBe("xn--bcher-kva.de");
+		expect(domainKey("ｎｅｗｓ．example.com")).toBe("news.example.com");
+	});
+
+	it("keeps domains that IDNA tells apart apart (final sigma, sharp s)", () => {
+		expect(domainKey("οδος.gr")).not.toBe(domainKey("οδοσ.gr"));
+		expect(domainKey("faß.de")).not.toBe(domainKey("fass.de"));
+	});
+
+	it("compares as it is what the host parser would read as more than a name, or refuses", () => {
+		for (const odd of ["bücher.de:80", "news@bücher.de", "bü%41.de", "b\u00fc/x", "bü<cher.de"]) {
+			expect(domainKey(odd)).toBe(odd);
+		}
+		expect(domainKey("xn--zz.de")).toBe("xn--zz.de");
+	});
+
+	it("leaves plain ASCII names as they are, without parsing", () => {
+		expect(domainKey("127.1")).toBe("127.1");
+		expect(domainKey("news.example.com")).toBe("news.example.com");
 	});
 });

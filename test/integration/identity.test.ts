@@ -1,0 +1,92 @@
+import { beforeEach, describe, expect, it } from "vitest";
+import { call, lookup, postCallback, putSuppression, resetDatabase, tokens } from "../helpers";
+
+/**
+ * Two spellings of one mailbox or one sender domain must be one key: otherwise a sender is told
+ * "deliverable" for an address the service holds as suppressed. Everything goes through the
+ * Worker's fetch against local D1 and KV.
+ */
+
+type CheckResult = { email: string; normalized: string; deliverable: boolean; invalid?: true };
+
+async function check(emails: string[], fromDomain?: string): Promise<CheckResult[]> {
+	const response = await call("/v1/suppressions/check", {
+		method: "POST",
+		headers: { authorization: `Bearer ${tokens.lookup}` },
+		body: JSON.stringify({ emails, ...(fromDomain === undefined ? {} : { fromDomain }) }),
+	});
+	expect(response.status).toBe(200);
+	return ((await response.json()) as { results: CheckResult[] }).results;
+}
+
+async function event(fields: Record<string, unknown>): Promise<void> {
+	const response = await postCallback({ timestamp: 1_700_000_000, ...fields });
+	expect(response.status).toBe(200);
+}
+
+const unsubscribe = (email: string, fromDomain: string) =>
+	event({ event: "unsubscribe", email, fromDomain });
+const hardBounce = (email: string) =>
+	event({ event: "bounce", bounceType: "hard_bounce", email, reason: "550 5.1.1 no such user" });
+
+beforeEach(resetDatabase);
+
+describe("an unsubscribe's scope and the fromDomain of a lookup name one domain however spelt", () => {
+	it.each([
+		["a trailing dot on the event's domain", "news.example.com.", "news.example.com"],
+		["a trailing dot on the lookup's domain", "News.Example.com", "news.example.com."],
+		["an IDN in Unicode, looked up in punycode", "bücher.de", "xn--bcher-kva.de"],
+		["an IDN in punycode, looked up in Unicode", "XN--BCHER-KVA.DE", "BÜCHER.de"],
+		["fullwidth letters and dot", "ｎｅｗｓ．example.com", "news.example.com"],
+	])("%s", async (_, scope, fromDomain) => {
+		await unsubscribe("reader@example.org", scope);
+		const query = `?fromDomain=${encodeURIComponent(fromDomain)}`;
+		for (const consistent of ["", "&consistent=true"]) {
+			expect((await lookup("reader@example.org", query + consistent)).suppressed).toBe(true);
+		}
+		const [result] = await check(["reader@example.org"], fromDomain);
+		expect(result?.deliverable).toBe(false);
+		// Another domain is still deliverable: the scope was not widened to every sender.
+		const [other] = await check(["reader@example.org"], "shop.example.com");
+		expect(other?.deliverable).toBe(true);
+	});
+
+	it("an operator's entry for a domain with a trailing dot applies to that domain", async () => {
+		await putSuppression("reader@example.org", { scope: "news.example.com." });
+		const [result] = await check(["reader@example.org"], "NEWS.example.com");
+		expect(result?.deliverable).toBe(false);
+	});
+});
+
+describe("spellings that are already one key", () => {
+	it.each([
+		["upper case in the local part and the domain", "reader@example.org", "Reader@Example.ORG"],
+		["surrounding white space", "reader@example.org", "  reader@example.org\t"],
+		["NFC stored, NFD checked", "réader@example.org", "réader@example.org".normalize("NFD")],
+		["NFD stored, NFC checked", "réader@example.org".normalize("NFD"), "réader@example.org"],
+	])("%s", async (_, stored, checked) => {
+		await hardBounce(stored);
+		const [result] = await check([checked]);
+		expect(result?.deliverable).toBe(false);
+		expect((await lookup(checked)).suppressed).toBe(true);
+	});
+
+	it("Unicode local parts in NFC and NFD, any case, on the callback, PUT, lookup and check", async () => {
+		await hardBounce("RÉADER@example.org".normalize("NFD"));
+		await putSuppression("réader@EXAMPLE.org", {});
+		const found = await lookup("Réader@example.org".normalize("NFC"), "?consistent=true");
+		expect(found.entries.map((entry) => entry.list).sort()).toEqual(["bounce", "manual"]);
+		const [result] = await check(["réader@example.org".normalize("NFD")]);
+		expect(result).toMatchObject({ normalized: "réader@example.org", deliverable: false });
+	});
+
+	it("percent-encoded @ and + in the path, and a literal + in it", async () => {
+		await hardBounce("a+tag@example.com");
+		for (const path of ["a%2Btag%40example.com", "a+tag@example.com", "A%2BTAG@EXAMPLE.COM"]) {
+			const response = await call(`/v1/suppressions/${path}`, {
+				headers: { authorization: `Bearer ${tokens.lookup}` },
+			});
+			expect(await response.json()).toMatchObject({ email: "a+tag@example.com", suppressed: true });
+		}
+	});
+});
