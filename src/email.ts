@@ -91,6 +91,36 @@ function labelsFit(domain: string): boolean {
 
 const DOT = 46;
 
+/** At most 253 characters: the longest name DNS can hold. */
+export const MAX_DOMAIN_LENGTH = 253;
+/** What a sender domain may hold wherever it is a key: no white space, `@`, `/`, `*` or `,`. */
+export const DOMAIN_NAME = /^[^\s@/*,]+$/u;
+
+/**
+ * Whether a trimmed, lower-cased sender domain is one the API can name: what the lookup's, the
+ * check's and the filters' `fromDomain` and the scope of a PUT or an import accept. A scope outside
+ * it could never equal a lookup's `fromDomain`, nor be imported again from an export.
+ *
+ * @example
+ * isDomainName("news.example.com")  // true
+ * isDomainName("news@example.com")  // false
+ */
+export function isDomainName(domain: string): boolean {
+	return domain.length > 0 && domain.length <= MAX_DOMAIN_LENGTH && DOMAIN_NAME.test(domain);
+}
+
+/**
+ * The domain of the sender's address in a normalised `from`, which may come in display form
+ * (`news <news@example.com>`); null unless that address is plausible, so that an unsubscribe is
+ * never scoped to a domain no sender has (it applies to every sender instead).
+ */
+export function senderDomain(from: string): string | null {
+	const address = DISPLAY_FORM.exec(from)?.[1]?.trim() ?? from;
+	return mailboxProblem(address) === null ? domainOf(address) : null;
+}
+
+const DISPLAY_FORM = /<([^<>]*)>$/;
+
 /** The domain of an address (after its last `@`), or null. */
 export function domainOf(address: string): string | null {
 	const at = address.lastIndexOf("@");

@@ -1,5 +1,11 @@
 import * as z from "zod/mini";
-import { emailProblem, mailboxProblem, normalizeEmail } from "./email";
+import {
+	DOMAIN_NAME,
+	emailProblem,
+	MAX_DOMAIN_LENGTH,
+	mailboxProblem,
+	normalizeEmail,
+} from "./email";
 import { ApiError, type Issue, MAX_ISSUES } from "./errors";
 
 /**
@@ -117,8 +123,8 @@ export const domainParam = z.pipe(
 			z.trim(),
 			z.toLowerCase(),
 			z.minLength(1, { error: "must not be empty" }),
-			z.maxLength(253, { error: "must be at most 253 characters" }),
-			z.regex(/^[^\s@/*,]+$/u, { error: "must be a domain name" }),
+			z.maxLength(MAX_DOMAIN_LENGTH, { error: `must be at most ${MAX_DOMAIN_LENGTH} characters` }),
+			z.regex(DOMAIN_NAME, { error: "must be a domain name" }),
 			wellFormed,
 		),
 	z.transform((value) => value.normalize("NFC")),

@@ -1,4 +1,5 @@
 import type { PolicySettings } from "../config";
+import { isDomainName, senderDomain } from "../email";
 import type { StoredEvent } from "../events/event";
 import { MAX_UNIX_SECONDS } from "../tencent/schema";
 
@@ -32,11 +33,16 @@ export interface Evidence {
 /**
  * The scope an unsubscribe applies to: Tencent itself blocks only the sender domain, so by
  * default the entry is scoped to it (the event's fromDomain, which the normaliser already derives
- * from `from`); `UNSUBSCRIBE_SCOPE=global` makes every unsubscribe apply to every sender.
+ * from `from`); `UNSUBSCRIBE_SCOPE=global` makes every unsubscribe apply to every sender. A
+ * fromDomain that is no domain name (an address, a list, a URL: the callback stores any string)
+ * gives way to the domain of a plausible address in `from`, else to every sender, since a lookup
+ * could never name it and an import would refuse its export.
  */
 export function unsubscribeScope(event: StoredEvent, policy: PolicySettings): string {
 	if (policy.unsubscribeScope === "global") return ANY_SCOPE;
-	return event.fromDomain ?? ANY_SCOPE;
+	if (event.fromDomain !== null && isDomainName(event.fromDomain)) return event.fromDomain;
+	const derived = event.from === null ? null : senderDomain(event.from);
+	return derived !== null && isDomainName(derived) ? derived : ANY_SCOPE;
 }
 
 /** Orders evidence by the time it occurred, then by event id, as one comparable string. */

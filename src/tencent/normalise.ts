@@ -1,4 +1,4 @@
-import { domainOf, mailboxProblem, normalizeEmail } from "../email";
+import { normalizeEmail, senderDomain } from "../email";
 import { ApiError, type Issue, MAX_ISSUES } from "../errors";
 import type { StoredEvent } from "../events/event";
 import { isRawJson } from "../json";
@@ -102,18 +102,6 @@ function present(value: string | null | undefined): string | null {
 	const trimmed = value?.trim();
 	return trimmed ? trimmed : null;
 }
-
-/**
- * The domain of the sender's address in `from`, which may come in display form
- * (`News <news@example.com>`); null unless that address is plausible, so that an unsubscribe is
- * never scoped to a domain no sender has (it applies to every sender instead).
- */
-function senderDomain(from: string): string | null {
-	const address = DISPLAY_FORM.exec(from)?.[1]?.trim() ?? from;
-	return mailboxProblem(address) === null ? domainOf(address) : null;
-}
-
-const DISPLAY_FORM = /<([^<>]*)>$/;
 
 async function normaliseEvent(
 	received: object,

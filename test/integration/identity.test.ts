@@ -58,6 +58,30 @@ describe("an unsubscribe's scope and the fromDomain of a lookup name one domain 
 	});
 });
 
+describe("an unsubscribe's fromDomain that no lookup, filter or import could name", () => {
+	// The callback takes any string as fromDomain; lookups, PUT, imports and filters take only a
+	// domain name. A scope outside that rule could never equal a lookup's fromDomain, and an
+	// export of it could not be imported again.
+	it.each([
+		["an address", { fromDomain: "news@example.com", from: "news@example.com" }, "example.com"],
+		["a list of domains", { fromDomain: "news.example.com, shop.example.com" }, "news.example.com"],
+		["a URL", { fromDomain: "https://news.example.com/" }, "news.example.com"],
+	])("%s is not a scope", async (_, fields, sender) => {
+		await event({ event: "unsubscribe", email: "reader@example.org", ...fields });
+		const [result] = await check(["reader@example.org"], sender);
+		expect(result?.deliverable).toBe(false);
+		const exported = await call("/v1/suppressions/export?format=ndjson", {
+			headers: { authorization: `Bearer ${tokens.lookup}` },
+		});
+		const imported = await call("/v1/suppressions/import", {
+			method: "POST",
+			headers: { authorization: `Bearer ${tokens.admin}`, "content-type": "application/x-ndjson" },
+			body: await exported.text(),
+		});
+		expect(await imported.json()).toEqual({ imported: 0, unchanged: 1, failed: [] });
+	});
+});
+
 describe("spellings that are already one key", () => {
 	it.each([
 		["upper case in the local part and the domain", "reader@example.org", "Reader@Example.ORG"],
