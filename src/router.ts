@@ -141,6 +141,8 @@ export function serve(request: Request, env: Env, ctx: ExecutionContext): Promis
 		}
 		const app = request as AppRequest;
 		start(app);
+		// Its log line names the route pattern like any other (the catch-all's `*` for no route).
+		app.route = router.routes.find(([, pattern]) => pattern.test(url.pathname))?.[3] ?? "*";
 		const error = new ApiError(
 			400,
 			"invalid_query",

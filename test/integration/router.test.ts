@@ -195,6 +195,22 @@ describe("which requests log", () => {
 		]);
 	});
 
+	it("a request refused for its number of query parameters logs its route pattern", async () => {
+		const lines: Array<Record<string, unknown>> = [];
+		vi.spyOn(console, "log").mockImplementation((line: string) => {
+			lines.push(JSON.parse(line));
+		});
+		const query = Array.from({ length: 101 }, (_, i) => `p${i}=1`).join("&");
+		for (const path of ["/v1/events", "/v1/suppressions/a%40example.com", "/nowhere"]) {
+			expect((await getJson(`${path}?${query}`)).status).toBe(400);
+		}
+		expect(lines.map((line) => line.route)).toEqual([
+			"/v1/events",
+			"/v1/suppressions/:email",
+			"*",
+		]);
+	});
+
 	it("a callback logs only when it repeats events or changes suppressions", async () => {
 		const lines: Array<Record<string, unknown>> = [];
 		vi.spyOn(console, "log").mockImplementation((line: string) => {
