@@ -6,6 +6,20 @@ import { readEntries } from "./store";
 const MAX_PLAIN_KEY_BYTES = 500;
 /** KV bulk get takes at most 100 keys. */
 export const KV_BATCH = 100;
+/** A bulk get answers 413 when the values it returns take more than 25 MiB in all. */
+const KV_BULK_GET_BYTES = 25 * 1024 * 1024;
+/**
+ * The largest value written for an address, in bytes of UTF-8: 100 of them fit in one bulk get
+ * (and one is far below KV's 25 MiB per value). An address's entries take more only when it has
+ * many with long reasons (11 entries whose reasons are 4,096 control characters, written as
+ * `\u0001`, take about 273 KB; 1,100 of them more than KV holds in one value).
+ */
+export const MAX_EDGE_VALUE_BYTES = Math.floor(KV_BULK_GET_BYTES / KV_BATCH) - 1024;
+/**
+ * What the key holds instead when the entries are too large for it: a JSON string that tells
+ * readers to read the address's entries from D1.
+ */
+const IN_D1 = '"d1"';
 /**
  * KV refuses an expiration less than 60 seconds ahead of its own clock; `now` may be some seconds
  * old by the time of the write (a cron run's scheduled time), so keys get a minute more. A key that
@@ -41,9 +55,15 @@ export function plainEdgeKey(email: string): string | null {
 	return email.length <= 166 ? `s:${email}` : null;
 }
 
-/** What an address's KV key holds: its live entries, rendered as the lookup API shows them. */
+/**
+ * What an address's KV key holds: its live entries, rendered as the lookup API shows them, or,
+ * when they take more than {@link MAX_EDGE_VALUE_BYTES}, a marker that sends readers to D1.
+ */
 export function renderEdgeValue(entries: readonly StoredEntry[]): string {
-	return JSON.stringify(entries.map(renderEntry));
+	const value = JSON.stringify(entries.map(renderEntry));
+	// A UTF-16 unit takes at most 3 bytes of UTF-8: most values need no encoding to be measured.
+	if (value.length * 3 <= MAX_EDGE_VALUE_BYTES) return value;
+	return encoder.encode(value).byteLength <= MAX_EDGE_VALUE_BYTES ? value : IN_D1;
 }
 
 /**
@@ -57,8 +77,12 @@ export function edgeExpiration(entries: readonly StoredEntry[], now: number): nu
 	return last <= MAX_KV_EXPIRATION ? last : undefined;
 }
 
-/** Parses a KV value written by {@link renderEdgeValue}; anything else reads as no entries. */
-export function parseEdgeValue(value: unknown): EntryJson[] {
+/**
+ * Parses a KV value written by {@link renderEdgeValue}: its entries, or null when the entries
+ * are too large for KV and must be read from D1; anything else reads as no entries.
+ */
+export function parseEdgeValue(value: unknown): EntryJson[] | null {
+	if (value === JSON.parse(IN_D1)) return null;
 	return Array.isArray(value) ? (value as EntryJson[]) : [];
 }
 

@@ -62,7 +62,8 @@ export async function lookupRoute(request: RouteRequest, env: Env): Promise<Resp
 	if (query.consistent !== "true") {
 		try {
 			const text = await env.SUPPRESSIONS.get(await edgeKey(email), "text");
-			entries = text === null ? [] : parseEdgeValue(JSON.parse(text));
+			// Null (entries too large for KV) leaves the answer to D1, below.
+			entries = (text === null ? [] : parseEdgeValue(JSON.parse(text))) ?? undefined;
 		} catch (error) {
 			log("warn", "edge read failed, reading D1", {
 				requestId: request.requestId,
@@ -85,9 +86,13 @@ export const checkBody = z.strictObject({
 	fromDomain: senderDomain,
 });
 
-/** KV values of many addresses: bulk gets of 100 keys in parallel, D1 for any batch that fails. */
+/**
+ * KV values of many addresses: bulk gets of 100 keys in parallel, D1 for any batch that fails and
+ * for addresses whose entries are too large for KV.
+ */
 async function entriesOfMany(env: Env, emails: string[], at: number, requestId: string) {
 	const found = new Map<string, EntryJson[]>();
+	const inD1: string[] = [];
 	const batches: string[][] = [];
 	for (let i = 0; i < emails.length; i += KV_BATCH) batches.push(emails.slice(i, i + KV_BATCH));
 	await Promise.all(
@@ -101,7 +106,10 @@ async function entriesOfMany(env: Env, emails: string[], at: number, requestId: 
 				batch.forEach((email, i) => {
 					const text = values.get(keys[i] as string);
 					// An address without a key (nearly all of a list) is left out: no entries.
-					if (text) found.set(email, parseEdgeValue(JSON.parse(text)));
+					if (!text) return;
+					const entries = parseEdgeValue(JSON.parse(text));
+					if (entries) found.set(email, entries);
+					else inD1.push(email);
 				});
 			} catch (error) {
 				log("warn", "edge bulk read failed, reading D1", { requestId, error: String(error) });
@@ -110,6 +118,10 @@ async function entriesOfMany(env: Env, emails: string[], at: number, requestId: 
 			}
 		}),
 	);
+	if (inD1.length > 0) {
+		const stored = await entriesFromD1(env, inD1, at);
+		for (const email of inD1) found.set(email, stored.get(email) ?? []);
+	}
 	return found;
 }
 

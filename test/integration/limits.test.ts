@@ -1,0 +1,65 @@
+import { env } from "cloudflare:workers";
+import { beforeEach, describe, expect, it } from "vitest";
+import { KV_WRITE_SETTLE_SECONDS } from "../../src/cron/reconcile";
+import { call, lookup, putSuppression, resetDatabase, runCron, tokens } from "../helpers";
+
+beforeEach(resetDatabase);
+
+/** The longest reason an entry takes, of characters JSON writes as `\u0001` (six bytes each). */
+const WIDEST_REASON = "\u0001".repeat(4096);
+
+/**
+ * Stores `perAddress` operator entries (one per scope, each with the widest reason) for each of
+ * `addresses` addresses `<prefix><n>@example.com`, straight into D1 as a long history of PUTs
+ * would leave them.
+ */
+async function seedWideEntries(prefix: string, addresses: number, perAddress: number) {
+	const now = Math.floor(Date.now() / 1000);
+	await env.DB.prepare(
+		// D1 binds a JavaScript number as a REAL: the counts are made integers before dividing.
+		`WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < CAST(?1 AS INTEGER) - 1)
+		INSERT INTO suppressions (email, list, scope, origin, reason, event_count, created_at,
+			updated_at, expires_at, change_note)
+		SELECT ?2 || (i / CAST(?3 AS INTEGER)) || '@example.com', 'manual',
+			'd' || (i % CAST(?3 AS INTEGER)) || '.example.com', 'api',
+			?4, 0, ?5, ?5, NULL, 'seeded' FROM n`,
+	)
+		.bind(addresses * perAddress, prefix, perAddress, WIDEST_REASON, now)
+		.run();
+}
+
+describe("KV's size limits on the edge copy", () => {
+	it("the cron's bulk reads stay within KV's 25 MiB per bulk get, whatever the entries", async () => {
+		// 11 of the widest entries render to about 273 KB, so 100 such keys take about 27 MB: more
+		// than one bulk get may return (25 MiB in all).
+		await seedWideEntries("wide", 100, 11);
+		const at = Date.now() + (KV_WRITE_SETTLE_SECONDS + 60) * 1000;
+		await expect(runCron(at).then(() => "ran", String)).resolves.toBe("ran");
+		// The next run sweeps the same addresses again, reading their keys back in bulk.
+		await expect(runCron(at + 300_000).then(() => "ran", String)).resolves.toBe("ran");
+		const fromKv = await lookup("wide7@example.com");
+		expect(fromKv.suppressed).toBe(true);
+		expect(fromKv.entries).toHaveLength(11);
+		const check = await call("/v1/suppressions/check", {
+			method: "POST",
+			headers: { authorization: `Bearer ${tokens.lookup}` },
+			body: JSON.stringify({
+				emails: Array.from({ length: 100 }, (_, i) => `wide${i}@example.com`),
+			}),
+		});
+		expect(check.status).toBe(200);
+		expect(((await check.json()) as { suppressedCount: number }).suppressedCount).toBe(100);
+	});
+
+	it("an address whose entries render to more than KV's 25 MiB value still reads as suppressed", async () => {
+		// 1,100 of the widest entries render to about 27 MB: more than one KV value holds.
+		await seedWideEntries("huge", 1, 1100);
+		await putSuppression("huge0@example.com", { list: "manual", scope: "*", reason: "asked" });
+		const fromKv = await lookup("huge0@example.com", "?fromDomain=other.example");
+		expect(fromKv.suppressed).toBe(true);
+		expect(fromKv.entries).toEqual([expect.objectContaining({ scope: "*", reason: "asked" })]);
+		const at = Date.now() + (KV_WRITE_SETTLE_SECONDS + 60) * 1000;
+		await expect(runCron(at).then(() => "ran", String)).resolves.toBe("ran");
+		expect((await lookup("huge0@example.com", "?fromDomain=other.example")).suppressed).toBe(true);
+	});
+});
