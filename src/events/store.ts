@@ -140,19 +140,54 @@ export async function listEvents(
 		where.push("(occurred_at, seq) < (?, ?)");
 		params.push(after.occurredAt, after.seq);
 	}
-	const sql = `SELECT seq, ${FIELDS.map((field) => COLUMNS[field]).join(", ")} FROM events
-${where.length > 0 ? `WHERE ${where.join(" AND ")}` : ""}
-ORDER BY occurred_at DESC, seq DESC LIMIT ?`;
-	const { results } = await db
-		.prepare(sql)
+	// First the page's keys and sizes (one row more than the page, to tell whether another
+	// follows), then the rows from the first to the last that fits MAX_EVENT_PAGE_BYTES (the
+	// first always does), read as a range of the same index. As for refused callbacks, a row
+	// deleted between the two reads is missing from the page, one stored between them inside its
+	// range (a late event) joins it, and the cursor is the last row sized, so nothing is skipped.
+	const filtered = where.length > 0 ? `WHERE ${where.join(" AND ")}` : "";
+	const { results: sizes } = await db
+		.prepare(
+			`SELECT seq, occurred_at AS occurredAt, ${ROW_BYTES} AS size FROM events ${filtered}
+			ORDER BY occurred_at DESC, seq DESC LIMIT ?`,
+		)
 		.bind(...params, limit + 1)
+		.all<{ seq: number; occurredAt: number; size: number }>();
+	let fit = 0;
+	let bytes = 0;
+	for (const { size } of sizes.slice(0, limit)) {
+		if (fit > 0 && bytes + size > MAX_EVENT_PAGE_BYTES) break;
+		fit++;
+		bytes += size;
+	}
+	const first = sizes[0];
+	const last = sizes[fit - 1];
+	if (!first || !last) return { events: [], next: null };
+	const { results } = await db
+		.prepare(
+			`SELECT seq, ${FIELDS.map((field) => COLUMNS[field]).join(", ")} FROM events
+			WHERE ${[...where, "(occurred_at, seq) <= (?, ?)", "(occurred_at, seq) >= (?, ?)"].join(" AND ")}
+			ORDER BY occurred_at DESC, seq DESC`,
+		)
+		.bind(...params, first.occurredAt, first.seq, last.occurredAt, last.seq)
 		.all<EventRow>();
-	const page = results.slice(0, limit);
-	const last = page[page.length - 1];
-	const next =
-		results.length > limit && last ? { occurredAt: Number(last.occurred_at), seq: last.seq } : null;
-	return { events: page.map(rowToEvent), next };
+	const next = sizes.length > fit ? { occurredAt: Number(last.occurredAt), seq: last.seq } : null;
+	return { events: results.map(rowToEvent), next };
 }
+
+/**
+ * The most bytes of stored text one page of events carries. One event may take up to the
+ * callback's 256 KiB (a large `extra`), so a page of 1000 of them would be 256 MiB, twice a
+ * Worker's 128 MB before it is even parsed and rendered: a page stops before the event that would
+ * pass this, and its cursor leads on from there. A page of 1000 ordinary events (about 1 KB each)
+ * is far below it.
+ */
+export const MAX_EVENT_PAGE_BYTES = 4 * 1024 * 1024;
+
+// The bytes of a row's text, as SQLite stores it (NULL as 0).
+const ROW_BYTES = FIELDS.map(
+	(field) => `coalesce(length(CAST(${COLUMNS[field]} AS BLOB)), 0)`,
+).join(" + ");
 
 function rowToEvent(row: EventRow): StoredEvent {
 	const event = Object.fromEntries(FIELDS.map((field) => [field, row[COLUMNS[field]]]));

@@ -1,7 +1,15 @@
 import { env } from "cloudflare:workers";
 import { beforeEach, describe, expect, it } from "vitest";
 import { KV_WRITE_SETTLE_SECONDS } from "../../src/cron/reconcile";
-import { call, lookup, putSuppression, resetDatabase, runCron, tokens } from "../helpers";
+import {
+	call,
+	lookup,
+	postCallback,
+	putSuppression,
+	resetDatabase,
+	runCron,
+	tokens,
+} from "../helpers";
 
 beforeEach(resetDatabase);
 
@@ -61,5 +69,40 @@ describe("KV's size limits on the edge copy", () => {
 		const at = Date.now() + (KV_WRITE_SETTLE_SECONDS + 60) * 1000;
 		await expect(runCron(at).then(() => "ran", String)).resolves.toBe("ran");
 		expect((await lookup("huge0@example.com", "?fromDomain=other.example")).suppressed).toBe(true);
+	});
+});
+
+describe("a Worker's 128 MB of memory", () => {
+	it("a page of events stops before 4 MiB of stored events, and its cursor leads on", async () => {
+		// Each event carries about 200 KB in `extra`, as a callback of 256 KiB may: a page of 1000
+		// such events would be 200 MB.
+		const wide = "x".repeat(200_000);
+		for (let i = 0; i < 40; i++) {
+			const response = await postCallback({
+				event: "open",
+				email: "wide-events@example.com",
+				timestamp: 1_767_225_600 + i,
+				padding: wide,
+			});
+			expect(response.status).toBe(200);
+		}
+		const seen = new Set<string>();
+		let cursor: string | null = null;
+		let pages = 0;
+		do {
+			const query = `email=wide-events%40example.com&limit=1000${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`;
+			const response = await call(`/v1/events?${query}`, {
+				headers: { authorization: `Bearer ${tokens.lookup}` },
+			});
+			expect(response.status).toBe(200);
+			const text = await response.text();
+			expect(text.length).toBeLessThan(4 * 1024 * 1024 + 210_000);
+			const page = JSON.parse(text) as { events: Array<{ id: string }>; cursor: string | null };
+			for (const event of page.events) seen.add(event.id);
+			cursor = page.cursor;
+			pages++;
+		} while (cursor !== null && pages < 10);
+		expect(seen.size).toBe(40);
+		expect(pages).toBe(2);
 	});
 });
