@@ -34,6 +34,10 @@ export default defineConfig(async () => {
 						include: ["test/unit/**/*.test.ts", "test/integration/**/*.test.ts"],
 						setupFiles: ["./test/setup.ts"],
 						onConsoleLog: () => false,
+						// The slowest tests (the cron's KV budget, the policy model) take about 2 s on an
+						// idle 2-core machine and twice that under load: a hang, not a slow machine,
+						// should be what fails them.
+						testTimeout: 20_000,
 					},
 				},
 				{
