@@ -204,11 +204,7 @@ describe("which requests log", () => {
 		for (const path of ["/v1/events", "/v1/suppressions/a%40example.com", "/nowhere"]) {
 			expect((await getJson(`${path}?${query}`)).status).toBe(400);
 		}
-		expect(lines.map((line) => line.route)).toEqual([
-			"/v1/events",
-			"/v1/suppressions/:email",
-			"*",
-		]);
+		expect(lines.map((line) => line.route)).toEqual(["/v1/events", "/v1/suppressions/:email", "*"]);
 	});
 
 	it("a callback logs only when it repeats events or changes suppressions", async () => {

@@ -135,6 +135,34 @@ describe("export", () => {
 		const { text } = await exportText();
 		expect(text.trim().split("\r\n")).toHaveLength(2501);
 	});
+
+	it("ends the stream with an error, not a short file, when a later page cannot be read", async () => {
+		const lines = Array.from({ length: 1500 }, (_, i) => `cut${i}@example.com,manual,*,,api,,,`);
+		await imported([HEADER, ...lines].join("\n"));
+		let pages = 0;
+		const db = new Proxy(env.DB, {
+			get(target, property) {
+				if (property === "prepare") {
+					return (sql: string) => {
+						if (sql.includes("FROM suppressions") && ++pages === 2) {
+							throw new Error("D1_ERROR: injected");
+						}
+						return target.prepare(sql);
+					};
+				}
+				const value = Reflect.get(target, property);
+				return typeof value === "function" ? value.bind(target) : value;
+			},
+		});
+		const response = await call(
+			"/v1/suppressions/export",
+			{ headers: { authorization: `Bearer ${tokens.lookup}` } },
+			{ ...env, DB: db },
+		);
+		expect(response.status).toBe(200);
+		await expect(response.text()).rejects.toThrow();
+		expect(pages).toBe(2);
+	});
 });
 
 describe("export then import", () => {
