@@ -50,7 +50,9 @@ export interface RouteSpec {
 		| { schema: z.ZodMiniType; optional?: true; description?: string }
 		| { mediaTypes: string[]; description: string };
 	/** Success response: a JSON schema, or other media types described in words. */
-	response: { schema: z.ZodMiniType } | { mediaTypes: string[]; description: string };
+	response:
+		| { schema: z.ZodMiniType; description?: string }
+		| { mediaTypes: string[]; description: string };
 	/** Error statuses this route answers besides those every route of its access may. */
 	errors: number[];
 }
@@ -77,7 +79,7 @@ export const ROUTES: RouteSpec[] = [
 		access: "public",
 		handler: async () => json((await import("./openapi")).openApiDocument()),
 		summary: "This OpenAPI 3.1 document",
-		response: { mediaTypes: ["application/json"], description: "The OpenAPI document" },
+		response: { schema: out.openApiResponse, description: "The OpenAPI document" },
 		errors: [],
 	},
 	{

@@ -21,6 +21,13 @@ export const errorResponse = z.object({
 
 export const okResponse = z.object({ ok: z.literal(true) });
 
+/** The outline of GET /openapi.json: a JSON object, as OpenAPI 3.1 defines it. */
+export const openApiResponse = z.looseObject({
+	openapi: z.string(),
+	info: z.looseObject({ title: z.string(), version: z.string() }),
+	paths: z.record(z.string(), z.looseObject({})),
+});
+
 export const callbackResponse = z.object({
 	ok: z.literal(true),
 	received: z.int(),
