@@ -40,6 +40,7 @@ const PARAMETER_TEXT: Record<string, string> = {
 
 const REQUEST_ID = {
 	description: "This request's id, as its log line carries it",
+	required: true,
 	schema: { type: "string" },
 };
 
@@ -48,13 +49,20 @@ function headersOf(status: number): JsonObject {
 	return {
 		"X-Request-Id": REQUEST_ID,
 		...(status === 401
-			? { "WWW-Authenticate": { description: "`Bearer`", schema: { type: "string" } } }
+			? {
+					"WWW-Authenticate": {
+						description: "`Bearer`",
+						required: true,
+						schema: { type: "string", const: "Bearer" },
+					},
+				}
 			: {}),
 		...(status === 503
 			? {
 					"Retry-After": {
-						description: "Seconds to wait before retrying, when storage is unavailable",
-						schema: { type: "string" },
+						description:
+							"Seconds to wait before retrying; only with `storage_unavailable`, not `not_configured`",
+						schema: { type: "string", pattern: "^[0-9]+$" },
 					},
 				}
 			: {}),
