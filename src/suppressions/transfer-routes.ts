@@ -58,7 +58,11 @@ export async function exportRoute(request: RouteRequest, env: Env): Promise<Resp
 	const line = format === "csv" ? csvLine : ndjsonLine;
 	let cursor: Parameters<typeof listEntries>[4];
 	let started = false;
-	// HEAD answers the headers alone: no stream, so no page is read for a body nobody gets.
+	// The first page is read before the answer, so that storage failing at the start answers 500
+	// instead of a 200 whose body breaks off. HEAD answers the headers alone: no stream, so no
+	// page is read for a body nobody gets.
+	let first =
+		request.method === "HEAD" ? undefined : await listEntries(env.DB, filters, PAGE, now, cursor);
 	const body =
 		request.method === "HEAD"
 			? null
@@ -68,7 +72,8 @@ export async function exportRoute(request: RouteRequest, env: Env): Promise<Resp
 							if (!started && format === "csv")
 								controller.enqueue(encoder.encode(formatCsvRow(CSV_HEADER)));
 							started = true;
-							const page = await listEntries(env.DB, filters, PAGE, now, cursor);
+							const page = first ?? (await listEntries(env.DB, filters, PAGE, now, cursor));
+							first = undefined;
 							controller.enqueue(encoder.encode(page.entries.map(line).join("")));
 							if (page.next) cursor = page.next;
 							else controller.close();
