@@ -164,7 +164,10 @@ export const ROUTES: RouteSpec[] = [
 		access: "admin",
 		handler: importRoute,
 		summary: "Import entries from CSV or NDJSON (at most 10,000 lines)",
-		body: { mediaTypes: ["text/csv", "application/x-ndjson"], description: "The export's formats" },
+		body: {
+			mediaTypes: ["text/csv", "application/x-ndjson", "application/ndjson"],
+			description: "The export's formats",
+		},
 		response: { schema: out.importResponse },
 		errors: [400, 413, 415],
 	},
