@@ -130,19 +130,20 @@ export const MAX_QUERY_PARAMETERS = 100;
  * before the router reads them: it gathers a repeated parameter by copying the values so far, so
  * thousands of repeats of one name would cost anyone, token or not, a hundred times a request's
  * CPU. A callback, which reads no query, goes on without it instead: what Tencent sends is never
- * refused for its URL.
+ * refused for its URL. So does a path no route serves, which answers 404 as it would without.
  */
 export function serve(request: Request, env: Env, ctx: ExecutionContext): Promise<Response> {
 	if (queryParameters(request.url) > MAX_QUERY_PARAMETERS) {
 		const url = new URL(request.url);
-		if (url.pathname.startsWith(CALLBACK_PATH)) {
+		const route = router.routes.find(([, pattern]) => pattern.test(url.pathname))?.[3] ?? "*";
+		if (url.pathname.startsWith(CALLBACK_PATH) || route === "*") {
 			url.search = "";
 			return router.fetch(new Request(url, request), env, ctx);
 		}
 		const app = request as AppRequest;
 		start(app);
-		// Its log line names the route pattern like any other (the catch-all's `*` for no route).
-		app.route = router.routes.find(([, pattern]) => pattern.test(url.pathname))?.[3] ?? "*";
+		// Its log line names the route pattern like any other.
+		app.route = route;
 		const error = new ApiError(
 			400,
 			"invalid_query",
