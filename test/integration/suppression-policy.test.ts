@@ -1,5 +1,6 @@
 import { env } from "cloudflare:workers";
 import { beforeEach, describe, expect, it } from "vitest";
+import { eventKey } from "../../src/tencent/raw";
 import {
 	call,
 	countingD1,
@@ -94,6 +95,53 @@ describe("hard bounces", () => {
 		for (const email of ["h9999@example.com", "s9999@example.com"]) {
 			expect((await entriesOf(email))[0]?.expiresAt).toBe("9999-12-31T23:59:59Z");
 		}
+	});
+
+	it("an older bounce arriving later keeps the latest one's details", async () => {
+		const latest = { ...hard("o@example.com", 2000, "550 latest"), bulkId: "bulk-latest" };
+		await post(latest);
+		await post({ ...hard("o@example.com", 1000, "550 older"), bulkId: "bulk-older" });
+		expect(await entriesOf("o@example.com")).toEqual([
+			expect.objectContaining({
+				eventCount: 2,
+				reason: "550 latest",
+				bulkId: "bulk-latest",
+				lastEventAt: iso(2000),
+			}),
+		]);
+		// The entry still names the latest event: it breaks a tie with evidence of the same second.
+		const stored = await env.DB.prepare("SELECT event_id AS eventId FROM suppressions").first();
+		expect(stored).toEqual({ eventId: await eventKey(latest) });
+	});
+
+	it("of hard bounces in one second, the greatest event id gives the details, in any order", async () => {
+		const tied = (email: string) =>
+			["550 a", "550 b"].map((reason) => ({ ...hard(email, 1000, reason), bulkId: reason }));
+		const arrivals: Array<[string, (pair: Event[]) => Event[][]]> = [
+			["together@example.com", (pair) => [pair]],
+			["reversed@example.com", (pair) => [[...pair].reverse()]],
+			["ab@example.com", (pair) => pair.map((event) => [event])],
+			["ba@example.com", (pair) => [...pair].reverse().map((event) => [event])],
+		];
+		for (const [email, order] of arrivals) {
+			const pair = tied(email);
+			const ids = await Promise.all(pair.map((event) => eventKey(event)));
+			const latest = pair[(ids[0] as string) > (ids[1] as string) ? 0 : 1] as Event;
+			for (const callback of order(pair)) await post(callback);
+			expect(await entriesOf(email), email).toEqual([
+				expect.objectContaining({ eventCount: 2, reason: latest.reason, bulkId: latest.reason }),
+			]);
+		}
+	});
+
+	it("a bounce after the year 5138 (eleven digits of seconds to twelve) is later than one before", async () => {
+		await post([
+			hard("far@example.com", 100_000_000_000, "550 later"),
+			hard("far@example.com", 99_999_999_999, "550 earlier"),
+		]);
+		expect(await entriesOf("far@example.com")).toEqual([
+			expect.objectContaining({ reason: "550 later", lastEventAt: iso(100_000_000_000) }),
+		]);
 	});
 
 	it("later bounces renew the entry; the latest gives the reason", async () => {
