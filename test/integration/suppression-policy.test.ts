@@ -85,6 +85,34 @@ describe("hard bounces", () => {
 		expect((await entriesOf("h@example.com"))[0]?.expiresAt).toBe(iso(at + 30 * DAY));
 		await post(hard("old@example.com", daysAgo(31)), days30);
 		expect(await entriesOf("old@example.com")).toEqual([]);
+		// Nothing is written for it: no expired row, no history line, no edge check.
+		const written = await env.DB.prepare(
+			`SELECT (SELECT count(*) FROM suppressions WHERE email = ?1) AS entries,
+				(SELECT count(*) FROM suppression_history WHERE email = ?1) AS history,
+				(SELECT count(*) FROM edge_pending WHERE email = ?1) AS pending`,
+		)
+			.bind("old@example.com")
+			.first();
+		expect(written).toEqual({ entries: 0, history: 0, pending: 0 });
+	});
+
+	it("an older bounce leaves an entry that has run out as it was", async () => {
+		const days30 = { ...env, HARD_BOUNCE_SUPPRESS_DAYS: "30" };
+		await post(hard("ran@example.com", daysAgo(1), "550 latest"), days30);
+		// The entry ran out a minute ago and the cron has not retired it yet.
+		const now = Math.floor(Date.now() / 1000);
+		await env.DB.prepare("UPDATE suppressions SET expires_at = ?1, updated_at = ?1 - 3600")
+			.bind(now - 60)
+			.run();
+		await env.DB.prepare("DELETE FROM suppression_history WHERE action != 'added'").run();
+		// Older, but its own 30 days are not over: it must not renew what has run out.
+		await post(hard("ran@example.com", daysAgo(2), "550 older"), days30);
+		const stored = await env.DB.prepare(
+			"SELECT event_count AS n, reason, expires_at AS expiresAt FROM suppressions",
+		).first();
+		expect(stored).toEqual({ n: 1, reason: "550 latest", expiresAt: now - 60 });
+		const history = await env.DB.prepare("SELECT action FROM suppression_history").all();
+		expect(history.results).toEqual([{ action: "added" }]);
 	});
 
 	it("an expiry past the end of year 9999 stops there, as the API can write it", async () => {
@@ -358,6 +386,8 @@ describe("soft bounces", () => {
 			soft("y@example.com", old + 2),
 		]);
 		expect(await entriesOf("y@example.com")).toEqual([]);
+		expect(await countRows("suppressions")).toBe(0);
+		expect(await countRows("suppression_history")).toBe(0);
 	});
 
 	it("a bounce without a type counts as soft", async () => {
