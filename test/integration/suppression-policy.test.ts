@@ -481,6 +481,24 @@ describe("complaints and unsubscribes", () => {
 		expect((await entriesOf("g@example.com"))[0]?.scope).toBe("*");
 	});
 
+	it("a fromDomain that is no domain name gives way to the domain of from, else every sender", async () => {
+		await post([
+			{
+				event: "unsubscribe",
+				email: "at@example.com",
+				timestamp: 1,
+				fromDomain: "news@example.com",
+				from: "n@news.example.com",
+			},
+			{ event: "unsubscribe", email: "slash@example.com", timestamp: 1, fromDomain: "a/b" },
+			// A plausible address whose domain no lookup could name.
+			{ event: "unsubscribe", email: "from@example.com", timestamp: 1, from: "n@ex/ample.com" },
+		]);
+		expect((await entriesOf("at@example.com"))[0]?.scope).toBe("news.example.com");
+		expect((await entriesOf("slash@example.com"))[0]?.scope).toBe("*");
+		expect((await entriesOf("from@example.com"))[0]?.scope).toBe("*");
+	});
+
 	it("UNSUBSCRIBE_SCOPE=global makes every unsubscribe apply to every sender", async () => {
 		const global = { ...env, UNSUBSCRIBE_SCOPE: "global" };
 		await post(
