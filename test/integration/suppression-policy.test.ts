@@ -734,6 +734,38 @@ describe("removal", () => {
 		expect(await entriesOf("sr@example.com")).toEqual([]);
 	});
 
+	it("a bounce in the very second of the removal does not bring the entry back", async () => {
+		await post(hard("second@example.com", 1000));
+		await remove("second@example.com");
+		const removal = await env.DB.prepare(
+			"SELECT removed_at AS at FROM suppression_removals WHERE email = ? AND list = 'bounce'",
+		)
+			.bind("second@example.com")
+			.first<{ at: number }>();
+		const removedAt = removal?.at as number;
+		await post(hard("second@example.com", removedAt, "550 same second"));
+		expect(await entriesOf("second@example.com")).toEqual([]);
+		await post(hard("second@example.com", removedAt + 1, "550 a second later"));
+		expect(await entriesOf("second@example.com")).toEqual([
+			expect.objectContaining({ reason: "550 a second later", eventCount: 1 }),
+		]);
+	});
+
+	it("a removal of bounces for one sender domain does not hold back soft-bounce runs", async () => {
+		expect(await remove("scoped@example.com", "?list=bounce&scope=news.example.com")).toMatchObject(
+			{ removed: 0 },
+		);
+		const t = daysAgo(3);
+		await post([
+			soft("scoped@example.com", t),
+			soft("scoped@example.com", t + 60),
+			soft("scoped@example.com", t + 120),
+		]);
+		expect(await entriesOf("scoped@example.com")).toEqual([
+			expect.objectContaining({ list: "bounce", scope: "*", eventCount: 3 }),
+		]);
+	});
+
 	it("a removal of an exact list and scope holds even before any entry existed", async () => {
 		expect(
 			await remove("pre@example.com", "?list=unsubscribe&scope=news.example.com"),
