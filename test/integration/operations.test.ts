@@ -3,6 +3,7 @@ import { beforeEach, describe, expect, it } from "vitest";
 import { KV_WRITE_SETTLE_SECONDS } from "../../src/cron/reconcile";
 import { ApiError } from "../../src/errors";
 import { listRejected, recordRejected } from "../../src/events/rejected-store";
+import { eventKey } from "../../src/tencent/raw";
 import {
 	call,
 	countingKv,
@@ -241,20 +242,16 @@ describe("rejected callbacks", () => {
 describe("GET /v1/suppressions/{email}/history", () => {
 	it("records each kind of change with its source, oldest first", async () => {
 		const email = "h@example.com";
-		await postCallback({
+		const first = {
 			event: "bounce",
 			bounceType: "hard_bounce",
 			email,
 			timestamp: 1000,
 			reason: "550 first",
-		});
-		await postCallback({
-			event: "bounce",
-			bounceType: "hard_bounce",
-			email,
-			timestamp: 2000,
-			reason: "550 again",
-		});
+		};
+		const again = { ...first, timestamp: 2000, reason: "550 again" };
+		await postCallback(first);
+		await postCallback(again);
 		await admin("DELETE", `/v1/suppressions/${email}`);
 		await admin("PUT", `/v1/suppressions/${email}`, {
 			reason: "by hand",
@@ -288,6 +285,16 @@ describe("GET /v1/suppressions/{email}/history", () => {
 			eventId: expect.stringMatching(/^[0-9a-f]{32}$/),
 			at: expect.stringMatching(/Z$/),
 		});
+		// Each line names the event that made the change, and one the operator or cron made none.
+		expect(body.history.map((line) => line.eventId)).toEqual([
+			await eventKey(first),
+			await eventKey(again),
+			null,
+			null,
+			null,
+			await eventKey(soft(t + 2)),
+			null,
+		]);
 	});
 
 	it("is empty for an address never suppressed", async () => {
