@@ -338,6 +338,16 @@ describe("soft bounces", () => {
 		expect(await env.SUPPRESSIONS.get(`s:${email}`)).toBeNull();
 	});
 
+	it("the cron decides as many queued addresses as RECONCILE_BATCH_SIZE in one run", async () => {
+		const email = "one@example.com";
+		await post([soft(email, t), soft(email, t + 60), soft(email, t + 120)]);
+		await postCallback(delivered(email, t + 90), { env: envWithNthBatchFailing(2) });
+		expect(await countRows("soft_bounce_recheck")).toBe(1);
+		await runCron(Date.now(), { ...env, RECONCILE_BATCH_SIZE: "1" });
+		expect(await countRows("soft_bounce_recheck")).toBe(0);
+		expect(await entriesOf(email)).toEqual([]);
+	});
+
 	it("a late delivery falls back to the latest run it leaves intact", async () => {
 		const early = [
 			soft("two@example.com", t),
@@ -541,6 +551,19 @@ describe("KV writes", () => {
 		expect(JSON.parse((await env.SUPPRESSIONS.get("s:k@example.com")) ?? "[]")).toEqual([
 			expect.objectContaining({ list: "bounce", eventCount: 2, lastEventAt: iso(2000) }),
 		]);
+	});
+
+	it("a soft bounce that leaves the run's entry as it was writes nothing", async () => {
+		const t = daysAgo(3);
+		const run = [soft("same@example.com", t), soft("same@example.com", t + 60)];
+		await post([...run, soft("same@example.com", t + 120)]);
+		const kv = countingKv();
+		// A redelivery, and an older soft bounce outside the window: the entry stays the same.
+		await post(run, kv.env);
+		await post(soft("same@example.com", daysAgo(30)), kv.env);
+		expect(kv.counts.put).toBe(0);
+		const history = await env.DB.prepare("SELECT action FROM suppression_history").all();
+		expect(history.results).toEqual([{ action: "added" }]);
 	});
 
 	it("a suppressing callback reads its entries back in its own batch: one round trip", async () => {
