@@ -553,6 +553,21 @@ describe("KV writes", () => {
 		]);
 	});
 
+	it("a key expires with its entries, never while one of them still applies", async () => {
+		const days30 = { ...env, HARD_BOUNCE_SUPPRESS_DAYS: "30" };
+		const latest = 2 ** 31 - 1; // the latest expiration KV takes
+		await post(hard("ends@example.com", latest - 30 * DAY), days30);
+		await post(hard("later@example.com", latest + 1 - 30 * DAY), days30);
+		await post(hard("never@example.com", 1000));
+		const { keys } = await env.SUPPRESSIONS.list();
+		const expiration = Object.fromEntries(keys.map((key) => [key.name, key.expiration ?? null]));
+		expect(expiration).toEqual({
+			"s:ends@example.com": latest,
+			"s:later@example.com": null,
+			"s:never@example.com": null,
+		});
+	});
+
 	it("a soft bounce that leaves the run's entry as it was writes nothing", async () => {
 		const t = daysAgo(3);
 		const run = [soft("same@example.com", t), soft("same@example.com", t + 60)];
