@@ -115,6 +115,24 @@ describe("hard bounces", () => {
 		expect(history.results).toEqual([{ action: "added" }]);
 	});
 
+	it("a soft bounce after a delivery leaves an expiring hard-bounce entry alone", async () => {
+		const days30 = { ...env, HARD_BOUNCE_SUPPRESS_DAYS: "30" };
+		const t = daysAgo(2);
+		await post([delivered("hd@example.com", t), hard("hd@example.com", t + 10)], days30);
+		await post(soft("hd@example.com", t + 20), days30);
+		// Only the hard entry: no soft row withdrawn on the hard entry's account, no history line.
+		const rows = await env.DB.prepare(
+			"SELECT origin, expires_at AS expiresAt FROM suppressions WHERE email = ?",
+		)
+			.bind("hd@example.com")
+			.all();
+		expect(rows.results).toEqual([{ origin: "event", expiresAt: t + 10 + 30 * DAY }]);
+		const history = await env.DB.prepare("SELECT action FROM suppression_history WHERE email = ?")
+			.bind("hd@example.com")
+			.all();
+		expect(history.results).toEqual([{ action: "added" }]);
+	});
+
 	it("an expiry past the end of year 9999 stops there, as the API can write it", async () => {
 		const last = 253_402_300_799; // 9999-12-31T23:59:59Z, the latest timestamp accepted
 		await post(hard("h9999@example.com", last - 60), { ...env, HARD_BOUNCE_SUPPRESS_DAYS: "30" });
