@@ -133,6 +133,17 @@ describe("hard bounces", () => {
 		expect(history.results).toEqual([{ action: "added" }]);
 	});
 
+	it("a run decided again under a new SOFT_BOUNCE_SUPPRESS_DAYS takes its new expiry", async () => {
+		const t = daysAgo(2);
+		await post([soft("ns@example.com", t + 1), soft("ns@example.com", t + 2)]);
+		await post(soft("ns@example.com", t + 3));
+		expect((await entriesOf("ns@example.com"))[0]?.expiresAt).toBe(iso(t + 3 + 14 * DAY));
+		// A soft bounce from before the window: the run, its count and its last event stay.
+		await post(soft("ns@example.com", daysAgo(20)), { ...env, SOFT_BOUNCE_SUPPRESS_DAYS: "30" });
+		const [entry] = await entriesOf("ns@example.com");
+		expect(entry).toMatchObject({ eventCount: 3, expiresAt: iso(t + 3 + 30 * DAY) });
+	});
+
 	it("an expiry past the end of year 9999 stops there, as the API can write it", async () => {
 		const last = 253_402_300_799; // 9999-12-31T23:59:59Z, the latest timestamp accepted
 		await post(hard("h9999@example.com", last - 60), { ...env, HARD_BOUNCE_SUPPRESS_DAYS: "30" });
