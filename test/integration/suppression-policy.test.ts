@@ -253,6 +253,24 @@ describe("soft bounces", () => {
 		expect(await entriesOf("d@example.com")).toEqual([]);
 	});
 
+	it("a delivery that arrives late leaves an entry that has already run out as it was", async () => {
+		await post([soft("lapsed@example.com", t), soft("lapsed@example.com", t + 60)]);
+		await post(soft("lapsed@example.com", t + 120));
+		// The entry ran out a minute ago and the cron has not retired it yet.
+		const now = Math.floor(Date.now() / 1000);
+		await env.DB.prepare("UPDATE suppressions SET expires_at = ?1, updated_at = ?1 - 3600")
+			.bind(now - 60)
+			.run();
+		await env.DB.prepare("DELETE FROM suppression_history WHERE action != 'added'").run();
+		// A delivery inside the run, with a soft bounce from long before it, so the run is decided
+		// again: there is nothing left to withdraw.
+		await post([delivered("lapsed@example.com", t + 90), soft("lapsed@example.com", daysAgo(40))]);
+		const row = await env.DB.prepare("SELECT expires_at AS expiresAt FROM suppressions").first();
+		expect(row).toEqual({ expiresAt: now - 60 });
+		const history = await env.DB.prepare("SELECT action FROM suppression_history").all();
+		expect(history.results).toEqual([{ action: "added" }]);
+	});
+
 	it("a delivery that arrives late withdraws the entry, and the history says so", async () => {
 		await post([
 			soft("late@example.com", t),
