@@ -271,6 +271,17 @@ describe("soft bounces", () => {
 		expect(history.results).toEqual([{ action: "added" }]);
 	});
 
+	it("with its run no longer stored, a delivery one whole window before the run's end withdraws nothing", async () => {
+		await post([soft("gone@example.com", t), soft("gone@example.com", t + 60)]);
+		await post(soft("gone@example.com", t + 120));
+		// The run's bounces are gone (erased, or past retention); the entry stands until it expires.
+		await env.DB.prepare("DELETE FROM events WHERE event = 'bounce'").run();
+		await post(delivered("gone@example.com", t + 120 - 14 * DAY));
+		expect(await entriesOf("gone@example.com")).toHaveLength(1);
+		await post(delivered("gone@example.com", t + 121 - 14 * DAY));
+		expect(await entriesOf("gone@example.com")).toEqual([]);
+	});
+
 	it("a delivery that arrives late withdraws the entry, and the history says so", async () => {
 		await post([
 			soft("late@example.com", t),
