@@ -241,6 +241,56 @@ describe("bearer auth", () => {
 		expect(body.error.message).toContain("LOOKUP_TOKENS");
 	});
 
+	it("with LOOKUP_TOKENS unset, an admin token still reads", async () => {
+		const { LOOKUP_TOKENS, ...rest } = env;
+		const response = await call(
+			"/v1/events",
+			{ headers: { authorization: `Bearer ${tokens.admin}` } },
+			rest as Env,
+		);
+		expect(response.status).toBe(200);
+	});
+
+	it("each token of a comma-separated list passes, the first as well as the last", async () => {
+		const rotating = {
+			...env,
+			LOOKUP_TOKENS: `${tokens.lookup},second-lookup-token-0002`,
+			ADMIN_TOKENS: `${tokens.admin},second-admin-token-00002`,
+		};
+		for (const token of [
+			tokens.lookup,
+			"second-lookup-token-0002",
+			tokens.admin,
+			"second-admin-token-00002",
+		]) {
+			const response = await call(
+				"/v1/events",
+				{ headers: { authorization: `Bearer ${token}` } },
+				rotating,
+			);
+			expect(response.status, token).toBe(200);
+		}
+	});
+
+	it("a header with anything before the scheme or after the token does not pass", async () => {
+		for (const header of [
+			`Bearer ${tokens.lookup} ${tokens.lookup}`,
+			`Bearer ${tokens.lookup} extra`,
+			`Basic Bearer ${tokens.lookup}`,
+			`xBearer ${tokens.lookup}`,
+		]) {
+			const response = await call("/v1/events", { headers: { authorization: header } });
+			expect(response.status, header).toBe(401);
+		}
+	});
+
+	it("spaces after the scheme and after the token are allowed", async () => {
+		for (const header of [`Bearer  ${tokens.lookup}`, `Bearer ${tokens.lookup} `]) {
+			const response = await call("/v1/events", { headers: { authorization: header } });
+			expect(response.status, header).toBe(200);
+		}
+	});
+
 	it("a token prefix does not pass", async () => {
 		expect((await getJson("/v1/events", tokens.lookup.slice(0, -1))).status).toBe(401);
 	});

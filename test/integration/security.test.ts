@@ -121,6 +121,86 @@ describe("headers", () => {
 		expect(callback.headers.get("access-control-allow-origin")).toBeNull();
 	});
 
+	it("an allowed origin's preflight names every method and request header the API takes", async () => {
+		const origin = "https://app.example.com";
+		const withCors = { ...env, CORS_ORIGINS: origin };
+		const preflight = await call(
+			"/v1/suppressions/someone%40example.com",
+			{ method: "OPTIONS", headers: { origin } },
+			withCors,
+		);
+		expect(preflight.status).toBe(204);
+		const methods = (preflight.headers.get("access-control-allow-methods") ?? "").split(/, */);
+		expect(methods.sort()).toEqual(["DELETE", "GET", "HEAD", "POST", "PUT"]);
+		const headers = (preflight.headers.get("access-control-allow-headers") ?? "").split(/, */);
+		expect(headers.sort()).toEqual(["authorization", "content-type"]);
+		expect(preflight.headers.get("access-control-max-age")).toBe("600");
+		const answer = await call(
+			"/v1/suppressions/export?format=csv",
+			{ headers: { origin, authorization: `Bearer ${tokens.lookup}` } },
+			withCors,
+		);
+		expect(answer.status).toBe(200);
+		const exposed = (answer.headers.get("access-control-expose-headers") ?? "").split(/, */);
+		expect(exposed.sort()).toEqual([
+			"allow",
+			"content-disposition",
+			"retry-after",
+			"www-authenticate",
+			"x-request-id",
+		]);
+	});
+
+	it("an allowed origin's write is served, not taken for a preflight", async () => {
+		const origin = "https://app.example.com";
+		const withCors = { ...env, CORS_ORIGINS: origin };
+		const put = await call(
+			"/v1/suppressions/cors%40example.com",
+			{
+				method: "PUT",
+				headers: {
+					origin,
+					authorization: `Bearer ${tokens.admin}`,
+					"content-type": "application/json",
+				},
+				body: JSON.stringify({ list: "bounce" }),
+			},
+			withCors,
+		);
+		expect(put.status).toBe(200);
+		expect(put.headers.get("access-control-allow-origin")).toBe(origin);
+		const removed = await call(
+			"/v1/suppressions/cors%40example.com",
+			{ method: "DELETE", headers: { origin, authorization: `Bearer ${tokens.admin}` } },
+			withCors,
+		);
+		expect(removed.status).toBe(200);
+		expect(((await removed.json()) as { removed: number }).removed).toBe(1);
+	});
+
+	it("no CORS outside /v1, even for an allowed origin", async () => {
+		const origin = "https://app.example.com";
+		const withCors = { ...env, CORS_ORIGINS: origin };
+		for (const path of ["/healthz", "/openapi.json"]) {
+			const answer = await call(path, { headers: { origin } }, withCors);
+			expect(answer.status, path).toBe(200);
+			expect(answer.headers.get("access-control-allow-origin"), path).toBeNull();
+			const preflight = await call(path, { method: "OPTIONS", headers: { origin } }, withCors);
+			expect(preflight.status, path).toBe(405);
+		}
+	});
+
+	it("a bad CORS_ORIGINS leaves CORS off", async () => {
+		const origin = "https://app.example.com";
+		const response = await call(
+			"/v1/events",
+			{ headers: { origin, authorization: `Bearer ${tokens.lookup}` } },
+			{ ...env, CORS_ORIGINS: `${origin}, *` },
+		);
+		expect(response.status).toBe(503);
+		expect(response.headers.get("access-control-allow-origin")).toBeNull();
+	});
+
 	it("a bad CORS_ORIGINS answers 503 naming it", async () => {
 		const response = await call(
 			"/v1/events",
