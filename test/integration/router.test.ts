@@ -109,6 +109,17 @@ describe("routing and the error shape", () => {
 		}
 	});
 
+	it("the request id is Cloudflare's ray id when the request has one, in the header and the log", async () => {
+		const lines: Record<string, unknown>[] = [];
+		vi.spyOn(console, "log").mockImplementation((line: string) => {
+			lines.push(JSON.parse(line) as Record<string, unknown>);
+		});
+		const response = await call("/nope", { headers: { "cf-ray": "8f1e2d3c4b5a6978-FRA" } });
+		expect(response.status).toBe(404);
+		expect(response.headers.get("x-request-id")).toBe("8f1e2d3c4b5a6978-FRA");
+		expect(lines).toMatchObject([{ requestId: "8f1e2d3c4b5a6978-FRA", status: 404 }]);
+	});
+
 	it("an unexpected failure is a generic 500 with details only in the log", async () => {
 		const errors: string[] = [];
 		vi.spyOn(console, "error").mockImplementation((line: string) => {
