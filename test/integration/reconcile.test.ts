@@ -140,6 +140,15 @@ describe("the reconcile cron", () => {
 		expect(await cron()).toMatchObject({ fixed: 0, done: true });
 	});
 
+	it("counts each address it checks and each KV key it lists", async () => {
+		await putSuppression("kept@example.com", { reason: "kept" });
+		await env.SUPPRESSIONS.put("s:orphan1@example.com", '[{"list":"bounce"}]');
+		await env.SUPPRESSIONS.put("s:orphan2@example.com", '[{"list":"bounce"}]');
+		// The queued address, the same address in the D1 sweep, and the three listed keys.
+		const later = Date.now() + (KV_WRITE_SETTLE_SECONDS + 1) * 1000;
+		expect(await cron(later)).toMatchObject({ checked: 5, fixed: 2, done: true });
+	});
+
 	it("works in bounded batches and finishes over several runs", async () => {
 		const emails = Array.from({ length: 7 }, (_, i) => `n${i}@example.com`);
 		await postCallback(emails.map((email) => ({ event: "spamreport", email, timestamp: 1 })));
@@ -178,6 +187,29 @@ describe("the reconcile cron", () => {
 		for (const email of emails)
 			if ((await env.SUPPRESSIONS.get(`s:${email}`)) === null) missing.push(email);
 		expect(missing).toEqual([]);
+	});
+
+	it("a run whose KV budget runs out in the queue keeps the rest queued, is not done, and stays within budget", async () => {
+		// 892 entries whose keys were never written, all queued: 8 bulk reads of 100 and their 800
+		// writes leave 92 operations, one short of what the last 92 addresses need.
+		await env.DB.prepare(
+			`WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 891)
+			INSERT INTO suppressions (email, list, scope, origin, event_count, created_at, updated_at)
+			SELECT printf('q%03d@example.com', i), 'complaint', '*', 'event', 1, 1, 1 FROM n`,
+		).run();
+		expect(await countRows("edge_pending")).toBe(892);
+		await parkSweeps();
+		const later = Date.now() + (KV_WRITE_SETTLE_SECONDS + 1) * 1000;
+		const counting = countingKv();
+		const first = await cron(later, { ...counting.env, RECONCILE_BATCH_SIZE: "5000" });
+		const { get, put, delete: deleted, list } = counting.counts;
+		expect(get + put + deleted + list).toBeLessThanOrEqual(KV_OPERATIONS_PER_RUN);
+		expect(first).toMatchObject({ fixed: 800, done: false });
+		expect(await countRows("edge_pending")).toBe(92);
+		const second = await cron(later + 300_000, { ...env, RECONCILE_BATCH_SIZE: "5000" });
+		expect(second.fixed).toBe(92);
+		expect(await countRows("edge_pending")).toBe(0);
+		expect((await lookup("q891@example.com")).suppressed).toBe(true);
 	});
 
 	it("checks every changed address at its next run, wherever its sweep is", async () => {
