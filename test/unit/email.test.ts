@@ -30,6 +30,12 @@ describe("normalizeEmail", () => {
 		);
 	});
 
+	it("composes what lower-casing makes composable (T + U+0308 gives ẗ)", () => {
+		expect(codePoints(normalizeEmail("T\u0308@example.com"))).toEqual(
+			codePoints("\u1e97@example.com"),
+		);
+	});
+
 	it("lower-cases non-ASCII letters", () => {
 		expect(normalizeEmail("ÄÖÜ@BÜCHER.DE")).toBe("äöü@bücher.de");
 		expect(normalizeEmail("ΔΟΚΙΜΗ@ΠΑΡΑΔΕΙΓΜΑ.ΔΟΚΙΜΗ")).toBe("δοκιμη@παραδειγμα.δοκιμη");
@@ -209,6 +215,7 @@ describe("emailProblem rejects", () => {
 		["a colon", "group:a@example.com"],
 		["a backslash", "a\\b@example.com"],
 		["a lone quote", 'a"b@example.com'],
+		["a local part that is a single quote", '"@example.com'],
 		["a bracket", "a[1]@example.com"],
 	])("as one mailbox, a local part with an unquoted special character (%s)", (_, address) => {
 		expect(mailboxProblem(address)).toBe(
