@@ -105,6 +105,13 @@ describe("the reconcile cron", () => {
 		expect(rows?.n).toBe(0);
 	});
 
+	it("retires an entry at the very second it expires", async () => {
+		const at = Math.floor(Date.now() / 1000) + 120;
+		await putSuppression("edge@example.com", { expiresAt: at });
+		expect(await cron(at * 1000)).toMatchObject({ expired: 1 });
+		expect(await countRows("suppressions")).toBe(0);
+	});
+
 	it("deletes a withdrawn soft-bounce entry without a second history line", async () => {
 		const t = daysAgo(2);
 		const soft = (at: number) => ({
