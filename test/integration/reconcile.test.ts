@@ -196,28 +196,36 @@ describe("the reconcile cron", () => {
 		expect(missing).toEqual([]);
 	});
 
-	it("a run whose KV budget runs out in the queue keeps the rest queued, is not done, and stays within budget", async () => {
-		// 892 entries whose keys were never written, all queued: 8 bulk reads of 100 and their 800
-		// writes leave 92 operations, one short of what the last 92 addresses need.
-		await env.DB.prepare(
-			`WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 891)
+	it.each([
+		["the queue", true],
+		["the sweep of D1", false],
+	])(
+		"a run whose KV budget runs out in %s queues the rest, is not done, and stays within budget",
+		async (_, queued) => {
+			// 892 entries whose keys were never written, all queued: 8 bulk reads of 100 and their 800
+			// writes leave 92 operations, one short of what the last 92 addresses need.
+			await env.DB.prepare(
+				`WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 891)
 			INSERT INTO suppressions (email, list, scope, origin, event_count, created_at, updated_at)
 			SELECT printf('q%03d@example.com', i), 'complaint', '*', 'event', 1, 1, 1 FROM n`,
-		).run();
-		expect(await countRows("edge_pending")).toBe(892);
-		await parkSweeps();
-		const later = Date.now() + (KV_WRITE_SETTLE_SECONDS + 1) * 1000;
-		const counting = countingKv();
-		const first = await cron(later, { ...counting.env, RECONCILE_BATCH_SIZE: "5000" });
-		const { get, put, delete: deleted, list } = counting.counts;
-		expect(get + put + deleted + list).toBeLessThanOrEqual(KV_OPERATIONS_PER_RUN);
-		expect(first).toMatchObject({ fixed: 800, done: false });
-		expect(await countRows("edge_pending")).toBe(92);
-		const second = await cron(later + 300_000, { ...env, RECONCILE_BATCH_SIZE: "5000" });
-		expect(second.fixed).toBe(92);
-		expect(await countRows("edge_pending")).toBe(0);
-		expect((await lookup("q891@example.com")).suppressed).toBe(true);
-	});
+			).run();
+			expect(await countRows("edge_pending")).toBe(892);
+			// Reached through the queue, or (queue empty, a new cycle) through the D1 sweep.
+			if (queued) await parkSweeps();
+			else await env.DB.prepare("DELETE FROM edge_pending").run();
+			const later = Date.now() + (KV_WRITE_SETTLE_SECONDS + 1) * 1000;
+			const counting = countingKv();
+			const first = await cron(later, { ...counting.env, RECONCILE_BATCH_SIZE: "5000" });
+			const { get, put, delete: deleted, list } = counting.counts;
+			expect(get + put + deleted + list).toBeLessThanOrEqual(KV_OPERATIONS_PER_RUN);
+			expect(first).toMatchObject({ fixed: 800, done: false });
+			expect(await countRows("edge_pending")).toBe(92);
+			const second = await cron(later + 300_000, { ...env, RECONCILE_BATCH_SIZE: "5000" });
+			expect(second.fixed).toBe(92);
+			expect(await countRows("edge_pending")).toBe(0);
+			expect((await lookup("q891@example.com")).suppressed).toBe(true);
+		},
+	);
 
 	it("checks every changed address at its next run, wherever its sweep is", async () => {
 		// Many addresses with entries, so that the sweep (2 a run) is far from the changed ones.
