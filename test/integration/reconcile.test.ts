@@ -156,6 +156,19 @@ describe("the reconcile cron", () => {
 		expect(await cron(later)).toMatchObject({ checked: 5, fixed: 2, done: true });
 	});
 
+	it("an address whose entries and key are both gone needs no fix", async () => {
+		await putSuppression("gone@example.com", { reason: "briefly" });
+		const removed = await call("/v1/suppressions/gone%40example.com", {
+			method: "DELETE",
+			headers: { authorization: `Bearer ${tokens.admin}` },
+		});
+		expect(removed.status).toBe(200);
+		expect(await env.SUPPRESSIONS.get("s:gone@example.com")).toBeNull();
+		const later = Date.now() + (KV_WRITE_SETTLE_SECONDS + 1) * 1000;
+		expect(await cron(later)).toMatchObject({ fixed: 0, done: true });
+		expect(await countRows("edge_pending")).toBe(0);
+	});
+
 	it("works in bounded batches and finishes over several runs", async () => {
 		const emails = Array.from({ length: 7 }, (_, i) => `n${i}@example.com`);
 		await postCallback(emails.map((email) => ({ event: "spamreport", email, timestamp: 1 })));
