@@ -4,6 +4,7 @@ import {
 	domainKey,
 	domainOf,
 	emailProblem,
+	isDomainName,
 	MAX_EMAIL_LENGTH,
 	mailboxProblem,
 	normalizeEmail,
@@ -291,6 +292,8 @@ describe("domainKey", () => {
 		expect(domainKey("xn--bcher-kva.de.")).toBe("xn--bcher-kva.de");
 		expect(domainKey("bücher.de.")).toBe("xn--bcher-kva.de");
 		expect(domainKey("ｎｅｗｓ．example.com")).toBe("news.example.com");
+		// A trailing ideographic full stop is a trailing dot once mapped.
+		expect(domainKey("bücher.de。")).toBe("xn--bcher-kva.de");
 	});
 
 	it("keeps domains that IDNA tells apart apart (final sigma, sharp s)", () => {
@@ -308,5 +311,14 @@ describe("domainKey", () => {
 	it("leaves plain ASCII names as they are, without parsing", () => {
 		expect(domainKey("127.1")).toBe("127.1");
 		expect(domainKey("news.example.com")).toBe("news.example.com");
+	});
+});
+
+describe("isDomainName", () => {
+	it("refuses what could not be a scope key: white space, @, /, * and a comma", () => {
+		expect(isDomainName("news.example.com")).toBe(true);
+		for (const odd of ["a b.com", "a@b.com", "a/b.com", "*.b.com", "a,b.com", ""]) {
+			expect(isDomainName(odd), odd).toBe(false);
+		}
 	});
 });
