@@ -1,5 +1,5 @@
 import { env } from "cloudflare:workers";
-import { beforeEach, describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it, vi } from "vitest";
 import { eventKey } from "../../src/tencent/raw";
 import {
 	call,
@@ -13,6 +13,7 @@ import {
 	envWithNthBatchFailing,
 	lookup,
 	postCallback,
+	putSuppression,
 	resetDatabase,
 	runCron,
 	tokens,
@@ -363,6 +364,47 @@ describe("soft bounces", () => {
 	it("a delivery to an address without a live soft entry queues no recheck", async () => {
 		await post([soft("calm@example.com", t), delivered("calm@example.com", t + 60)]);
 		await post(delivered("calm@example.com", t + 120));
+		expect(await countRows("soft_bounce_recheck")).toBe(0);
+	});
+
+	it("a delivery to an address with an operator's bounce entry, not a soft one, is stored in one round trip", async () => {
+		// Live, on the bounce list, for every sender and with an expiry, as a soft entry is: only its
+		// origin differs.
+		await putSuppression("operator@example.com", {
+			list: "bounce",
+			scope: "*",
+			expiresAt: "2041-06-01T00:00:00Z",
+		});
+		const d1 = countingD1();
+		await post(delivered("operator@example.com", t + 60), d1.env);
+		expect(d1.counts).toEqual({ batches: 1, single: 0, rowsRead: expect.any(Number) });
+		expect(await countRows("soft_bounce_recheck")).toBe(0);
+		expect(await entriesOf("operator@example.com")).toEqual([
+			expect.objectContaining({ list: "bounce", source: "api", expiresAt: "2041-06-01T00:00:00Z" }),
+		]);
+	});
+
+	it("a soft entry is decided again for a delivery received before it expires, not in its last second", async () => {
+		const run = (email: string) => [soft(email, t), soft(email, t + 60), soft(email, t + 120)];
+		await post([...run("before@example.com"), ...run("at@example.com")]);
+		const [entry] = await entriesOf("at@example.com");
+		const expiresAt = Date.parse(entry?.expiresAt ?? "") / 1000;
+		expect(expiresAt).toBe(t + 120 + 14 * DAY);
+		vi.useFakeTimers({ toFake: ["Date"] });
+		try {
+			// Received one second before the entry expires: the entry is live, so decided again.
+			vi.setSystemTime((expiresAt - 1) * 1000);
+			const live = countingD1();
+			await post(delivered("before@example.com", t + 200), live.env);
+			expect(live.counts.batches).toBe(2);
+			// Received in the second it expires: the entry no longer applies, so nothing to decide.
+			vi.setSystemTime(expiresAt * 1000);
+			const expired = countingD1();
+			await post(delivered("at@example.com", t + 200), expired.env);
+			expect(expired.counts).toEqual({ batches: 1, single: 0, rowsRead: expect.any(Number) });
+		} finally {
+			vi.useRealTimers();
+		}
 		expect(await countRows("soft_bounce_recheck")).toBe(0);
 	});
 
