@@ -704,6 +704,18 @@ describe("KV writes", () => {
 		expect(JSON.parse((await env.SUPPRESSIONS.get(`s:${email}`)) ?? "[]")).toEqual(entries);
 	});
 
+	it("a callback that withdraws an address's last entry deletes its KV key", async () => {
+		const email = "gone@example.com";
+		const t = daysAgo(3);
+		await post([soft(email, t), soft(email, t + 60), soft(email, t + 120)]);
+		expect(await env.SUPPRESSIONS.get(`s:${email}`)).not.toBeNull();
+		// The delivery breaks the run in the callback's own batch: after it come only two bounces.
+		await post([delivered(email, t + 90), soft(email, t + 180)]);
+		expect(await entriesOf(email)).toEqual([]);
+		expect(await env.SUPPRESSIONS.get(`s:${email}`)).toBeNull();
+		expect((await lookup(email)).suppressed).toBe(false);
+	});
+
 	it("a failing KV put leaves the callback stored and the cron repairs KV", async () => {
 		const kv = countingKv({ put: true });
 		await post(hard("fail@example.com", 1000), kv.env);
