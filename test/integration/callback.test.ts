@@ -124,6 +124,90 @@ describe("Tencent's published samples", () => {
 	});
 });
 
+describe("the events table", () => {
+	it("keeps each field in its documented column, custom and extra NULL when empty", async () => {
+		const full = (i: number) => ({
+			event: "bounce",
+			bounceType: "soft_bounce",
+			email: `columns${i}@example.com`,
+			bulkId: "bulk-1",
+			messageId: "<m1@example.com>",
+			taskId: 11,
+			templateId: 22,
+			username: "1300000001",
+			from: "news@mail.example.com",
+			reason: "452 full",
+			link: "https://example.com/l",
+			useragent: "agent/1.0",
+			subject: "Hello",
+			timestamp: 1_767_225_600,
+			sentTimestamp: 1_767_225_500,
+			"X-Tencentcloudses-Cb-Order": "o-1",
+			unknownField: 7,
+		});
+		const bare = (i: number) => ({
+			event: "delivered",
+			email: `bare${i}@example.com`,
+			timestamp: 1_767_225_700,
+		});
+		// One request of each path: up to five events as bound parameters, more as one JSON value.
+		expect((await postCallback([full(0), bare(0)])).status).toBe(200);
+		expect((await postCallback([1, 2, 3].flatMap((i) => [full(i), bare(i)]))).status).toBe(200);
+		const { results } = await env.DB.prepare(
+			`SELECT email, event, bulk_id, message_id, task_id, template_id, app_id, from_address,
+				from_domain, bounce_type, reason, link, user_agent, subject, occurred_at, sent_at,
+				received_at IS NOT NULL AS received, custom, extra
+			FROM events ORDER BY email`,
+		).all();
+		const row = (email: string) => ({
+			email,
+			event: "bounce",
+			bulk_id: "bulk-1",
+			message_id: "<m1@example.com>",
+			task_id: 11,
+			template_id: 22,
+			app_id: "1300000001",
+			from_address: "news@mail.example.com",
+			from_domain: "mail.example.com",
+			bounce_type: "soft",
+			reason: "452 full",
+			link: "https://example.com/l",
+			user_agent: "agent/1.0",
+			subject: "Hello",
+			occurred_at: 1_767_225_600,
+			sent_at: 1_767_225_500,
+			received: 1,
+			custom: '{"X-Tencentcloudses-Cb-Order":"o-1"}',
+			extra: '{"unknownField":7}',
+		});
+		const empty = (email: string) => ({
+			email,
+			event: "delivered",
+			bulk_id: null,
+			message_id: null,
+			task_id: null,
+			template_id: null,
+			app_id: null,
+			from_address: null,
+			from_domain: null,
+			bounce_type: null,
+			reason: null,
+			link: null,
+			user_agent: null,
+			subject: null,
+			occurred_at: 1_767_225_700,
+			sent_at: null,
+			received: 1,
+			custom: null,
+			extra: null,
+		});
+		expect(results).toEqual([
+			...[0, 1, 2, 3].map((i) => empty(`bare${i}@example.com`)),
+			...[0, 1, 2, 3].map((i) => row(`columns${i}@example.com`)),
+		]);
+	});
+});
+
 describe("exactly once", () => {
 	it("a repeated delivery is stored once", async () => {
 		expect(await (await postCallback(base)).json()).toMatchObject({ stored: 1, duplicates: 0 });
