@@ -105,4 +105,31 @@ describe("a Worker's 128 MB of memory", () => {
 		expect(seen.size).toBe(40);
 		expect(pages).toBe(2);
 	});
+
+	it("a page of events counts the bytes of stored text, not its characters", async () => {
+		// 80,000 CJK characters are 240,000 bytes of UTF-8: 20 such events hold only 1.6 million
+		// characters but 4.8 MB, more than one page may carry.
+		const wide = "漢".repeat(80_000);
+		for (let i = 0; i < 20; i++) {
+			const response = await postCallback({
+				event: "open",
+				email: "cjk-events@example.com",
+				timestamp: 1_767_225_600 + i,
+				padding: wide,
+			});
+			expect(response.status).toBe(200);
+		}
+		const response = await call("/v1/events?email=cjk-events%40example.com&limit=1000", {
+			headers: { authorization: `Bearer ${tokens.lookup}` },
+		});
+		expect(response.status).toBe(200);
+		const bytes = new Uint8Array(await response.arrayBuffer());
+		expect(bytes.byteLength).toBeLessThan(4 * 1024 * 1024 + 250_000);
+		const page = JSON.parse(new TextDecoder().decode(bytes)) as {
+			events: unknown[];
+			cursor: string | null;
+		};
+		expect(page.events.length).toBeLessThan(20);
+		expect(page.cursor).not.toBeNull();
+	});
 });
