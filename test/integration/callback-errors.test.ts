@@ -197,6 +197,26 @@ describe("refused callbacks store no event and are recorded", () => {
 		expect(path.endsWith("…")).toBe(true);
 	});
 
+	it("a body one byte over 256 KiB is refused, and a far larger one is recorded at its full size", async () => {
+		const event = JSON.stringify({ ...base, reason: "" });
+		// The padding makes the body exactly 256 KiB + 1 bytes.
+		const over = event.replace(
+			'"reason":""',
+			`"reason":"${"x".repeat(256 * 1024 + 1 - event.length)}"`,
+		);
+		expect(new TextEncoder().encode(over).byteLength).toBe(256 * 1024 + 1);
+		await expectRefused(await postCallback(over), 413, "payload_too_large");
+		expect((await lastRejected())?.body_bytes).toBe(256 * 1024 + 1);
+		await resetDatabase();
+		// Reading stops soon after the limit; the size recorded is the whole body's, as declared.
+		const huge = JSON.stringify({ ...base, reason: "x".repeat(4 * 1024 * 1024) });
+		const declared = { "content-length": String(huge.length) };
+		await expectRefused(await postCallback(huge, { headers: declared }), 413, "payload_too_large");
+		const rejected = await lastRejected();
+		expect(rejected?.body_bytes).toBe(huge.length);
+		expect(rejected?.body.length).toBe(64 * 1024);
+	});
+
 	it("a body just under 256 KiB is read", async () => {
 		const big = JSON.stringify({ ...base, extraText: "x".repeat(250 * 1024) });
 		expect((await postCallback(big)).status).toBe(200);
