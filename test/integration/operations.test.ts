@@ -217,6 +217,28 @@ describe("rejected callbacks", () => {
 		expect((await rejectedList()).rejected[0]).toMatchObject({ id, replayStored: 1 });
 	});
 
+	it("a replay marks only its own record and stores its events as received now", async () => {
+		const body = (email: string) => JSON.stringify({ event: "open", email, timestamp: 1000 });
+		const replayed = await storeRejected(body("one@example.com"));
+		const other = await storeRejected(body("two@example.com"));
+		const before = Math.floor(Date.now() / 1000);
+		expect((await admin("POST", `/v1/rejected/${replayed}/replay`)).status).toBe(200);
+		const rows = (await rejectedList()).rejected;
+		const mark = rows.find((row) => row.id === replayed);
+		expect(mark).toMatchObject({ replayStored: 1 });
+		expect(Date.parse(String(mark?.replayedAt)) / 1000).toBeGreaterThanOrEqual(before);
+		expect(rows.find((row) => row.id === other)).toMatchObject({
+			replayedAt: null,
+			replayStored: null,
+		});
+		// The record was refused a day ago; the replay stores its event as arriving now.
+		const events = (await (await getJson("/v1/events?email=one%40example.com")).json()) as {
+			events: Json[];
+		};
+		expect(events.events).toHaveLength(1);
+		expect(Date.parse(String(events.events[0]?.receivedAt)) / 1000).toBeGreaterThanOrEqual(before);
+	});
+
 	it("answers 422 with the issues when the body still fails", async () => {
 		const id = await storeRejected('{"event":"bogus","email":"a@example.com","timestamp":1}');
 		const response = await admin("POST", `/v1/rejected/${id}/replay`);
