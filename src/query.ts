@@ -119,3 +119,22 @@ export function decodeCursor(cursor: string): unknown[] | null {
 		return null;
 	}
 }
+
+/**
+ * How many of a page's rows, sized in order, fit in `maxBytes` (the first always does), at most
+ * `limit`: a page of large rows stops early, and its cursor leads on from the last that fit.
+ */
+export function rowsThatFit(
+	sizes: readonly { size: number }[],
+	limit: number,
+	maxBytes: number,
+): number {
+	let fit = 0;
+	let bytes = 0;
+	for (const { size } of sizes.slice(0, limit)) {
+		if (fit > 0 && bytes + size > maxBytes) break;
+		fit++;
+		bytes += size;
+	}
+	return fit;
+}

@@ -1,4 +1,5 @@
 import type { ApiError } from "../errors";
+import { rowsThatFit } from "../query";
 
 /** The most of a rejected body that is kept: enough to inspect and replay any real callback. */
 export const MAX_REJECTED_BODY_BYTES = 64 * 1024;
@@ -103,13 +104,7 @@ export async function listRejected(
 		)
 		.bind(after?.receivedAt ?? null, after?.id ?? null, limit + 1)
 		.all<{ receivedAt: number; id: string; size: number }>();
-	let fit = 0;
-	let bytes = 0;
-	for (const { size } of sizes.slice(0, limit)) {
-		if (fit > 0 && bytes + size > MAX_REJECTED_PAGE_BYTES) break;
-		fit++;
-		bytes += size;
-	}
+	const fit = rowsThatFit(sizes, limit, MAX_REJECTED_PAGE_BYTES);
 	const first = sizes[0];
 	const last = sizes[fit - 1];
 	if (!first || !last) return { rows: [], next: null };

@@ -1,4 +1,5 @@
 import { parseJson } from "../json";
+import { rowsThatFit } from "../query";
 import type { StoredEvent } from "./event";
 
 const COLUMNS = {
@@ -153,13 +154,7 @@ export async function listEvents(
 		)
 		.bind(...params, limit + 1)
 		.all<{ seq: number; occurredAt: number; size: number }>();
-	let fit = 0;
-	let bytes = 0;
-	for (const { size } of sizes.slice(0, limit)) {
-		if (fit > 0 && bytes + size > MAX_EVENT_PAGE_BYTES) break;
-		fit++;
-		bytes += size;
-	}
+	const fit = rowsThatFit(sizes, limit, MAX_EVENT_PAGE_BYTES);
 	const first = sizes[0];
 	const last = sizes[fit - 1];
 	if (!first || !last) return { events: [], next: null };
