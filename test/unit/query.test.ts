@@ -7,6 +7,7 @@ import {
 	limitParam,
 	parseQuery,
 	type RawQuery,
+	rowsThatFit,
 	timeParam,
 } from "../../src/query";
 
@@ -268,5 +269,25 @@ describe("cursors", () => {
 		["truncated JSON", btoa("[1,2")],
 	])("give null for garbage: %s", (_, cursor) => {
 		expect(decodeCursor(cursor)).toBeNull();
+	});
+});
+
+describe("rowsThatFit", () => {
+	const sized = (...sizes: number[]) => sizes.map((size) => ({ size }));
+
+	it("takes rows while their sizes add up to at most the bytes given", () => {
+		expect(rowsThatFit(sized(10, 20, 30), 3, 60)).toBe(3);
+		expect(rowsThatFit(sized(10, 20, 30), 3, 59)).toBe(2);
+		expect(rowsThatFit(sized(10, 20, 30), 3, 30)).toBe(2);
+		expect(rowsThatFit(sized(10, 20, 30), 3, 29)).toBe(1);
+	});
+
+	it("always takes the first row, however large", () => {
+		expect(rowsThatFit(sized(100, 1), 2, 10)).toBe(1);
+	});
+
+	it("takes at most the limit, and nothing of nothing", () => {
+		expect(rowsThatFit(sized(1, 1, 1), 2, 100)).toBe(2);
+		expect(rowsThatFit([], 5, 100)).toBe(0);
 	});
 });
