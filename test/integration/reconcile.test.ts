@@ -112,6 +112,18 @@ describe("the reconcile cron", () => {
 		expect(await countRows("suppressions")).toBe(0);
 	});
 
+	it("retires at most RECONCILE_BATCH_SIZE entries a run, and the next run the rest", async () => {
+		const at = Math.floor(Date.now() / 1000) + 120;
+		for (const name of ["r1", "r2", "r3"]) {
+			await putSuppression(`${name}@example.com`, { expiresAt: at });
+		}
+		const small = { ...env, RECONCILE_BATCH_SIZE: "2" };
+		expect(await cron((at + 60) * 1000, small)).toMatchObject({ expired: 2, done: false });
+		expect(await countRows("suppressions")).toBe(1);
+		expect(await cron((at + 120) * 1000, small)).toMatchObject({ expired: 1 });
+		expect(await countRows("suppressions")).toBe(0);
+	});
+
 	it("deletes a withdrawn soft-bounce entry without a second history line", async () => {
 		const t = daysAgo(2);
 		const soft = (at: number) => ({
@@ -309,6 +321,25 @@ describe("the reconcile cron", () => {
 		);
 		await cron(later, small);
 		expect((await lookup("z-old@example.com")).suppressed).toBe(true);
+	});
+
+	it("checks at most RECONCILE_BATCH_SIZE queued addresses a run, and the next run the rest", async () => {
+		const failing = countingKv({ put: true });
+		await postCallback(
+			["q1", "q2", "q3"].map((name) => ({
+				event: "spamreport",
+				email: `${name}@example.com`,
+				timestamp: 1,
+			})),
+			{ env: failing.env },
+		);
+		expect(await countRows("edge_pending")).toBe(3);
+		const small = { ...env, RECONCILE_BATCH_SIZE: "2" };
+		const later = Date.now() + (KV_WRITE_SETTLE_SECONDS + 1) * 1000;
+		await cron(later, small);
+		expect(await countRows("edge_pending")).toBe(1);
+		await cron(later + 1000, small);
+		expect(await countRows("edge_pending")).toBe(0);
 	});
 
 	it("keeps an address queued when it changes while a run checks it", async () => {
