@@ -8,6 +8,7 @@ import {
 	MAX_EMAIL_LENGTH,
 	mailboxProblem,
 	normalizeEmail,
+	senderDomain,
 } from "../../src/email";
 
 /** Code points in hex, so that a failure shows which of two look-alike strings is which. */
@@ -320,5 +321,23 @@ describe("isDomainName", () => {
 		for (const odd of ["a b.com", "a@b.com", "a/b.com", "*.b.com", "a,b.com", ""]) {
 			expect(isDomainName(odd), odd).toBe(false);
 		}
+	});
+});
+
+describe("senderDomain", () => {
+	it.each([
+		["news@example.com", "example.com"],
+		["news <news@mail.example.com>", "mail.example.com"],
+		['"news, weekly" <news@example.org>', "example.org"],
+	])("finds the domain of the sender's address in %j", (from, domain) => {
+		expect(senderDomain(from)).toBe(domain);
+	});
+
+	it.each([
+		"news <news@example.com> (list)",
+		"news",
+		"news <not an address>",
+	])("finds none in %j, which is no single sender", (from) => {
+		expect(senderDomain(from)).toBeNull();
 	});
 });
