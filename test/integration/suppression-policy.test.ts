@@ -254,6 +254,18 @@ describe("soft bounces", () => {
 		expect(await entriesOf("d@example.com")).toEqual([]);
 	});
 
+	it("takes its details from the run's last soft bounce, not another event of that second", async () => {
+		const last = soft("same@example.com", t + 2, "452 the last of the run");
+		// Any other event of that second, with a greater idempotency key than the bounce's.
+		const lastKey = await eventKey(last);
+		let other: Event = { event: "open", email: "same@example.com", timestamp: t + 2 };
+		for (let i = 0; (await eventKey(other)) < lastKey; i++) other = { ...other, link: `#${i}` };
+		await post([soft("same@example.com", t), soft("same@example.com", t + 1), other, last]);
+		expect(await entriesOf("same@example.com")).toEqual([
+			expect.objectContaining({ eventCount: 3, reason: "452 the last of the run" }),
+		]);
+	});
+
 	it("a delivery that arrives late leaves an entry that has already run out as it was", async () => {
 		await post([soft("lapsed@example.com", t), soft("lapsed@example.com", t + 60)]);
 		await post(soft("lapsed@example.com", t + 120));
