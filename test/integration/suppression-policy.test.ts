@@ -97,6 +97,21 @@ describe("hard bounces", () => {
 		expect(written).toEqual({ entries: 0, history: 0, pending: 0 });
 	});
 
+	it("a hard bounce whose suppression ends in the second it arrives makes no entry", async () => {
+		const days30 = { ...env, HARD_BOUNCE_SUPPRESS_DAYS: "30" };
+		const now = Math.floor(Date.now() / 1000);
+		vi.useFakeTimers({ toFake: ["Date"] });
+		try {
+			vi.setSystemTime(now * 1000);
+			await post(hard("ends@example.com", now - 30 * DAY), days30);
+			await post(hard("ends-later@example.com", now + 1 - 30 * DAY), days30);
+		} finally {
+			vi.useRealTimers();
+		}
+		const rows = await env.DB.prepare("SELECT email FROM suppressions").all();
+		expect(rows.results).toEqual([{ email: "ends-later@example.com" }]);
+	});
+
 	it("an older bounce leaves an entry that has run out as it was", async () => {
 		const days30 = { ...env, HARD_BOUNCE_SUPPRESS_DAYS: "30" };
 		await post(hard("ran@example.com", daysAgo(1), "550 latest"), days30);
