@@ -112,6 +112,29 @@ describe("hard bounces", () => {
 		expect(rows.results).toEqual([{ email: "ends-later@example.com" }]);
 	});
 
+	it("an older bounce leaves an entry that runs out in the second it arrives as it was", async () => {
+		const now = Math.floor(Date.now() / 1000) + 10;
+		await post(hard("runs-out@example.com", now - 30 * DAY), {
+			...env,
+			HARD_BOUNCE_SUPPRESS_DAYS: "30",
+		});
+		vi.useFakeTimers({ toFake: ["Date"] });
+		try {
+			vi.setSystemTime(now * 1000);
+			// Older, and under a longer setting its own suppression is not over.
+			await post(hard("runs-out@example.com", now - 30 * DAY - 10), {
+				...env,
+				HARD_BOUNCE_SUPPRESS_DAYS: "60",
+			});
+		} finally {
+			vi.useRealTimers();
+		}
+		const row = await env.DB.prepare(
+			"SELECT event_count AS n, expires_at AS expiresAt FROM suppressions",
+		).first();
+		expect(row).toEqual({ n: 1, expiresAt: now });
+	});
+
 	it("an older bounce leaves an entry that has run out as it was", async () => {
 		const days30 = { ...env, HARD_BOUNCE_SUPPRESS_DAYS: "30" };
 		await post(hard("ran@example.com", daysAgo(1), "550 latest"), days30);
