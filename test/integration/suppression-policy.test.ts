@@ -304,6 +304,42 @@ describe("soft bounces", () => {
 		]);
 	});
 
+	it("a run whose suppression ends in the second its last bounce arrives makes no entry", async () => {
+		const now = Math.floor(Date.now() / 1000);
+		const last = now - 14 * DAY;
+		vi.useFakeTimers({ toFake: ["Date"] });
+		try {
+			vi.setSystemTime(now * 1000);
+			await post([soft("over@example.com", last - 2), soft("over@example.com", last - 1)]);
+			await post(soft("over@example.com", last));
+			await post([soft("live@example.com", last - 1), soft("live@example.com", last)]);
+			await post(soft("live@example.com", last + 1));
+		} finally {
+			vi.useRealTimers();
+		}
+		const rows = await env.DB.prepare("SELECT email FROM suppressions").all();
+		expect(rows.results).toEqual([{ email: "live@example.com" }]);
+	});
+
+	it("a late delivery leaves an entry that runs out in the second it arrives as it was", async () => {
+		const now = Math.floor(Date.now() / 1000) + 10;
+		const last = now - 14 * DAY;
+		await post([soft("ending@example.com", last - 2), soft("ending@example.com", last - 1)]);
+		await post(soft("ending@example.com", last));
+		vi.useFakeTimers({ toFake: ["Date"] });
+		try {
+			vi.setSystemTime(now * 1000);
+			await post([
+				delivered("ending@example.com", last - 1),
+				soft("ending@example.com", last - DAY),
+			]);
+		} finally {
+			vi.useRealTimers();
+		}
+		const history = await env.DB.prepare("SELECT action FROM suppression_history").all();
+		expect(history.results).toEqual([{ action: "added" }]);
+	});
+
 	it("a delivery that arrives late leaves an entry that has already run out as it was", async () => {
 		await post([soft("lapsed@example.com", t), soft("lapsed@example.com", t + 60)]);
 		await post(soft("lapsed@example.com", t + 120));
