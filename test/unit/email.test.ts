@@ -333,11 +333,10 @@ describe("senderDomain", () => {
 		expect(senderDomain(from)).toBe(domain);
 	});
 
-	it.each([
-		"news <news@example.com> (list)",
-		"news",
-		"news <not an address>",
-	])("finds none in %j, which is no single sender", (from) => {
-		expect(senderDomain(from)).toBeNull();
-	});
+	it.each(["news <news@example.com> (list)", "news", "news <not an address>"])(
+		"finds none in %j, which is no single sender",
+		(from) => {
+			expect(senderDomain(from)).toBeNull();
+		},
+	);
 });
