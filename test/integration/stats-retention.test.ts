@@ -177,6 +177,16 @@ describe("GET /v1/stats", () => {
 describe("retention", () => {
 	const later = (days: number) => Date.now() + days * DAY * 1000;
 
+	/** Collects the cron's "retention" log lines. */
+	function captureRetentionLogs(): Array<Record<string, unknown>> {
+		const logged: Array<Record<string, unknown>> = [];
+		vi.spyOn(console, "log").mockImplementation((line: string) => {
+			const entry = JSON.parse(line) as Record<string, unknown>;
+			if (entry.message === "retention") logged.push(entry);
+		});
+		return logged;
+	}
+
 	it("deletes old events in bounded batches over several runs; rollups, entries and history stay", async () => {
 		const events = Array.from({ length: 45 }, (_, i) => ev("delivered", i % 5));
 		events.push(ev("bounce", 1, { bounceType: "hard_bounce", email: "kept@example.com" }));
@@ -262,6 +272,81 @@ describe("retention", () => {
 		expect(await deleteRejectedBefore(env.DB, cutoff, 2)).toBe(2);
 		expect(await deleteRejectedBefore(env.DB, cutoff, 2)).toBe(1);
 		expect(await countRows("rejected_callbacks")).toBe(0);
+	});
+
+	it("keeps an event exactly EVENT_RETENTION_DAYS old and deletes it a second later", async () => {
+		await postCallback([ev("open", 0)]);
+		const row = await env.DB.prepare("SELECT received_at AS at FROM events").first<{
+			at: number;
+		}>();
+		const edge = ((row?.at ?? 0) + 90 * DAY) * 1000;
+		await runCron(edge);
+		expect(await countRows("events")).toBe(1);
+		await runCron(edge + 1000);
+		expect(await countRows("events")).toBe(0);
+	});
+
+	it("keeps a rejected callback exactly 30 days old and deletes it a second later", async () => {
+		await postCallback("{ not json");
+		const row = await env.DB.prepare("SELECT received_at AS at FROM rejected_callbacks").first<{
+			at: number;
+		}>();
+		const edge = ((row?.at ?? 0) + 30 * DAY) * 1000;
+		await runCron(edge);
+		expect(await countRows("rejected_callbacks")).toBe(1);
+		await runCron(edge + 1000);
+		expect(await countRows("rejected_callbacks")).toBe(0);
+	});
+
+	it("deletes the oldest events and rejected callbacks first when more are old than one batch", async () => {
+		const t0 = Date.now();
+		vi.useFakeTimers({ toFake: ["Date"] });
+		try {
+			vi.setSystemTime(t0);
+			await postCallback([ev("open", 0), ev("click", 0)]);
+			await postCallback("{");
+			vi.setSystemTime(t0 + 10 * DAY * 1000);
+			await postCallback("[");
+			vi.setSystemTime(t0 + 60 * DAY * 1000);
+			await postCallback([ev("delivered", 1), ev("delivered", 2)]);
+		} finally {
+			vi.useRealTimers();
+		}
+		await runCron(t0 + 41 * DAY * 1000, { ...env, RETENTION_BATCH_SIZE: "1" });
+		const { results: rejected } = await env.DB.prepare(
+			"SELECT received_at AS at FROM rejected_callbacks",
+		).all();
+		expect(rejected).toEqual([{ at: Math.floor(t0 / 1000) + 10 * DAY }]);
+		await runCron(t0 + 91 * DAY * 1000, { ...env, RETENTION_BATCH_SIZE: "2" });
+		const { results: events } = await env.DB.prepare("SELECT event FROM events").all();
+		expect(events).toEqual([{ event: "delivered" }, { event: "delivered" }]);
+	});
+
+	it("is not done while a full batch of rejected callbacks was deleted", async () => {
+		for (const body of ["{", "["]) await postCallback(body);
+		const logged = captureRetentionLogs();
+		const small = { ...env, RETENTION_BATCH_SIZE: "2" };
+		await runCron(later(31), small);
+		await runCron(later(31), small);
+		expect(logged.map((entry) => [entry.rejectedDeleted, entry.done])).toEqual([
+			[2, false],
+			[0, true],
+		]);
+	});
+
+	it("counts a backlog larger than one run's share over several runs, not done until counted", async () => {
+		await postCallback([ev("open", 0)]);
+		// One stored event 2,000,000 seqs above the mark: a run counts 10 batches of 50,000 seqs.
+		await env.DB.prepare("UPDATE events SET seq = 2000000").run();
+		const logged = captureRetentionLogs();
+		for (let run = 0; run < 4; run++) await runCron(later(91));
+		expect(logged.map((entry) => [entry.countedTo, entry.deleted, entry.done])).toEqual([
+			[500_000, 0, false],
+			[1_000_000, 0, false],
+			[1_500_000, 0, false],
+			[2_000_000, 1, true],
+		]);
+		expect(await rollupTotal()).toBe(1);
 	});
 
 	it("keeps rejected callbacks 30 days", async () => {
