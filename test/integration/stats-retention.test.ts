@@ -74,6 +74,7 @@ describe("GET /v1/stats", () => {
 		expect((await postCallback(events.slice(0, 100))).status).toBe(200);
 		expect((await postCallback(events.slice(100))).status).toBe(200);
 		const result = await stats("?since=2026-01-01&until=2026-01-04&fromDomain=news.example.com");
+		expect(result.fromDomain).toBe("news.example.com");
 		expect(result.totals).toMatchObject({
 			delivered: 90,
 			bounce: 10,
@@ -89,6 +90,66 @@ describe("GET /v1/stats", () => {
 		expect(
 			(await stats("?since=2026-01-01&until=2026-01-04&fromDomain=shop.example.com")).totals,
 		).toMatchObject({ open: 5, delivered: 0 });
+	});
+
+	it("counts no event of the day that starts at until, counted by the cron or not", async () => {
+		await postCallback([ev("open", 0), ev("open", 1)]);
+		const range = "?since=2026-01-01&until=2026-01-02";
+		expect((await stats(range)).totals.open).toBe(1);
+		await runCron();
+		expect((await stats(range)).totals.open).toBe(1);
+	});
+
+	it("keeps hard and soft bounces of the same day apart, a bounce without a type soft", async () => {
+		await postCallback([
+			ev("bounce", 0, { bounceType: "hard_bounce" }),
+			ev("bounce", 0, { bounceType: "soft_bounce" }),
+			ev("bounce", 0, { bounceType: "soft_bounce" }),
+			ev("bounce", 0),
+		]);
+		const expected = { bounce: 4, hardBounce: 1, softBounce: 3 };
+		const range = "?since=2026-01-01&until=2026-01-02";
+		for (const counted of [false, true]) {
+			if (counted) await runCron();
+			const result = await stats(range);
+			expect(result.totals).toMatchObject(expected);
+			expect(result.days).toEqual([
+				{ day: "2026-01-01", counts: expect.objectContaining(expected) },
+			]);
+		}
+	});
+
+	it("covers the 30 days before now by default, whole UTC days", async () => {
+		vi.useFakeTimers({ toFake: ["Date"] });
+		try {
+			vi.setSystemTime(Date.parse("2026-01-31T12:00:00Z"));
+			expect(await stats("")).toMatchObject({
+				since: "2026-01-01T00:00:00Z",
+				until: "2026-02-01T00:00:00Z",
+			});
+		} finally {
+			vi.useRealTimers();
+		}
+	});
+
+	it("accepts a range of exactly 3660 days and refuses one of 3661", async () => {
+		const since = 946_684_800; // 2000-01-01T00:00:00Z
+		expect(await stats(`?since=${since}&until=${since + 3660 * DAY}`)).toMatchObject({
+			since: "2000-01-01T00:00:00Z",
+		});
+		const response = await getJson(`/v1/stats?since=${since}&until=${since + 3661 * DAY}`);
+		expect(response.status).toBe(400);
+	});
+
+	it("rounds both rates to six decimals", async () => {
+		await postCallback([
+			...Array.from({ length: 3 }, () => ev("delivered", 0)),
+			...Array.from({ length: 6 }, () => ev("bounce", 0, { bounceType: "hard_bounce" })),
+			...Array.from({ length: 2 }, () => ev("spamreport", 0)),
+		]);
+		const result = await stats("?since=2026-01-01&until=2026-01-02");
+		expect(result.bounceRate).toBe(0.666667); // 6 / 9
+		expect(result.complaintRate).toBe(0.666667); // 2 / 3
 	});
 
 	it("has null rates while there is nothing to divide by", async () => {
