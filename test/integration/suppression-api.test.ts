@@ -1,5 +1,5 @@
 import { env } from "cloudflare:workers";
-import { beforeEach, describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it, vi } from "vitest";
 import { applyEvidence } from "../../src/suppressions/store";
 import {
 	call,
@@ -313,6 +313,37 @@ describe("GET /v1/suppressions", () => {
 		expect(scoped.entries).toHaveLength(1);
 	});
 
+	it("gives no cursor when the last page is exactly full", async () => {
+		const page = (await (
+			await send("GET", "/v1/suppressions?limit=3", { token: tokens.lookup })
+		).json()) as { entries: Json[]; cursor: string | null };
+		expect(page.entries).toHaveLength(3);
+		expect(page.cursor).toBeNull();
+	});
+
+	it("lists an entry until the second it expires, and one updated at since", async () => {
+		// Later than the entries the callbacks above made.
+		const t = Math.floor(Date.now() / 1000) + 1000;
+		const emails = async (query: string) => {
+			const response = await send("GET", `/v1/suppressions${query}`, { token: tokens.lookup });
+			const body = (await response.json()) as { entries: Json[] };
+			return body.entries.map((entry) => entry.email);
+		};
+		vi.useFakeTimers({ toFake: ["Date"] });
+		try {
+			vi.setSystemTime(t * 1000);
+			await send("PUT", "/v1/suppressions/brief%40example.com", { body: { expiresAt: t + 100 } });
+			expect(await emails(`?since=${t}`)).toEqual(["brief@example.com"]);
+			expect(await emails(`?since=${t + 1}`)).toEqual([]);
+			vi.setSystemTime((t + 99) * 1000);
+			expect(await emails("?list=manual")).toEqual(["brief@example.com"]);
+			vi.setSystemTime((t + 100) * 1000);
+			expect(await emails("?list=manual")).toEqual([]);
+		} finally {
+			vi.useRealTimers();
+		}
+	});
+
 	it.each(["?list=spam", "?scope=a%20b", "?since=later", "?cursor=nope", "?limit=0"])(
 		"refuses %s",
 		async (query) => {
@@ -420,6 +451,43 @@ describe("PUT /v1/suppressions/{email}", () => {
 		expect((await lookup("blank@example.com", "?consistent=true")).suppressed).toBe(false);
 	});
 
+	it("updates the reason or the expiry of an entry, and its updatedAt with them", async () => {
+		const t = Math.floor(Date.now() / 1000);
+		const path = "/v1/suppressions/x%40example.com";
+		const iso = (seconds: number) => new Date(seconds * 1000).toISOString().replace(/\.\d+Z$/, "Z");
+		const entry = async () => {
+			const { entries } = (await (await send("GET", `${path}?consistent=true`)).json()) as {
+				entries: Json[];
+			};
+			return entries;
+		};
+		vi.useFakeTimers({ toFake: ["Date"] });
+		try {
+			vi.setSystemTime(t * 1000);
+			await send("PUT", path, { body: { reason: "a", expiresAt: t + 1000 } });
+			vi.setSystemTime((t + 10) * 1000);
+			await send("PUT", path, { body: { reason: "b", expiresAt: t + 1000 } });
+			expect(await entry()).toEqual([
+				expect.objectContaining({ reason: "b", expiresAt: iso(t + 1000), updatedAt: iso(t + 10) }),
+			]);
+			vi.setSystemTime((t + 20) * 1000);
+			await send("PUT", path, { body: { reason: "b", expiresAt: t + 2000 } });
+			expect(await entry()).toEqual([
+				expect.objectContaining({ reason: "b", expiresAt: iso(t + 2000), updatedAt: iso(t + 20) }),
+			]);
+		} finally {
+			vi.useRealTimers();
+		}
+		const { history } = (await (await send("GET", `${path}/history`)).json()) as {
+			history: Json[];
+		};
+		expect(history.map((row) => [row.action, row.note])).toEqual([
+			["added", "a"],
+			["renewed", "b"],
+			["renewed", "b"],
+		]);
+	});
+
 	it("takes a list, a scope and an expiry", async () => {
 		const expiresAt = new Date(Date.now() + 86_400_000).toISOString().replace(/\.\d+Z$/, "Z");
 		const response = await send("PUT", "/v1/suppressions/x%40example.com", {
@@ -453,6 +521,88 @@ describe("DELETE /v1/suppressions/{email}", () => {
 			"SELECT action, list, source FROM suppression_history WHERE email = 'bounced@example.com' AND action = 'removed'",
 		).all();
 		expect(removed.results).toEqual([{ action: "removed", list: "manual", source: "api" }]);
+	});
+
+	it("records an entry removed in the second it expires as expired, not removed", async () => {
+		const t = Math.floor(Date.now() / 1000);
+		vi.useFakeTimers({ toFake: ["Date"] });
+		try {
+			vi.setSystemTime(t * 1000);
+			await send("PUT", "/v1/suppressions/edge%40example.com", { body: { expiresAt: t + 100 } });
+			vi.setSystemTime((t + 100) * 1000);
+			const response = await send("DELETE", "/v1/suppressions/edge%40example.com");
+			expect(await response.json()).toEqual({ email: "edge@example.com", removed: 0 });
+		} finally {
+			vi.useRealTimers();
+		}
+		const history = await env.DB.prepare(
+			"SELECT action, at FROM suppression_history WHERE email = 'edge@example.com' ORDER BY seq",
+		).all<{ action: string; at: number }>();
+		expect(history.results.slice(1)).toEqual([{ action: "expired", at: t + 100 }]);
+	});
+
+	it("records no expiry for an entry whose last update already left it expired", async () => {
+		// As older evidence leaves it: the update itself was recorded as its removal.
+		const now = Math.floor(Date.now() / 1000);
+		await env.DB.prepare(
+			`INSERT INTO suppressions (email, list, scope, origin, reason, event_count, created_at,
+				updated_at, expires_at) VALUES ('withdrawn@example.com', 'complaint', '*', 'event', 'x', 1,
+				?1, ?1, ?2)`,
+		)
+			.bind(now - 60, now - 120)
+			.run();
+		const actions = async () => {
+			const { results } = await env.DB.prepare(
+				"SELECT action FROM suppression_history WHERE email = 'withdrawn@example.com' ORDER BY seq",
+			).all<{ action: string }>();
+			return results.map((row) => row.action);
+		};
+		const before = await actions();
+		const response = await send("DELETE", "/v1/suppressions/withdrawn%40example.com");
+		expect(await response.json()).toEqual({ email: "withdrawn@example.com", removed: 0 });
+		expect(await actions()).toEqual(before);
+		expect(await entriesOf("withdrawn@example.com")).toEqual([]);
+	});
+
+	it("a second removal moves the time before which events cannot bring the entry back", async () => {
+		const t = Math.floor(Date.now() / 1000);
+		const bounce = (timestamp: number) => ({
+			event: "bounce",
+			bounceType: "hard_bounce",
+			email: "again@example.com",
+			timestamp,
+		});
+		vi.useFakeTimers({ toFake: ["Date"] });
+		try {
+			vi.setSystemTime((t - 1000) * 1000);
+			await send("DELETE", "/v1/suppressions/again%40example.com");
+			await postCallback([bounce(t - 500)]);
+			expect(await entriesOf("again@example.com")).toHaveLength(1);
+			vi.setSystemTime(t * 1000);
+			await send("DELETE", "/v1/suppressions/again%40example.com");
+		} finally {
+			vi.useRealTimers();
+		}
+		await postCallback([bounce(t - 200)]);
+		expect(await entriesOf("again@example.com")).toEqual([]);
+	});
+
+	it("a removal scoped to a sender domain keeps older unsubscribes from it out, entry or not", async () => {
+		const t = Math.floor(Date.now() / 1000);
+		const response = await send(
+			"DELETE",
+			"/v1/suppressions/later%40example.com?scope=news.example.com",
+		);
+		expect(await response.json()).toEqual({ email: "later@example.com", removed: 0 });
+		await postCallback([
+			{
+				event: "unsubscribe",
+				email: "later@example.com",
+				timestamp: t - 60,
+				fromDomain: "news.example.com",
+			},
+		]);
+		expect(await entriesOf("later@example.com")).toEqual([]);
 	});
 
 	/** An operator's entry for `path` that ran out a minute ago, the cron not having run since. */
