@@ -362,6 +362,13 @@ describe("DELETE /v1/addresses/{email}", () => {
 		expect(await countRows("suppression_history")).toBe(0);
 	});
 
+	it("with suppressions=true leaves no recorded removal of the address either", async () => {
+		await admin("DELETE", "/v1/suppressions/gone%40example.com");
+		expect(await countRows("suppression_removals")).toBeGreaterThan(0);
+		await admin("DELETE", "/v1/addresses/gone%40example.com?suppressions=true");
+		expect(await countRows("suppression_removals")).toBe(0);
+	});
+
 	it("when KV keeps the erased entries, the next cron run deletes them", async () => {
 		const failing = countingKv({ delete: true });
 		const response = await call(

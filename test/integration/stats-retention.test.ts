@@ -199,6 +199,25 @@ describe("GET /v1/stats", () => {
 		expect(before.totals).toMatchObject({ delivered: 2, open: 2 });
 	});
 
+	it("erasing an address counts all its events not yet counted before deleting them", async () => {
+		const gone = { email: "gone@example.com" };
+		await postCallback([
+			ev("open", 0),
+			ev("delivered", 0, gone),
+			ev("open", 0, gone),
+			ev("click", 0, gone),
+		]);
+		const before = await stats("?since=2026-01-01&until=2026-01-10");
+		const response = await call("/v1/addresses/gone%40example.com", {
+			method: "DELETE",
+			headers: { authorization: `Bearer ${tokens.admin}` },
+		});
+		expect(response.status).toBe(200);
+		expect(await countRows("events")).toBe(1);
+		expect(await stats("?since=2026-01-01&until=2026-01-10")).toEqual(before);
+		expect(before.totals).toMatchObject({ delivered: 1, open: 2, click: 1 });
+	});
+
 	it("events stored after the newest ones were erased are counted too", async () => {
 		// A new row takes max(seq) + 1, so erasing the newest rows makes seq values come back.
 		await postCallback([ev("open", 0), ev("delivered", 0, { email: "last@example.com" })]);
