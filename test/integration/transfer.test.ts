@@ -292,6 +292,34 @@ describe("export then import, the awkward cases", () => {
 		},
 	);
 
+	it("a single event line for an address with both bounce entries updates the single-event one", async () => {
+		const now = Math.floor(Date.now() / 1000);
+		await postCallback([
+			{ event: "bounce", bounceType: "hard_bounce", email: "x@example.com", timestamp: now - 4000 },
+			...[1, 2, 3].map((i) => ({
+				event: "bounce",
+				bounceType: "soft_bounce",
+				email: "x@example.com",
+				timestamp: now - 3600 + i,
+				reason: `soft ${i}`,
+			})),
+		]);
+		const line = {
+			email: "x@example.com",
+			list: "bounce",
+			scope: "*",
+			source: "event",
+			reason: "edited",
+		};
+		expect(await imported(JSON.stringify(line), TYPES.ndjson)).toMatchObject({ imported: 1 });
+		const after = (await lookup("x@example.com", "?consistent=true")).entries;
+		expect(
+			after
+				.map((entry) => `${entry.reason} ${entry.expiresAt === null ? "never" : "expires"}`)
+				.sort(),
+		).toEqual(["edited never", "soft 3 expires"]);
+	});
+
 	it("still refuses a third event line for the same bounce entry", async () => {
 		const line = (reason: string) =>
 			JSON.stringify({
