@@ -320,6 +320,29 @@ describe("export then import, the awkward cases", () => {
 		).toEqual(["edited never", "soft 3 expires"]);
 	});
 
+	it.each([
+		["eventCount", 7],
+		["lastEventAt", "2026-01-02T03:04:05Z"],
+		["bulkId", "bulk-9"],
+		["createdAt", "2026-01-01T00:00:00Z"],
+		["updatedAt", "2026-01-03T00:00:00Z"],
+		["expiresAt", "2099-01-01T00:00:00Z"],
+	])("a line that changes only %s updates the entry", async (field, value) => {
+		const now = Math.floor(Date.now() / 1000);
+		await postCallback({
+			event: "bounce",
+			bounceType: "hard_bounce",
+			email: "z@example.com",
+			timestamp: now - 60,
+			bulkId: "bulk-1",
+		});
+		const { text } = await exportText("?format=ndjson");
+		const line = { ...(JSON.parse(text.trim()) as Record<string, unknown>), [field]: value };
+		expect(await imported(JSON.stringify(line), TYPES.ndjson)).toMatchObject({ imported: 1 });
+		const [entry] = (await lookup("z@example.com", "?consistent=true")).entries;
+		expect(entry).toMatchObject({ [field]: value });
+	});
+
 	it("still refuses a third event line for the same bounce entry", async () => {
 		const line = (reason: string) =>
 			JSON.stringify({
