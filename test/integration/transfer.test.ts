@@ -341,6 +341,12 @@ describe("export then import, the awkward cases", () => {
 		expect(await imported(JSON.stringify(line), TYPES.ndjson)).toMatchObject({ imported: 1 });
 		const [entry] = (await lookup("z@example.com", "?consistent=true")).entries;
 		expect(entry).toMatchObject({ [field]: value });
+		// The change is the import's, not the event's that made the entry.
+		const response = await call("/v1/suppressions/z%40example.com/history", {
+			headers: { authorization: `Bearer ${tokens.lookup}` },
+		});
+		const { history } = (await response.json()) as { history: Array<Record<string, unknown>> };
+		expect(history.at(-1)).toMatchObject({ eventId: null, note: "imported" });
 	});
 
 	it("still refuses a third event line for the same bounce entry", async () => {
