@@ -181,6 +181,18 @@ describe("the reconcile cron", () => {
 		expect(await countRows("edge_pending")).toBe(0);
 	});
 
+	it("takes a queued address off the queue once its change is exactly KV_WRITE_SETTLE_SECONDS old", async () => {
+		await putSuppression("settle@example.com", { reason: "x" });
+		const row = await env.DB.prepare("SELECT queued_at AS at FROM edge_pending").first<{
+			at: number;
+		}>();
+		const settled = ((row?.at ?? 0) + KV_WRITE_SETTLE_SECONDS) * 1000;
+		await cron(settled - 1000);
+		expect(await countRows("edge_pending")).toBe(1);
+		await cron(settled);
+		expect(await countRows("edge_pending")).toBe(0);
+	});
+
 	it("works in bounded batches and finishes over several runs", async () => {
 		const emails = Array.from({ length: 7 }, (_, i) => `n${i}@example.com`);
 		await postCallback(emails.map((email) => ({ event: "spamreport", email, timestamp: 1 })));
