@@ -269,6 +269,24 @@ describe("retention settings", () => {
 		}
 	});
 
+	it("accepts a soft-bounce window as long as event retention", () => {
+		const settings = loadSettings({ EVENT_RETENTION_DAYS: "14", SOFT_BOUNCE_WINDOW_DAYS: "14" });
+		expect(settings.policy.softBounceWindowSeconds).toBe(14 * DAY);
+	});
+
+	it("reads CORS_ORIGINS as a scheme and a host each, refusing one with a path", () => {
+		expect(
+			loadSettings({ CORS_ORIGINS: " https://app.example.com ,http://localhost:5173" }).corsOrigins,
+		).toEqual(["https://app.example.com", "http://localhost:5173"]);
+		for (const bad of [
+			"https://app.example.com/",
+			"https://app.example.com/admin",
+			"app.example.com",
+		]) {
+			expect(thrown(() => loadSettings({ CORS_ORIGINS: bad })).message).toContain("CORS_ORIGINS");
+		}
+	});
+
 	it("refuses a soft-bounce window longer than event retention", () => {
 		const error = thrown(() =>
 			loadSettings({ EVENT_RETENTION_DAYS: "10", SOFT_BOUNCE_WINDOW_DAYS: "14" }),
