@@ -132,6 +132,13 @@ describe("GET /v1/stats", () => {
 		}
 	});
 
+	it("covers every UTC day the range overlaps, from its midnight", async () => {
+		await postCallback([ev("open", 0)]); // 01:00 on 2026-01-01
+		const result = await stats("?since=2026-01-01T12:00:00Z&until=2026-01-01T13:00:00Z");
+		expect(result).toMatchObject({ since: "2026-01-01T00:00:00Z", until: "2026-01-02T00:00:00Z" });
+		expect(result.totals.open).toBe(1);
+	});
+
 	it("accepts a range of exactly 3660 days and refuses one of 3661", async () => {
 		const since = 946_684_800; // 2000-01-01T00:00:00Z
 		expect(await stats(`?since=${since}&until=${since + 3660 * DAY}`)).toMatchObject({
