@@ -72,14 +72,15 @@ export function importChunks(entries: ImportedEntry[]): string[] {
 	const encoder = new TextEncoder();
 	const chunks: string[] = [];
 	let items: string[] = [];
-	let bytes = 2; // the brackets
+	// The brackets, less the comma that the last item, unlike the others, does not have.
+	let bytes = 1;
 	for (const entry of entries) {
 		const item = JSON.stringify(entry);
 		const size = encoder.encode(item).byteLength + 1; // and its comma
 		if (items.length > 0 && bytes + size > IMPORT_CHUNK_BYTES) {
 			chunks.push(`[${items.join(",")}]`);
 			items = [];
-			bytes = 2;
+			bytes = 1;
 		}
 		items.push(item);
 		bytes += size;

@@ -34,13 +34,14 @@ describe("importChunks", () => {
 		);
 	});
 
-	it("keeps two entries of 999,999 bytes together and splits two of 1,000,001", () => {
+	it("keeps two entries of 999,999 or exactly 1,000,000 bytes together and splits two of 1,000,001", () => {
 		const base = `[${JSON.stringify(entry(1, "x"))},${JSON.stringify(entry(2, ""))}]`;
 		const sizes = (total: number) =>
 			importChunks([entry(1, "x"), entry(2, "y".repeat(total - base.length))]).map(
 				(chunk) => new TextEncoder().encode(chunk).byteLength,
 			);
 		expect(sizes(999_999)).toEqual([999_999]);
+		expect(sizes(IMPORT_CHUNK_BYTES)).toEqual([IMPORT_CHUNK_BYTES]);
 		expect(sizes(1_000_001)).toHaveLength(2);
 	});
 
