@@ -127,6 +127,18 @@ describe("refused callbacks store no event and are recorded", () => {
 	});
 
 	it.each([
+		["in milliseconds", 1767225600000],
+		["after 9999-12-31T23:59:59Z", 253402300800],
+	])("sentTimestamp %s is refused", async (_name, sentTimestamp) => {
+		const body = await expectRefused(
+			await postCallback({ ...base, sentTimestamp }),
+			400,
+			"invalid_event",
+		);
+		expect(body.error.issues?.map((issue) => issue.path)).toEqual(["sentTimestamp"]);
+	});
+
+	it.each([
 		["a string", '"hello"'],
 		["a number", "42"],
 		["null", "null"],

@@ -329,6 +329,35 @@ describe("old spellings and values", () => {
 		]);
 	});
 
+	it("reads a blank bulk id with spaces as absent, and one with spaces as the same id", async () => {
+		const response = await postCallback([
+			{ ...base, bulkId: "  ", bulkid: "qcloud-ses-OLD" },
+			{ ...base, event: "open", bulkId: " qcloud-ses-OLD ", bulkid: "qcloud-ses-OLD" },
+		]);
+		expect(response.status).toBe(200);
+		expect(await response.json()).toMatchObject({ stored: 2 });
+		const events = await eventsOf(base.email);
+		expect(events.map((event) => [event.event, event.bulkId])).toEqual([
+			["open", "qcloud-ses-OLD"],
+			["delivered", "qcloud-ses-OLD"],
+		]);
+	});
+
+	it("reads a blank username as no appId and trims the spaces around one", async () => {
+		const response = await postCallback([
+			{ ...base, username: "" },
+			{ ...base, event: "open", username: "  " },
+			{ ...base, event: "click", username: " 1300000001 " },
+		]);
+		expect(await response.json()).toMatchObject({ stored: 3 });
+		const events = await eventsOf(base.email);
+		expect(events.map((event) => [event.event, event.appId])).toEqual([
+			["click", "1300000001"],
+			["open", null],
+			["delivered", null],
+		]);
+	});
+
 	it("still refuses two different bulk ids, and a non-numeric template id", async () => {
 		for (const [field, value] of [
 			["bulkid", "other"],
