@@ -54,12 +54,13 @@ describe("refused callbacks store no event and are recorded", () => {
 	});
 
 	it.each([
-		["an empty body", ""],
-		["white space only", "  \n"],
-		["a trailing comma", '{"event":"open",}'],
-		["single quotes", "{'event':'open'}"],
-	])("bad JSON: %s", async (_name, raw) => {
-		await expectRefused(await postCallback(raw), 400, "invalid_json");
+		["an empty body", "", /^The body is empty$/],
+		["white space only", "  \n", /^The body is empty$/],
+		["a trailing comma", '{"event":"open",}', /^The body is not valid JSON: ./],
+		["single quotes", "{'event':'open'}", /^The body is not valid JSON: ./],
+	])("bad JSON: %s", async (_name, raw, message) => {
+		const body = await expectRefused(await postCallback(raw), 400, "invalid_json");
+		expect(body.error.message).toMatch(message);
 		expect(await countRows("rejected_callbacks")).toBe(1);
 	});
 
@@ -227,6 +228,12 @@ describe("refused callbacks store no event and are recorded", () => {
 		const rejected = await lastRejected();
 		expect(rejected?.body_bytes).toBe(huge.length);
 		expect(rejected?.body.length).toBe(64 * 1024);
+	});
+
+	it("a body declared larger than 256 KiB is refused whatever it holds, at its declared size", async () => {
+		const declared = { "content-length": String(256 * 1024 + 1) };
+		await expectRefused(await postCallback(base, { headers: declared }), 413, "payload_too_large");
+		expect((await lastRejected())?.body_bytes).toBe(256 * 1024 + 1);
 	});
 
 	it("a body just under 256 KiB is read", async () => {

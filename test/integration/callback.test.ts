@@ -358,6 +358,15 @@ describe("old spellings and values", () => {
 		]);
 	});
 
+	it("accepts a body that starts with a UTF-8 byte order mark", async () => {
+		const bytes = new TextEncoder().encode(`\uFEFF${JSON.stringify(base)}`);
+		expect(Array.from(bytes.subarray(0, 3))).toEqual([0xef, 0xbb, 0xbf]);
+		const response = await postCallback(bytes);
+		expect(response.status).toBe(200);
+		expect(await response.json()).toMatchObject({ stored: 1 });
+		expect(await onlyEvent(base.email)).toMatchObject({ event: "delivered", email: base.email });
+	});
+
 	it("still refuses two different bulk ids, and a non-numeric template id", async () => {
 		for (const [field, value] of [
 			["bulkid", "other"],
