@@ -367,6 +367,50 @@ describe("old spellings and values", () => {
 		expect(await onlyEvent(base.email)).toMatchObject({ event: "delivered", email: base.email });
 	});
 
+	it("reads blank text fields as absent and trims the spaces around the others", async () => {
+		const fields = ["reason", "link", "useragent", "messageId", "subject", "from", "fromDomain"];
+		const blank = (value: string) => Object.fromEntries(fields.map((field) => [field, value]));
+		const response = await postCallback([
+			{ ...base, ...blank("") },
+			{ ...base, event: "open", ...blank("  ") },
+			{
+				...base,
+				event: "click",
+				reason: " 550 no such user ",
+				link: " https://example.com/a ",
+				useragent: " Mozilla/5.0 ",
+				messageId: " m-1@example.com ",
+				subject: " Hello ",
+				from: " news@example.com ",
+				fromDomain: " example.com ",
+			},
+		]);
+		expect(await response.json()).toMatchObject({ stored: 3 });
+		const read = ["reason", "link", "userAgent", "messageId", "subject", "from", "fromDomain"];
+		const events = await eventsOf(base.email);
+		expect(events.map((event) => [event.event, ...read.map((field) => event[field])])).toEqual([
+			[
+				"click",
+				"550 no such user",
+				"https://example.com/a",
+				"Mozilla/5.0",
+				"m-1@example.com",
+				"Hello",
+				"news@example.com",
+				"example.com",
+			],
+			["open", null, null, null, null, null, null, null],
+			["delivered", null, null, null, null, null, null, null],
+		]);
+	});
+
+	it("keeps a custom header of 4096 characters", async () => {
+		const value = "v".repeat(4096);
+		const response = await postCallback({ ...base, "X-Tencentcloudses-Cb-Big": value });
+		expect(response.status).toBe(200);
+		expect((await onlyEvent(base.email)).custom).toEqual({ "X-Tencentcloudses-Cb-Big": value });
+	});
+
 	it("still refuses two different bulk ids, and a non-numeric template id", async () => {
 		for (const [field, value] of [
 			["bulkid", "other"],
