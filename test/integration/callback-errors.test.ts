@@ -94,6 +94,7 @@ describe("refused callbacks store no event and are recorded", () => {
 			{ ...base, email: "nope", bounceType: "medium" },
 		]);
 		const body = await expectRefused(response, 400, "invalid_event");
+		expect(body.error.message).toBe("The callback has 4 problems");
 		expect(body.error.issues).toEqual([
 			{ index: 1, path: "event", message: expect.stringMatching(/^must be one of /) },
 			{ index: 1, path: "timestamp", message: expect.stringMatching(/^must be Unix seconds/) },
@@ -107,6 +108,7 @@ describe("refused callbacks store no event and are recorded", () => {
 	it("a single invalid event has issues without an index", async () => {
 		const { email, ...noEmail } = base;
 		const body = await expectRefused(await postCallback(noEmail), 400, "invalid_event");
+		expect(body.error.message).toBe("The callback has 1 problem");
 		expect(body.error.issues).toEqual([{ path: "email", message: "is required" }]);
 	});
 
@@ -208,6 +210,29 @@ describe("refused callbacks store no event and are recorded", () => {
 		const path = String(split.error.issues?.[0]?.path);
 		expect(path.isWellFormed()).toBe(true);
 		expect(path.endsWith("…")).toBe(true);
+	});
+
+	it("a field name of 200 characters is kept whole in an issue, and a cut keeps an emoji that ends at the limit", async () => {
+		const name = `X-Tencentcloudses-Cb-${"n".repeat(179)}`;
+		expect(name).toHaveLength(200);
+		const whole = await expectRefused(
+			await postCallback({ ...base, [name]: 1 }),
+			400,
+			"invalid_event",
+		);
+		expect(whole.error.issues?.map((issue) => issue.path)).toEqual([name]);
+		// The emoji's two UTF-16 units are the 199th and 200th characters.
+		const emoji = `X-Tencentcloudses-Cb-${"a".repeat(177)}${"😀".repeat(20)}`;
+		const cut = await expectRefused(
+			await postCallback({ ...base, [emoji]: 1 }),
+			400,
+			"invalid_event",
+		);
+		expect(emoji.slice(0, 200).endsWith("😀")).toBe(true);
+		const path = String(cut.error.issues?.[0]?.path);
+		// Checked first: a failure that printed a lone surrogate would break the test runner's report.
+		expect(path.isWellFormed()).toBe(true);
+		expect(path).toBe(`${emoji.slice(0, 200)}…`);
 	});
 
 	it("a body one byte over 256 KiB is refused, and a far larger one is recorded at its full size", async () => {
