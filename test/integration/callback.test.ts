@@ -404,6 +404,44 @@ describe("old spellings and values", () => {
 		]);
 	});
 
+	it("takes every modeled field at its longest or largest, and stores it whole", async () => {
+		const longest = {
+			event: "bounce",
+			// Trimmed to a plausible address once its 1024 characters are read.
+			email: `someone@example.com${" ".repeat(1024 - 19)}`,
+			timestamp: 253402300799,
+			sentTimestamp: 253402300799,
+			bulkId: "b".repeat(512),
+			bulkid: "b".repeat(512),
+			reason: "r".repeat(4096),
+			username: "u".repeat(64),
+			from: `${"f".repeat(320 - 12)}@example.com`,
+			fromDomain: `${"d".repeat(63)}.${"d".repeat(63)}.${"d".repeat(63)}.${"d".repeat(61)}`,
+			link: "l".repeat(8192),
+			useragent: "a".repeat(2048),
+			subject: "s".repeat(4096),
+			messageId: "m".repeat(998),
+		};
+		expect(longest.email).toHaveLength(1024);
+		expect(longest.from).toHaveLength(320);
+		expect(longest.fromDomain).toHaveLength(253);
+		const response = await postCallback(longest);
+		expect(response.status).toBe(200);
+		expect(await onlyEvent(base.email)).toMatchObject({
+			occurredAt: "9999-12-31T23:59:59Z",
+			sentAt: "9999-12-31T23:59:59Z",
+			bulkId: longest.bulkId,
+			reason: longest.reason,
+			appId: longest.username,
+			from: longest.from,
+			fromDomain: longest.fromDomain,
+			link: longest.link,
+			userAgent: longest.useragent,
+			subject: longest.subject,
+			messageId: longest.messageId,
+		});
+	});
+
 	it("keeps a custom header of 4096 characters", async () => {
 		const value = "v".repeat(4096);
 		const response = await postCallback({ ...base, "X-Tencentcloudses-Cb-Big": value });
