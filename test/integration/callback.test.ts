@@ -442,6 +442,23 @@ describe("old spellings and values", () => {
 		});
 	});
 
+	it("reads ids written as up to 16 digits, and refuses 17", async () => {
+		const response = await postCallback({
+			...base,
+			templateId: "9007199254740991",
+			taskId: "0000000000000042",
+		});
+		expect(response.status).toBe(200);
+		expect(await onlyEvent(base.email)).toMatchObject({
+			templateId: 9007199254740991,
+			taskId: 42,
+		});
+		const refused = await postCallback({ ...base, taskId: "00000000000000042" });
+		expect(refused.status).toBe(400);
+		const body = (await refused.json()) as { error: { issues: Json[] } };
+		expect(body.error.issues.map((issue) => issue.path)).toEqual(["taskId"]);
+	});
+
 	it("keeps a custom header of 4096 characters", async () => {
 		const value = "v".repeat(4096);
 		const response = await postCallback({ ...base, "X-Tencentcloudses-Cb-Big": value });
