@@ -14,6 +14,8 @@ describe("parseJson", () => {
 		["a negative one", "-9007199254740993"],
 		["a 20-digit integer", "98765432109876543210"],
 		["a fraction of 20 significant digits", "0.12345678901234567891"],
+		// 16 digits, more than a double keeps: it reads back as 8.000000000000002.
+		["a number of 16 significant digits", "8.000000000000001"],
 		["one with leading zeros and an exponent", "0.000012345678901234567891e-3"],
 		["one that overflows a double", "1e400"],
 		["one that underflows to 0", "1e-400"],
