@@ -261,6 +261,25 @@ describe("refused callbacks store no event and are recorded", () => {
 		expect((await lastRejected())?.body_bytes).toBe(256 * 1024 + 1);
 	});
 
+	it("a body of exactly 256 KiB is read, whether or not its length is declared", async () => {
+		const event = JSON.stringify({ ...base, extraText: "" });
+		const exact = event.replace(
+			'"extraText":""',
+			`"extraText":"${"x".repeat(256 * 1024 - event.length)}"`,
+		);
+		expect(new TextEncoder().encode(exact).byteLength).toBe(256 * 1024);
+		expect((await postCallback(exact)).status).toBe(200);
+		await resetDatabase();
+		const declared = { "content-length": String(256 * 1024) };
+		expect((await postCallback(exact, { headers: declared })).status).toBe(200);
+	});
+
+	it("a body over 256 KiB is refused even when it declares a smaller length", async () => {
+		const over = JSON.stringify({ ...base, extraText: "x".repeat(256 * 1024) });
+		const declared = { "content-length": "100" };
+		await expectRefused(await postCallback(over, { headers: declared }), 413, "payload_too_large");
+	});
+
 	it("a body just under 256 KiB is read", async () => {
 		const big = JSON.stringify({ ...base, extraText: "x".repeat(250 * 1024) });
 		expect((await postCallback(big)).status).toBe(200);
