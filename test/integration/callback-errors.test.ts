@@ -1,7 +1,15 @@
 import { env } from "cloudflare:workers";
 import { beforeEach, describe, expect, it } from "vitest";
 import { deleteRejectedBefore } from "../../src/events/retention-store";
-import { countRows, docSamples, envWithFailingSql, postCallback, resetDatabase } from "../helpers";
+import {
+	call,
+	countRows,
+	docSamples,
+	envWithFailingSql,
+	postCallback,
+	resetDatabase,
+	tokens,
+} from "../helpers";
 
 type ErrorBody = { error: { code: string; message: string; issues?: Record<string, unknown>[] } };
 
@@ -278,6 +286,27 @@ describe("refused callbacks store no event and are recorded", () => {
 		const over = JSON.stringify({ ...base, extraText: "x".repeat(256 * 1024) });
 		const declared = { "content-length": "100" };
 		await expectRefused(await postCallback(over, { headers: declared }), 413, "payload_too_large");
+	});
+
+	it("an endless upload is read only just past 256 KiB, then cancelled", async () => {
+		let chunks = 0;
+		let cancelled = false;
+		const chunk = new Uint8Array(64 * 1024).fill(0x20);
+		const body = new ReadableStream<Uint8Array>({
+			pull(controller) {
+				chunks++;
+				controller.enqueue(chunk);
+			},
+			cancel() {
+				cancelled = true;
+			},
+		});
+		const path = `/v1/callbacks/tencent/${tokens.callback}`;
+		await expectRefused(await call(path, { method: "POST", body }), 413, "payload_too_large");
+		expect(cancelled).toBe(true);
+		// Four chunks make 256 KiB, a fifth goes past it; the stream may have queued one more.
+		expect(chunks).toBeGreaterThanOrEqual(5);
+		expect(chunks).toBeLessThanOrEqual(6);
 	});
 
 	it("a body just under 256 KiB is read", async () => {
