@@ -46,7 +46,7 @@ export async function parseCallback(
 			valid.push({ received: problems.received, event: problems.event });
 		}
 	});
-	if (issues.length > 0) throw invalid(issues.slice(0, MAX_ISSUES).map(shortenPath));
+	if (issues.length > 0) throw invalid(issues.slice(0, MAX_ISSUES).map(shortenPath), issues.length);
 	return Promise.all(
 		valid.map(({ received, event }) => normaliseEvent(received, event, receivedAt)),
 	);
@@ -60,9 +60,11 @@ function shortenPath(issue: Issue): Issue {
 	return { ...issue, path: `${issue.path.slice(0, end)}…` };
 }
 
-function invalid(issues: Issue[]): ApiError {
-	const noun = issues.length === 1 ? "problem" : "problems";
-	return new ApiError(400, "invalid_event", `The callback has ${issues.length} ${noun}`, issues);
+/** 400 listing `issues` (at most {@link MAX_ISSUES}), its message counting all `found`. */
+function invalid(issues: Issue[], found = issues.length): ApiError {
+	const noun = found === 1 ? "problem" : "problems";
+	const listed = found > issues.length ? ` (the first ${issues.length} listed)` : "";
+	return new ApiError(400, "invalid_event", `The callback has ${found} ${noun}${listed}`, issues);
 }
 
 interface Checked {
@@ -78,8 +80,9 @@ function checkEvent(item: unknown): Checked {
 	const issues = unmodeledProblems(item, MODELED_FIELDS);
 	for (const [key, value] of Object.entries(item)) {
 		// A null header is absent, as any optional field's null is; `extra` keeps it as received.
+		// One that is not well-formed Unicode is refused as such by unmodeledProblems above.
 		if (!key.toLowerCase().startsWith(CUSTOM_FIELD_PREFIX) || value === null) continue;
-		if (typeof value !== "string" || value.length > MAX_CUSTOM_LENGTH || !value.isWellFormed()) {
+		if (typeof value !== "string" || value.length > MAX_CUSTOM_LENGTH) {
 			issues.push({
 				path: key,
 				message: `must be a string of at most ${MAX_CUSTOM_LENGTH} characters`,

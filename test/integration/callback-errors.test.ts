@@ -113,6 +113,28 @@ describe("refused callbacks store no event and are recorded", () => {
 		expect(JSON.parse(rejected?.issues ?? "[]")).toEqual(body.error.issues);
 	});
 
+	it("counts every problem in its message when it lists only the first 100", async () => {
+		const bad = { event: "x", email: "nope", timestamp: -1 };
+		const body = await expectRefused(
+			await postCallback(Array.from({ length: 50 }, () => bad)),
+			400,
+			"invalid_event",
+		);
+		expect(body.error.message).toBe("The callback has 150 problems (the first 100 listed)");
+		expect(body.error.issues).toHaveLength(100);
+	});
+
+	it("names a custom header that is not well-formed Unicode once, for what is wrong", async () => {
+		const body = await expectRefused(
+			await postCallback({ ...base, "X-Tencentcloudses-Cb-A": "\ud800" }),
+			400,
+			"invalid_event",
+		);
+		expect(body.error.issues).toEqual([
+			{ path: "X-Tencentcloudses-Cb-A", message: expect.stringMatching(/well-formed Unicode/) },
+		]);
+	});
+
 	it("a single invalid event has issues without an index", async () => {
 		const { email, ...noEmail } = base;
 		const body = await expectRefused(await postCallback(noEmail), 400, "invalid_event");
