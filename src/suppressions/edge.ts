@@ -82,7 +82,7 @@ export function edgeExpiration(entries: readonly StoredEntry[], now: number): nu
  * are too large for KV and must be read from D1; anything else reads as no entries.
  */
 export function parseEdgeValue(value: unknown): EntryJson[] | null {
-	if (value === JSON.parse(IN_D1)) return null;
+	if (value === "d1") return null; // IN_D1, parsed
 	return Array.isArray(value) ? (value as EntryJson[]) : [];
 }
 
