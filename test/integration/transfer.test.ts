@@ -3,6 +3,7 @@ import { beforeEach, describe, expect, it } from "vitest";
 import { KV_WRITE_SETTLE_SECONDS } from "../../src/cron/reconcile";
 import {
 	call,
+	countingD1,
 	countingKv,
 	countRows,
 	envWithBatch,
@@ -162,6 +163,23 @@ describe("export", () => {
 		expect(response.status).toBe(200);
 		await expect(response.text()).rejects.toThrow();
 		expect(pages).toBe(2);
+	});
+
+	it("answers HEAD with the export's headers, reading no page for a body nobody gets", async () => {
+		await imported([HEADER, "head@example.com,manual,*,,api,,,"].join("\n"));
+		const counting = countingD1();
+		const response = await call(
+			"/v1/suppressions/export?format=ndjson",
+			{ method: "HEAD", headers: { authorization: `Bearer ${tokens.lookup}` } },
+			counting.env,
+		);
+		expect(response.status).toBe(200);
+		expect(response.headers.get("content-type")).toBe("application/x-ndjson; charset=utf-8");
+		expect(response.headers.get("content-disposition")).toMatch(
+			/^attachment; filename="suppressions-\d{4}-\d{2}-\d{2}\.ndjson"$/,
+		);
+		expect(await response.text()).toBe("");
+		expect(counting.counts).toMatchObject({ single: 0, batches: 0 });
 	});
 });
 
