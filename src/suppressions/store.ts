@@ -126,11 +126,16 @@ export function recomputeSoftBounces(
 			FROM affected AS a LEFT JOIN latest AS l ON l.email = a.email
 			WHERE l.id IS NOT NULL OR EXISTS (SELECT 1 FROM suppressions AS x WHERE x.email = a.email
 				AND x.list = 'bounce' AND x.scope = '*' AND x.origin = 'soft' AND x.expires_at > ?2
-				-- Withdrawn only by a stored delivery that breaks its run, one within the window up
-				-- to and including its last second (as in runLength): with the run's bounces gone
-				-- (erased, or past retention) the entry stands until it expires.
+				-- Withdrawn only by a stored delivery that breaks its run: one within the window up
+				-- to and including its last second (as in runLength), at or after a stored soft
+				-- bounce of that window. With the run's bounces gone (erased, or past retention), a
+				-- delivery no stored bounce precedes may have come before the run began: the entry
+				-- stands until it expires.
 				AND EXISTS (SELECT 1 FROM events AS d WHERE d.email = x.email AND d.event = 'delivered'
-					AND d.occurred_at > x.last_event_at - ?4 AND d.occurred_at <= x.last_event_at))
+					AND d.occurred_at > x.last_event_at - ?4 AND d.occurred_at <= x.last_event_at
+					AND EXISTS (SELECT 1 FROM events AS b WHERE b.email = x.email
+						AND b.occurred_at > x.last_event_at - ?4 AND b.occurred_at <= d.occurred_at
+						AND b.event = 'bounce' AND coalesce(b.bounce_type, 'soft') = 'soft')))
 			ON CONFLICT (email, list, scope, origin) DO UPDATE SET
 				reason = iif(excluded.event_id IS NULL, suppressions.reason, excluded.reason),
 				event_count = iif(excluded.event_id IS NULL, suppressions.event_count, excluded.event_count),

@@ -358,12 +358,19 @@ describe("soft bounces", () => {
 		expect(history.results).toEqual([{ action: "added" }]);
 	});
 
-	it("with its run no longer stored, a delivery one whole window before the run's end withdraws nothing", async () => {
+	it("with its run no longer stored, only a delivery at or after a stored bounce of its window withdraws it", async () => {
 		await post([soft("gone@example.com", t), soft("gone@example.com", t + 60)]);
 		await post(soft("gone@example.com", t + 120));
-		// The run's bounces are gone (erased, or past retention); the entry stands until it expires.
-		await env.DB.prepare("DELETE FROM events WHERE event = 'bounce'").run();
+		// A soft bounce one whole window before the run's end, arriving late, is not part of it.
+		await post(soft("gone@example.com", t + 120 - 14 * DAY));
+		// The run's first bounces are gone (past retention); the entry stands until it expires.
+		await env.DB.prepare("DELETE FROM events WHERE occurred_at IN (?, ?)")
+			.bind(t, t + 60)
+			.run();
 		await post(delivered("gone@example.com", t + 120 - 14 * DAY));
+		expect(await entriesOf("gone@example.com")).toHaveLength(1);
+		// One in the second of a bounce inside the window (it counts as after it) broke the run.
+		await post(soft("gone@example.com", t + 121 - 14 * DAY));
 		expect(await entriesOf("gone@example.com")).toHaveLength(1);
 		await post(delivered("gone@example.com", t + 121 - 14 * DAY));
 		expect(await entriesOf("gone@example.com")).toEqual([]);
