@@ -10,9 +10,11 @@ const ENTRY_COLUMNS = `email, list, scope, origin, reason, event_count AS eventC
 const INSERT_COLUMNS = `(email, list, scope, origin, reason, event_count, last_event_at, bulk_id,
 	event_id, created_at, updated_at, expires_at, change_event_id, change_note)`;
 
-// The evidence that occurred last (ties broken by event id) decides the entry's details.
-const NEWER = `(excluded.last_event_at > suppressions.last_event_at OR
-	(excluded.last_event_at = suppressions.last_event_at AND excluded.event_id > suppressions.event_id))`;
+// The evidence that occurred last (ties broken by event id) decides the entry's details. An entry
+// whose evidence has no time or id (an import need not carry them) counts as older than any event.
+const NEWER = `(excluded.last_event_at > coalesce(suppressions.last_event_at, -1) OR
+	(excluded.last_event_at = suppressions.last_event_at
+		AND excluded.event_id > coalesce(suppressions.event_id, '')))`;
 
 /**
  * Merges single-event evidence into entries. It must run in the batch *before* the events are
@@ -50,7 +52,7 @@ export function applyEvidence(
 				bulk_id = iif(${NEWER}, excluded.bulk_id, suppressions.bulk_id),
 				expires_at = iif(${NEWER}, excluded.expires_at, suppressions.expires_at),
 				event_id = iif(${NEWER}, excluded.event_id, suppressions.event_id),
-				last_event_at = max(excluded.last_event_at, suppressions.last_event_at),
+				last_event_at = max(excluded.last_event_at, coalesce(suppressions.last_event_at, -1)),
 				updated_at = excluded.updated_at,
 				change_event_id = excluded.change_event_id,
 				change_note = excluded.change_note

@@ -1,5 +1,5 @@
 import { env } from "cloudflare:workers";
-import { beforeEach, describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it, vi } from "vitest";
 import { call, daysAgo, lookup, postCallback, resetDatabase, tokens } from "../helpers";
 
 type Event = Record<string, unknown>;
@@ -66,5 +66,87 @@ describe("a soft-bounce entry whose run is no longer stored", () => {
 		// A delivery between the stored bounces of the run still breaks it.
 		await post(delivered(email, t + 90));
 		expect(await suppressed(email)).toEqual({ edge: false, d1: false });
+	});
+});
+
+describe("an imported entry that carries no lastEventAt", () => {
+	const DAY = 86_400;
+	const hard = (email: string, at: number): Event => ({
+		event: "bounce",
+		bounceType: "hard_bounce",
+		email,
+		timestamp: at,
+		reason: "550 5.1.1 no such user",
+	});
+
+	async function importCsv(line: string): Promise<void> {
+		const response = await call("/v1/suppressions/import", {
+			method: "POST",
+			headers: { authorization: `Bearer ${tokens.admin}`, "content-type": "text/csv" },
+			body: `email,list,scope,reason,source,created_at,updated_at,expires_at\r\n${line}\r\n`,
+		});
+		expect(await response.json()).toMatchObject({ imported: 1, failed: [] });
+	}
+
+	it("takes the expiry of a later hard bounce, which never expires", async () => {
+		// A soft-bounce entry migrated from another database: CSV carries no event times.
+		const now = Math.floor(Date.now() / 1000);
+		const expires = new Date((now + 10 * DAY) * 1000).toISOString();
+		await importCsv(`imported@example.com,bounce,*,452 mailbox full,event,,,${expires}`);
+		await post(hard("imported@example.com", now - 60));
+		const { entries } = await lookup("imported@example.com", "?consistent=true");
+		expect(entries.map((entry) => [entry.reason, entry.lastEventAt, entry.expiresAt])).toEqual([
+			[
+				"550 5.1.1 no such user",
+				new Date((now - 60) * 1000).toISOString().replace(".000", ""),
+				null,
+			],
+		]);
+		vi.useFakeTimers({ toFake: ["Date"] });
+		try {
+			vi.setSystemTime((now + 11 * DAY) * 1000);
+			expect(await suppressed("imported@example.com")).toEqual({ edge: true, d1: true });
+		} finally {
+			vi.useRealTimers();
+		}
+	});
+
+	it("with lastEventAt and no event id, takes the details of a hard bounce in that second", async () => {
+		const now = Math.floor(Date.now() / 1000);
+		const line = {
+			email: "tie@example.com",
+			list: "bounce",
+			scope: "*",
+			reason: "452 mailbox full",
+			source: "event",
+			lastEventAt: now - 60,
+			expiresAt: now + 10 * DAY,
+		};
+		const response = await call("/v1/suppressions/import", {
+			method: "POST",
+			headers: { authorization: `Bearer ${tokens.admin}`, "content-type": "application/x-ndjson" },
+			body: `${JSON.stringify(line)}\n`,
+		});
+		expect(await response.json()).toMatchObject({ imported: 1, failed: [] });
+		await post(hard("tie@example.com", now - 60));
+		const { entries } = await lookup("tie@example.com", "?consistent=true");
+		expect(entries.map((entry) => [entry.reason, entry.expiresAt])).toEqual([
+			["550 5.1.1 no such user", null],
+		]);
+	});
+
+	it("is brought back by a hard bounce once it has run out, before the cron retires it", async () => {
+		const now = Math.floor(Date.now() / 1000);
+		vi.useFakeTimers({ toFake: ["Date"] });
+		try {
+			vi.setSystemTime((now - DAY) * 1000);
+			const expires = new Date((now - 600) * 1000).toISOString();
+			await importCsv(`ranout@example.com,bounce,*,452 mailbox full,event,,,${expires}`);
+			vi.setSystemTime(now * 1000);
+			await post(hard("ranout@example.com", now - 60));
+			expect(await suppressed("ranout@example.com")).toEqual({ edge: true, d1: true });
+		} finally {
+			vi.useRealTimers();
+		}
 	});
 });
