@@ -47,8 +47,8 @@ const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false });
 
 /**
  * Parses bytes as JSON in strict UTF-8. `request.json()` would silently replace invalid bytes with
- * U+FFFD and so change what Tencent sent. A callback passes {@link parseJson}, which also keeps
- * numbers a double cannot hold.
+ * U+FFFD and so change what Tencent sent. A callback passes {@link parseCallbackJson}, which also
+ * keeps numbers a double cannot hold and refuses a member named twice in one object.
  *
  * @throws ApiError 400 `invalid_json`
  */

@@ -99,3 +99,52 @@ function isNonZeroDigit(code: number): boolean {
 export function isRawJson(value: unknown): boolean {
 	return native.isRawJSON(value);
 }
+
+/** A JSON string, or the punctuation that tells a member name (a string before `:`) from a value. */
+const STRUCTURE = /"[^"\\]*(?:\\.[^"\\]*)*"|[{}[\]:]/g;
+
+/**
+ * The first member name that some object of a valid JSON text holds twice, or null. JSON.parse
+ * keeps the last value of a repeated name without a trace, so the others would be lost and two
+ * different texts would read as one value. One pass over the text's strings and brackets; a name
+ * is decoded only when it holds an escape.
+ *
+ * @example
+ * repeatedMemberName('{"a":1,"b":{"a":2},"\\u0061":3}') // "a"
+ */
+export function repeatedMemberName(text: string): string | null {
+	// The names seen in each enclosing object; null for an enclosing array.
+	const open: (Set<string> | null)[] = [];
+	let last = "";
+	for (const [token] of text.matchAll(STRUCTURE)) {
+		if (token.charCodeAt(0) === 0x22) {
+			last = token;
+			continue;
+		}
+		if (token === ":") {
+			const name = last.includes("\\") ? (JSON.parse(last) as string) : last.slice(1, -1);
+			const names = open[open.length - 1];
+			if (names?.has(name)) return name;
+			names?.add(name);
+		} else if (token === "{") open.push(new Set());
+		else if (token === "[") open.push(null);
+		else open.pop();
+	}
+	return null;
+}
+
+/**
+ * {@link parseJson} for a callback body, refusing an object that names a member twice: which of
+ * its values Tencent meant is unknowable, and keeping one would silently drop the other.
+ *
+ * @throws SyntaxError as JSON.parse, and for a repeated member name
+ */
+export function parseCallbackJson(text: string): unknown {
+	const value = parseJson(text);
+	const repeated = repeatedMemberName(text);
+	if (repeated !== null) {
+		const shown = repeated.length > 100 ? `${repeated.slice(0, 100)}…` : repeated;
+		throw new SyntaxError(`an object names the member ${JSON.stringify(shown)} more than once`);
+	}
+	return value;
+}

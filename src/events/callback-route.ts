@@ -2,7 +2,7 @@ import { matchesToken } from "../auth";
 import { parseJsonBytes, readBody } from "../body";
 import { loadSettings, requireTokens } from "../config";
 import { ApiError, json, notFound } from "../errors";
-import { parseJson } from "../json";
+import { parseCallbackJson } from "../json";
 import { log } from "../log";
 import { syncEdge } from "../suppressions/edge";
 import { parseCallback } from "../tencent/normalise";
@@ -49,7 +49,7 @@ export async function receiveCallback(
 			throw new ApiError(413, "payload_too_large", `The body exceeds ${MAX_CALLBACK_BYTES} bytes`);
 		}
 		events = await parseCallback(
-			parseJsonBytes(body.bytes, parseJson),
+			parseJsonBytes(body.bytes, parseCallbackJson),
 			settings.maxEventsPerRequest,
 			receivedAt,
 		);

@@ -2,7 +2,7 @@ import * as z from "zod/mini";
 import { parseJsonBytes } from "../body";
 import { loadSettings } from "../config";
 import { ApiError, json, notFound } from "../errors";
-import { parseJson } from "../json";
+import { parseCallbackJson } from "../json";
 import { log } from "../log";
 import { decodeCursor, encodeCursor, limitParam, parseQuery, type RawQuery } from "../query";
 import { syncEdge } from "../suppressions/edge";
@@ -96,7 +96,7 @@ export async function replayRoute(
 	let events: Awaited<ReturnType<typeof parseCallback>>;
 	try {
 		events = await parseCallback(
-			parseJsonBytes(bytes, parseJson),
+			parseJsonBytes(bytes, parseCallbackJson),
 			settings.maxEventsPerRequest,
 			now,
 		);

@@ -202,18 +202,23 @@ cases.push(
 	),
 );
 cases.push(callback("constructor only", '{"constructor":{"prototype":{"event":"open"}}}'));
-cases.push(
-	callback(
+// A repeated name is refused whichever of its values would pass: JSON keeps only the last.
+for (const [name, raw] of [
+	[
 		"duplicate key, the last bad",
 		'{"event":"open","event":"bogus","email":"a@example.com","timestamp":1}',
-	),
-);
-cases.push(
-	callback(
+	],
+	[
+		"duplicate key, the last good",
+		'{"event":"bogus","event":"open","email":"a@example.com","timestamp":1}',
+	],
+	[
 		"duplicate address, the last bad",
 		'{"event":"open","email":"a@example.com","email":"nope","timestamp":1}',
-	),
-);
+	],
+] as const) {
+	cases.push(callback(name, raw, 400, "invalid_json"));
+}
 cases.push(callback("an empty array", "[]"));
 cases.push(callback("101 events", json(Array.from({ length: 101 }, () => valid))));
 cases.push(

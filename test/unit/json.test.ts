@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { isRawJson, parseJson } from "../../src/json";
+import { isRawJson, parseJson, repeatedMemberName } from "../../src/json";
 
 const roundTrip = (text: string) => JSON.stringify(parseJson(text));
 
@@ -112,6 +112,61 @@ describe("parseJson", () => {
 				expect(JSON.stringify(parseJson(source))).toBe(source);
 			}),
 			{ numRuns: 500 },
+		);
+	});
+});
+
+describe("repeatedMemberName", () => {
+	it.each([
+		['{"a":1,"a":2}', "a"],
+		['{"a":1,"\\u0061":2}', "a"],
+		['[{"x":{"b":[1,{"c":0,"c":0}]}}]', "c"],
+		['{"s":"\\"a\\":","t":{},"t":1}', "t"],
+	])("finds the name repeated in %s", (text, name) => {
+		expect(repeatedMemberName(text)).toBe(name);
+	});
+
+	it.each([
+		'{"a":"a","b":{"a":"b"},"c":[{"a":1},{"a":2}]}',
+		'{"a:":1,"a":"a:","\\"":2,"\\\\":3}',
+		`${"[".repeat(10_000)}${"]".repeat(10_000)}`,
+	])("finds none in %s", (text) => {
+		expect(repeatedMemberName(text)).toBeNull();
+	});
+
+	it("agrees with JSON.parse on what a text holds", () => {
+		// Objects written from pairs whose names may repeat, as written on the wire ("\\u0061" is
+		// "a"); JSON.parse keeps one member per name, so a text repeats one when it keeps fewer
+		// members than it writes.
+		type Written = { text: string; members: number };
+		const name = fc.constantFrom('"a"', '"b"', '"\\u0061"', '"\\""', '":"');
+		const tree = fc.letrec<{ value: Written }>((tie) => ({
+			value: fc.oneof(
+				{ depthSize: "small" },
+				fc.string().map((value) => ({ text: JSON.stringify(value), members: 0 })),
+				fc.integer().map((value) => ({ text: String(value), members: 0 })),
+				fc.array(tie("value"), { maxLength: 4 }).map((items) => ({
+					text: `[${items.map((item) => item.text).join(",")}]`,
+					members: items.reduce((sum, item) => sum + item.members, 0),
+				})),
+				fc.array(fc.tuple(name, tie("value")), { maxLength: 4 }).map((pairs) => ({
+					text: `{${pairs.map(([key, item]) => `${key}:${item.text}`).join(",")}}`,
+					members: pairs.reduce((sum, [, item]) => sum + 1 + item.members, 0),
+				})),
+			),
+		})).value;
+		const kept = (value: unknown): number =>
+			Array.isArray(value)
+				? value.reduce((sum: number, item) => sum + kept(item), 0)
+				: value !== null && typeof value === "object"
+					? Object.values(value).reduce((sum: number, item) => sum + 1 + kept(item), 0)
+					: 0;
+		fc.assert(
+			fc.property(tree, ({ text, members }) => {
+				const repeats = kept(JSON.parse(text)) < members;
+				expect(repeatedMemberName(text) !== null).toBe(repeats);
+			}),
+			{ numRuns: 1000 },
 		);
 	});
 });
