@@ -11,9 +11,10 @@ interface Word {
 /**
  * Decodes the MIME encoded-words (RFC 2047, base64 `B` and quoted-printable `Q`) that Tencent
  * leaves in non-ASCII subjects. Adjacent words of one charset are joined before decoding, since
- * some encoders split a multi-byte character across two words. When any part cannot be decoded
- * (bad base64, a charset the runtime does not know, bytes invalid in that charset), the subject is
- * returned as received, so nothing is lost.
+ * some encoders split a multi-byte character across two words (else decoded one by one, as words
+ * of a stateful charset such as ISO-2022-JP must be). When any part cannot be decoded (bad base64,
+ * a charset the runtime does not know, bytes invalid in that charset), the subject is returned as
+ * received, so nothing is lost.
  *
  * @example
  * decodeSubject("=?UTF-8?B?5rWL6K+V?=") // "测试"
@@ -49,7 +50,7 @@ export function decodeSubject(raw: string): string {
 				break;
 			run.push(next);
 		}
-		const text = decodeBytes(first.charset, concat(run.map((word) => word.bytes)));
+		const text = decodeRun(first.charset, run);
 		if (text === null) return raw;
 		out += raw.slice(cursor, first.start) + text;
 		cursor = (run[run.length - 1] as Word).end;
@@ -59,6 +60,24 @@ export function decodeSubject(raw: string): string {
 		if (following && raw.slice(cursor, following.start).trim() === "") cursor = following.start;
 	}
 	return out + raw.slice(cursor);
+}
+
+/**
+ * The text of a run of words in one charset: their bytes joined, so a character split across two
+ * words is read whole; else each word on its own, as a stateful charset needs when every word
+ * returns to its initial state (ISO-2022-JP words each end in ESC ( B, and the next one's ESC $ B
+ * straight after it is an error to the decoder).
+ */
+function decodeRun(charset: string, run: Word[]): string | null {
+	const joined = decodeBytes(charset, concat(run.map((word) => word.bytes)));
+	if (joined !== null || run.length === 1) return joined;
+	let text = "";
+	for (const word of run) {
+		const part = decodeBytes(charset, word.bytes);
+		if (part === null) return null;
+		text += part;
+	}
+	return text;
 }
 
 function decodeBase64(text: string): Uint8Array | null {

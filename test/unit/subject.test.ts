@@ -80,6 +80,18 @@ describe("decodeSubject joins adjacent encoded-words", () => {
 		expect(decodeSubject("=?GBK?Q?=B2?= =?GBK?Q?=E2=CA=D4?=")).toBe("测试");
 	});
 
+	it("ISO-2022-JP words that each return to ASCII, as Japanese mailers split a long subject", () => {
+		// テスト: each word opens with ESC $ B and closes with ESC ( B (RFC 1468, RFC 2047 6.3).
+		expect(decodeSubject("=?ISO-2022-JP?B?GyRCJUYbKEI=?= =?ISO-2022-JP?B?GyRCJTklSBsoQg==?=")).toBe(
+			"テスト",
+		);
+		expect(decodeSubject("=?ISO-2022-JP?B?GyRCJUYlOSVIGyhC?=")).toBe("テスト");
+		// A word that leaves the JIS state open for the next one is still read whole.
+		expect(decodeSubject("=?ISO-2022-JP?B?GyRCJUY=?= =?ISO-2022-JP?B?JTklSBsoQg==?=")).toBe(
+			"テスト",
+		);
+	});
+
 	it("words in different charsets next to each other", () => {
 		expect(decodeSubject("=?UTF-8?B?5rWL?= =?GBK?B?ytQ=?=")).toBe("测试");
 		expect(decodeSubject("=?GBK?B?suI=?= =?UTF-8?Q?=E8=AF=95?= =?ISO-8859-1?Q?=E9?=")).toBe(
