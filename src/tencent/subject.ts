@@ -1,6 +1,9 @@
 // An RFC 2047 encoded-word: =?charset[*language]?B|Q?encoded-text?=
 const ENCODED_WORD = /=\?([^?\s*]+)(?:\*[^?\s]*)?\?([BbQq])\?([^?\s]*)\?=/g;
 
+// A line break (CRLF, or a bare LF) followed by white space: a fold.
+const FOLD = /\r?\n(?=[ \t])/g;
+
 interface Word {
 	charset: string;
 	bytes: Uint8Array;
@@ -10,17 +13,20 @@ interface Word {
 
 /**
  * Decodes the MIME encoded-words (RFC 2047, base64 `B` and quoted-printable `Q`) that Tencent
- * leaves in non-ASCII subjects. Adjacent words of one charset are joined before decoding, since
- * some encoders split a multi-byte character across two words (else decoded one by one, as words
- * of a stateful charset such as ISO-2022-JP must be). When any part cannot be decoded (bad base64,
- * a charset the runtime does not know, bytes invalid in that charset), the subject is returned as
- * received, so nothing is lost.
+ * leaves in non-ASCII subjects, after unfolding the subject (a line break before white space is
+ * dropped, RFC 5322 2.2.3). Adjacent words of one charset are joined before decoding, since some
+ * encoders split a multi-byte character across two words (else decoded one by one, as words of a
+ * stateful charset such as ISO-2022-JP must be). When any part cannot be decoded (bad base64, a
+ * charset the runtime does not know, bytes invalid in that charset), the subject is returned as
+ * received, only unfolded, so nothing is lost.
  *
  * @example
  * decodeSubject("=?UTF-8?B?5rWL6K+V?=") // "测试"
  * decodeSubject("plain subject")        // "plain subject"
  */
-export function decodeSubject(raw: string): string {
+export function decodeSubject(received: string): string {
+	// A folded header's line breaks are no part of its value (RFC 5322 2.2.3).
+	const raw = received.replace(FOLD, "");
 	if (!raw.includes("=?")) return raw;
 	const words: Word[] = [];
 	for (const match of raw.matchAll(ENCODED_WORD)) {

@@ -479,6 +479,15 @@ describe("old spellings and values", () => {
 		expect(await countRows("events")).toBe(0);
 	});
 
+	it("stores a folded subject unfolded and decoded, ISO-2022-JP words included", async () => {
+		await postCallback({
+			...base,
+			subject:
+				"Re:\r\n =?ISO-2022-JP?B?GyRCJUYbKEI=?=\r\n =?ISO-2022-JP?B?GyRCJTklSBsoQg==?=\r\n 2026",
+		});
+		expect((await onlyEvent(base.email)).subject).toBe("Re: テスト 2026");
+	});
+
 	it("derives fromDomain from from when it is missing", async () => {
 		await postCallback({ ...base, from: "News@Mail.Example.com" });
 		expect(await onlyEvent(base.email)).toMatchObject({

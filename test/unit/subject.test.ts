@@ -105,6 +105,23 @@ describe("decodeSubject joins adjacent encoded-words", () => {
 	});
 });
 
+describe("decodeSubject unfolds a folded subject (RFC 5322 2.2.3)", () => {
+	it("drops the line break of a fold and keeps the white space after it", () => {
+		expect(decodeSubject("=?UTF-8?B?5rWL6K+V?=\r\n tail")).toBe("测试 tail");
+		expect(decodeSubject("Re:\r\n =?UTF-8?B?5rWL6K+V?=")).toBe("Re: 测试");
+		expect(decodeSubject("a long\r\n\tsubject")).toBe("a long\tsubject");
+		expect(decodeSubject("a long\n subject")).toBe("a long subject");
+	});
+
+	it("also when a word of the subject cannot be decoded", () => {
+		expect(decodeSubject("Re:\r\n =?x-unknown?B?YQ==?=")).toBe("Re: =?x-unknown?B?YQ==?=");
+	});
+
+	it("keeps a line break that is not followed by white space", () => {
+		expect(decodeSubject("a\r\nb")).toBe("a\r\nb");
+	});
+});
+
 describe("decodeSubject leaves other subjects as received", () => {
 	it.each([
 		"plain subject",
