@@ -121,6 +121,21 @@ export function senderDomain(from: string): string | null {
 
 const DISPLAY_FORM = /<([^<>]*)>$/;
 
+/**
+ * A callback's `from` in the form it is stored: an address normalised as {@link normalizeEmail};
+ * in display form (`Name <a@example.com>`) only the address is, since lower-casing the name would
+ * mangle it (an encoded-word's base64 cannot be lower-cased back).
+ *
+ * @example
+ * normalizeFrom(" News <News@Example.com>") // "News <news@example.com>"
+ */
+export function normalizeFrom(from: string): string {
+	const trimmed = from.trim();
+	const match = DISPLAY_FORM.exec(trimmed);
+	if (!match) return normalizeEmail(trimmed);
+	return `${trimmed.slice(0, match.index)}<${normalizeEmail(match[1] ?? "")}>`;
+}
+
 /** The domain of an address (after its last `@`), or null. */
 export function domainOf(address: string): string | null {
 	const at = address.lastIndexOf("@");

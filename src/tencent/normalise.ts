@@ -1,4 +1,4 @@
-import { normalizeEmail, senderDomain } from "../email";
+import { normalizeEmail, normalizeFrom, senderDomain } from "../email";
 import { ApiError, type Issue, MAX_ISSUES } from "../errors";
 import type { StoredEvent } from "../events/event";
 import { isRawJson } from "../json";
@@ -120,7 +120,7 @@ async function normaliseEvent(
 		} else extra.push([key, value]);
 	}
 	const from = present(event.from);
-	const fromAddress = from === null ? null : normalizeEmail(from);
+	const fromAddress = from === null ? null : normalizeFrom(from);
 	// A domain is matched in the form addresses are (a lookup's fromDomain is too), so an
 	// unsubscribe's scope equals its sender's domain however either spells it.
 	const givenDomain = present(event.fromDomain);

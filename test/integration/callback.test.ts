@@ -497,15 +497,23 @@ describe("old spellings and values", () => {
 	});
 
 	it.each([
-		["Example News <News@Example.com>", "example.com"],
-		["<news@example.com>", "example.com"],
-		["news@example.com, other@example.org", null],
-		["not an address", null],
-	])("takes fromDomain only from a plausible address in from (%s)", async (from, domain) => {
-		await postCallback({ ...base, from });
+		["Example News <News@Example.com>", "Example News <news@example.com>", "example.com"],
+		["<news@example.com>", "<news@example.com>", "example.com"],
+		["News@Example.com, Other@Example.org", "news@example.com, other@example.org", null],
+		["Not An Address", "not an address", null],
+	])(
+		"takes fromDomain only from a plausible address in from (%s)",
+		async (from, stored, domain) => {
+			await postCallback({ ...base, from });
+			expect(await onlyEvent(base.email)).toMatchObject({ from: stored, fromDomain: domain });
+		},
+	);
+
+	it("keeps the display name in from as received, an encoded one too", async () => {
+		await postCallback({ ...base, from: " =?UTF-8?B?5rWL6K+V?= <News@Example.com> " });
 		expect(await onlyEvent(base.email)).toMatchObject({
-			from: from.toLowerCase(),
-			fromDomain: domain,
+			from: "=?UTF-8?B?5rWL6K+V?= <news@example.com>",
+			fromDomain: "example.com",
 		});
 	});
 
