@@ -114,9 +114,27 @@ function decodeQ(text: string): Uint8Array | null {
 	return Uint8Array.from(bytes);
 }
 
+/**
+ * Charset names that mailers write (PHP's mbstring, Windows code pages) and the Encoding Standard,
+ * which TextDecoder follows, does not list, mapped to the encoding it reads them with.
+ */
+const CHARSET_ALIASES: Record<string, string> = {
+	cp936: "gbk",
+	ms936: "gbk",
+	"windows-936": "gbk",
+	"euc-cn": "gbk",
+	"big-5": "big5",
+	cp950: "big5",
+	uhc: "euc-kr",
+	cp949: "euc-kr",
+	cp932: "shift_jis",
+	"sjis-win": "shift_jis",
+};
+
 function decodeBytes(charset: string, bytes: Uint8Array): string | null {
 	try {
-		return new TextDecoder(charset, { fatal: true, ignoreBOM: false }).decode(bytes);
+		const label = Object.hasOwn(CHARSET_ALIASES, charset) ? CHARSET_ALIASES[charset] : charset;
+		return new TextDecoder(label, { fatal: true, ignoreBOM: false }).decode(bytes);
 	} catch {
 		// RangeError for a charset the runtime does not support, TypeError for invalid bytes.
 		return null;

@@ -45,6 +45,18 @@ describe("decodeSubject decodes RFC 2047 encoded-words", () => {
 		expect(decodeSubject("=?GB2312?Q?=B2=E2=CA=D4?=")).toBe("测试");
 	});
 
+	it("charset names mailers use that the Encoding Standard does not list", () => {
+		// PHP's mbstring and Windows code page names: 测试 in GBK, 測試 in Big5, 테스트 in UHC, テスト in CP932.
+		expect(decodeSubject("=?CP936?B?suLK1A==?=")).toBe("测试");
+		expect(decodeSubject("=?EUC-CN?B?suLK1A==?=")).toBe("测试");
+		expect(decodeSubject("=?BIG-5?B?tPq41Q==?=")).toBe("測試");
+		expect(decodeSubject("=?CP950?B?tPq41Q==?=")).toBe("測試");
+		expect(decodeSubject("=?UHC?B?xde9usau?=")).toBe("테스트");
+		expect(decodeSubject("=?CP949?B?xde9usau?=")).toBe("테스트");
+		expect(decodeSubject("=?CP932?B?g2WDWINn?=")).toBe("テスト");
+		expect(decodeSubject("=?SJIS-win?B?g2WDWINn?=")).toBe("テスト");
+	});
+
 	it("ISO-8859-1", () => {
 		expect(decodeSubject("=?ISO-8859-1?Q?caf=E9?=")).toBe("café");
 	});
