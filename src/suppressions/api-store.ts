@@ -154,12 +154,17 @@ export interface HistoryRow {
 	note: string | null;
 }
 
-/** Every change to the address's entries, oldest first. */
+/**
+ * Every change to the address's entries, oldest first: by time, then in the order written. An
+ * `expired` line is dated at the entry's expiry but written later (when the cron retires the
+ * entry, or beside the `removed` lines of an operator's removal), so the order written alone could
+ * put it after changes made since.
+ */
 export async function readHistory(db: D1Database, email: string): Promise<HistoryRow[]> {
 	const { results } = await db
 		.prepare(
 			`SELECT at, action, list, scope, source, event_id AS eventId, note FROM suppression_history
-			WHERE email = ? ORDER BY seq`,
+			WHERE email = ? ORDER BY at, seq`,
 		)
 		.bind(email)
 		.all<HistoryRow>();

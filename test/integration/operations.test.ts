@@ -294,14 +294,16 @@ describe("GET /v1/suppressions/{email}/history", () => {
 		const response = await getJson(`/v1/suppressions/${encodeURIComponent(email)}/history`);
 		const body = (await response.json()) as { email: string; history: Json[] };
 		expect(body.email).toBe(email);
+		// The cron ran an hour ahead: the expiry it recorded, dated two minutes from now, is later
+		// than the changes written since, which the database dates now.
 		expect(body.history.map((line) => [line.action, line.list, line.source, line.note])).toEqual([
 			["added", "bounce", "event", "550 first"],
 			["renewed", "bounce", "event", "550 again"],
 			["removed", "bounce", "api", null],
 			["added", "manual", "api", "by hand"],
-			["expired", "manual", "cron", null],
 			["added", "bounce", "event", null],
 			["removed", "bounce", "event", "a delivery broke the run of soft bounces"],
+			["expired", "manual", "cron", null],
 		]);
 		expect(body.history[0]).toMatchObject({
 			eventId: expect.stringMatching(/^[0-9a-f]{32}$/),
@@ -313,10 +315,59 @@ describe("GET /v1/suppressions/{email}/history", () => {
 			await eventKey(again),
 			null,
 			null,
-			null,
 			await eventKey(soft(t + 2)),
 			null,
+			null,
 		]);
+	});
+
+	/**
+	 * `o@example.com` with a bounce entry an operator added an hour ago that ran out a minute ago,
+	 * the cron not having retired it yet (its history backdated as the hour would have left it),
+	 * and a manual entry added now.
+	 */
+	async function lapsedBesideLive(): Promise<number> {
+		const now = Math.floor(Date.now() / 1000);
+		await admin("PUT", "/v1/suppressions/o%40example.com", { list: "bounce", expiresAt: now + 60 });
+		await env.DB.batch([
+			env.DB.prepare(
+				"UPDATE suppressions SET created_at = ?1 - 3600, updated_at = ?1 - 3600, expires_at = ?1 - 60",
+			).bind(now),
+			// The update above is the test's, not the service's: only the PUT's line stays.
+			env.DB.prepare("DELETE FROM suppression_history WHERE action != 'added'"),
+			env.DB.prepare("UPDATE suppression_history SET at = ?1 - 3600").bind(now),
+		]);
+		await admin("PUT", "/v1/suppressions/o%40example.com", { list: "manual" });
+		return now;
+	}
+
+	async function historyLines() {
+		const response = await getJson("/v1/suppressions/o%40example.com/history");
+		const { history } = (await response.json()) as { history: Json[] };
+		return history.map((line) => [line.action, line.list, Date.parse(String(line.at)) / 1000]);
+	}
+
+	it("is oldest first when the cron records an expiry after a later change", async () => {
+		const now = await lapsedBesideLive();
+		await runCron();
+		expect(await historyLines()).toEqual([
+			["added", "bounce", now - 3600],
+			["expired", "bounce", now - 60],
+			["added", "manual", expect.any(Number)],
+		]);
+	});
+
+	it("is oldest first when a removal records an expiry beside a removal", async () => {
+		const now = await lapsedBesideLive();
+		expect((await admin("DELETE", "/v1/suppressions/o%40example.com")).status).toBe(200);
+		const lines = await historyLines();
+		expect(lines.map(([action, list]) => [action, list])).toEqual([
+			["added", "bounce"],
+			["expired", "bounce"],
+			["added", "manual"],
+			["removed", "manual"],
+		]);
+		expect(lines[1]?.[2]).toBe(now - 60);
 	});
 
 	it("is empty for an address never suppressed", async () => {
