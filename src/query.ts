@@ -52,8 +52,12 @@ export const timeValue = z.union(
 	},
 );
 
-/** Page size: default 100, at most 1000. */
-export const limitParam = z._default(
+/**
+ * Page size: default 100, at most 1000. The default is a prefault, the parameter as it would be
+ * given, so that the OpenAPI document shows it: zod leaves out a default that is the output of a
+ * transform from the schema of what a client sends.
+ */
+export const limitParam = z.prefault(
 	z.pipe(
 		z.string().check(z.regex(/^\d{1,4}$/, { error: "must be an integer from 1 to 1000" })),
 		z.pipe(
@@ -66,7 +70,7 @@ export const limitParam = z._default(
 				),
 		),
 	),
-	100,
+	"100",
 );
 
 /**

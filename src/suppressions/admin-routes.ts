@@ -23,11 +23,13 @@ const scopeField = z.union([z.literal(ANY_SCOPE), domainParam], {
 });
 const listField = z.enum(LISTS, { error: `must be one of ${LISTS.join(", ")}` });
 
+// Defaults of fields that transform are prefaults (the value as a client would send it), so that
+// the OpenAPI document shows them: zod leaves a transform's default out of the input's schema.
 export const putBody = z.strictObject({
 	list: z._default(listField, "manual"),
-	scope: z._default(scopeField, ANY_SCOPE),
-	reason: z._default(reasonField, null),
-	expiresAt: z._default(z.nullable(timeValue), null),
+	scope: z.prefault(scopeField, ANY_SCOPE),
+	reason: z.prefault(reasonField, null),
+	expiresAt: z.prefault(z.nullable(timeValue), null),
 });
 
 /** The lookup answer for an address straight from D1, as PUT answers it. */

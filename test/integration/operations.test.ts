@@ -475,3 +475,37 @@ describe("GET /openapi.json", () => {
 		expect(Object.keys(document.paths)).toContain("/v1/suppressions/{email}/history");
 	});
 });
+
+describe("GET /openapi.json: the defaults the contract names", () => {
+	type Schema = { default?: unknown };
+	type Operation = {
+		parameters: Array<{ name: string; in: string; schema: Schema }>;
+		requestBody?: { content: Record<string, { schema: { properties: Record<string, Schema> } }> };
+	};
+	async function operation(path: string, method: string): Promise<Operation> {
+		const document = (await (await call("/openapi.json")).json()) as {
+			paths: Record<string, Record<string, Operation>>;
+		};
+		const found = document.paths[path]?.[method];
+		if (!found) throw new Error(`${method} ${path} is not documented`);
+		return found;
+	}
+
+	it("a PUT body's list defaults to manual and its scope to *, the others to null", async () => {
+		const put = await operation("/v1/suppressions/{email}", "put");
+		const properties = put.requestBody?.content["application/json"]?.schema.properties ?? {};
+		expect(
+			Object.fromEntries(
+				Object.entries(properties).map(([name, schema]) => [name, schema.default]),
+			),
+		).toEqual({ list: "manual", scope: "*", reason: null, expiresAt: null });
+	});
+
+	it.each(["/v1/events", "/v1/suppressions", "/v1/rejected"])(
+		"GET %s: limit defaults to 100",
+		async (path) => {
+			const limit = (await operation(path, "get")).parameters.find((p) => p.name === "limit");
+			expect(limit?.schema.default).toBe("100");
+		},
+	);
+});
