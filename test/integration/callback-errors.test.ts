@@ -135,6 +135,12 @@ describe("refused callbacks store no event and are recorded", () => {
 		]);
 	});
 
+	it("an array of one invalid event has issues with its index, as any array", async () => {
+		const { email, ...noEmail } = base;
+		const body = await expectRefused(await postCallback([noEmail]), 400, "invalid_event");
+		expect(body.error.issues).toEqual([{ path: "email", message: "is required", index: 0 }]);
+	});
+
 	it("a single invalid event has issues without an index", async () => {
 		const { email, ...noEmail } = base;
 		const body = await expectRefused(await postCallback(noEmail), 400, "invalid_event");
