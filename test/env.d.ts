@@ -17,3 +17,11 @@ declare module "*.toml?raw" {
 	const text: string;
 	export default text;
 }
+
+// Vite's import.meta.glob, as test/node/migrations.test.ts uses it.
+interface ImportMeta {
+	glob<T>(
+		pattern: string,
+		options: { query: "?raw"; import: "default"; eager: true },
+	): Record<string, T>;
+}
