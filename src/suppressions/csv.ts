@@ -96,14 +96,15 @@ type Read<T> = { ok: true; value: T } | { ok: false; message: string };
 /**
  * Parses CSV text (RFC 4180, CRLF or LF line ends, an optional BOM). Empty lines are skipped. A
  * bad record becomes an error and parsing resumes on the next line, except after an unterminated
- * quote, which takes the rest of the input. Fields are returned raw: pass them to restoreCsvField.
+ * quote, which takes the rest of the input. Parsing stops once `maxRecords` records, good or bad,
+ * are read. Fields are returned raw: pass them to restoreCsvField.
  *
  * @example
  * parseCsv('email,reason\r\na@example.com,"bounced, twice"\r\n')
  * // { rows: [{ line: 1, fields: ["email", "reason"] },
  * //          { line: 2, fields: ["a@example.com", "bounced, twice"] }], errors: [] }
  */
-export function parseCsv(text: string): CsvParseResult {
+export function parseCsv(text: string, maxRecords = Number.POSITIVE_INFINITY): CsvParseResult {
 	const cursor: Cursor = {
 		text: text.startsWith("\uFEFF") ? text.slice(1) : text,
 		pos: 0,
@@ -111,6 +112,7 @@ export function parseCsv(text: string): CsvParseResult {
 	};
 	const result: CsvParseResult = { rows: [], errors: [] };
 	while (cursor.pos < cursor.text.length) {
+		if (result.rows.length + result.errors.length >= maxRecords) break;
 		if (skipLineEnd(cursor)) continue;
 		const line = cursor.line;
 		const record = readRecord(cursor);

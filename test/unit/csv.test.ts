@@ -264,6 +264,13 @@ describe("parseCsv", () => {
 		expect(parseCsv("email,list\r\na@example.com,bounce\n")).toEqual(expected);
 	});
 
+	it("stops after maxRecords records, good or bad", () => {
+		expect(parseCsv('a\n\nb"\nc\nd\n', 2)).toEqual({
+			rows: [{ line: 1, fields: ["a"] }],
+			errors: [{ line: 3, message: QUOTE_IN_UNQUOTED }],
+		});
+	});
+
 	it("reads the last record without a line end", () => {
 		expect(parseCsv("a\nb")).toEqual({
 			rows: [
