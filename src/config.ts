@@ -84,6 +84,27 @@ const settingsSchema = z
 	})
 	.check(
 		z.superRefine((settings, ctx) => {
+			// A secret in two lists would hold both roles: a callback token, which travels in the URL
+			// (on plain HTTP, unencrypted), could read or write through the API, and a lookup token
+			// that is also an admin token could write.
+			const admin = new Set(settings.ADMIN_TOKENS);
+			const bearer = new Set([...settings.LOOKUP_TOKENS, ...admin]);
+			if (settings.CALLBACK_TOKENS.some((token) => bearer.has(token))) {
+				ctx.addIssue({
+					code: "custom",
+					path: ["CALLBACK_TOKENS"],
+					input: "(secret)",
+					message: "must not repeat a token of LOOKUP_TOKENS or ADMIN_TOKENS",
+				});
+			}
+			if (settings.LOOKUP_TOKENS.some((token) => admin.has(token))) {
+				ctx.addIssue({
+					code: "custom",
+					path: ["LOOKUP_TOKENS"],
+					input: "(secret)",
+					message: "must not repeat a token of ADMIN_TOKENS",
+				});
+			}
 			// Soft-bounce runs are read from stored events: they must still be there.
 			if (settings.SOFT_BOUNCE_WINDOW_DAYS > settings.EVENT_RETENTION_DAYS) {
 				ctx.addIssue({

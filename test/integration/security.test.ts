@@ -59,6 +59,39 @@ describe("every /v1 route but the callback needs a token of the right role", () 
 		},
 	);
 
+	it("a token set in two lists is a bad setting, never a token of both roles", async () => {
+		const shared = "shared-token-0000000001";
+		const withTokens = (secrets: Record<string, string>) => ({ ...env, ...secrets }) as Env;
+		for (const [testEnv, path, method] of [
+			// The callback token would read the events...
+			[withTokens({ CALLBACK_TOKENS: shared, LOOKUP_TOKENS: shared }), "/v1/events", "GET"],
+			// ...or, also an admin token, erase an address.
+			[
+				withTokens({ CALLBACK_TOKENS: `${tokens.callback},${shared}`, ADMIN_TOKENS: shared }),
+				"/v1/addresses/someone%40example.com",
+				"DELETE",
+			],
+			// A lookup token that is also an admin token would write.
+			[
+				withTokens({ LOOKUP_TOKENS: `${tokens.lookup},${shared}`, ADMIN_TOKENS: shared }),
+				"/v1/suppressions/someone%40example.com",
+				"PUT",
+			],
+		] as const) {
+			const response = await call(
+				path,
+				{ method, headers: { authorization: `Bearer ${shared}` } },
+				testEnv,
+			);
+			expect(response.status, `${method} ${path}`).toBe(503);
+			const { error } = (await response.json()) as { error: { code: string; message: string } };
+			expect(error.code).toBe("not_configured");
+			expect(error.message).not.toContain(shared);
+		}
+		const callbackEnv = withTokens({ CALLBACK_TOKENS: shared, ADMIN_TOKENS: shared });
+		expect((await postCallback({}, { token: shared, env: callbackEnv })).status).toBe(503);
+	});
+
 	it.each(protectedRoutes.filter(isWrite).map((route) => [route.method, route.path, route]))(
 		"%s %s refuses a lookup token with 403",
 		async (_method, _path, route) => {
