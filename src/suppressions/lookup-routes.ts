@@ -143,26 +143,32 @@ export async function checkRoute(request: RouteRequest & Request, env: Env): Pro
 		return { email, normalized, invalid };
 	});
 	const entries = await entriesOfMany(env, [...unique], at, request.requestId);
+	// Each address is decided once, however often the list repeats it: its entries may be many
+	// (one per sender domain it unsubscribed from), and deciding them again for each of a
+	// thousand copies of it cost most of a second.
+	const decided = new Map<string, { suppressed: boolean; lists: string[] }>();
+	for (const [email, stored] of entries) {
+		const found = lookupResult(email, stored, at, body.fromDomain);
+		decided.set(email, {
+			suppressed: found.suppressed,
+			lists: [...new Set(found.entries.map((entry) => entry.list))],
+		});
+	}
 	const counts = { deliverableCount: 0, suppressedCount: 0, invalidCount: 0 };
 	const results = items.map((item) => {
 		if (item.invalid) {
 			counts.invalidCount++;
 			return { email: item.email, normalized: item.normalized, invalid: true, deliverable: false };
 		}
-		const stored = entries.get(item.normalized);
-		const found = stored
-			? lookupResult(item.normalized, stored, at, body.fromDomain)
-			: { suppressed: false, entries: [] };
+		const found = decided.get(item.normalized) ?? { suppressed: false, lists: [] };
 		if (found.suppressed) counts.suppressedCount++;
 		else counts.deliverableCount++;
-		const lists =
-			found.entries.length === 0 ? [] : [...new Set(found.entries.map((entry) => entry.list))];
 		return {
 			email: item.email,
 			normalized: item.normalized,
 			deliverable: !found.suppressed,
 			suppressed: found.suppressed,
-			lists,
+			lists: found.lists,
 		};
 	});
 	return json({ results, ...counts });
