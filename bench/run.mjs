@@ -7,11 +7,12 @@
 //   check1000  one POST /v1/suppressions/check of 1000 addresses vs ten parallel 100-key KV gets
 //   bundle     `wrangler deploy --dry-run` upload size
 //   startup    `wrangler check startup` profile window vs a trivial Worker
-//   perEvent   D1 round trips, statements, rows written, KV writes and validation CPU per event,
-//              from bench/instrumented.ts (the Worker with counting bindings); also printed: the
-//              same counts for every event kind, after 5000 more stored events, for a soft
-//              bounce to an address with 1000 before it, and for the retention cron's deletions,
-//              and the D1 bytes per stored event (docs/scaling.md)
+//   perEvent   D1 round trips, statements, rows written, KV writes, and the CPU of reading a
+//              one-event body (UTF-8, JSON, validation, normalisation), from bench/instrumented.ts
+//              (the Worker with counting bindings); also printed: the same counts for every event
+//              kind, after 5000 more stored events, for a soft bounce to an address with 1000
+//              before it, and for the retention cron's deletions, and the D1 bytes per stored
+//              event (docs/scaling.md)
 //
 // Servers run through bench/serve.mjs (wrangler's programmatic API, inspector off; see there why);
 // `npm run bench -- --cli` runs them with `wrangler dev` instead. `npm run bench -- --entry
