@@ -15,6 +15,7 @@ import { clearPending, queuePending, readPending } from "../suppressions/transfe
 export interface ReconcileResult {
 	/** Soft-bounce entries decided again that a callback left queued. */
 	rechecked: number;
+	/** Entries retired (an address may have several). */
 	expired: number;
 	checked: number;
 	fixed: number;
@@ -98,7 +99,7 @@ export async function reconcile(
 		addresses = await listAddresses(env.DB, state.d1, batchSize);
 		state.d1 = addresses.length < batchSize ? true : (addresses[addresses.length - 1] ?? true);
 	}
-	const toCheck = [...new Set([...rechecked, ...retired, ...addresses])];
+	const toCheck = [...new Set([...rechecked, ...retired.emails, ...addresses])];
 	const repaired = await repairKeys(env, toCheck, now, budget);
 	// Addresses the budget left unchecked wait in the queue, due at once; those whose write failed
 	// wait behind the others.
@@ -128,7 +129,7 @@ export async function reconcile(
 	const done =
 		swept &&
 		queued.length < batchSize &&
-		retired.length < batchSize &&
+		retired.entries < batchSize &&
 		drained.checked < batchSize &&
 		!drained.more &&
 		deferred.length === 0;
@@ -136,7 +137,7 @@ export async function reconcile(
 	await writeCronState(env.DB, STATE, JSON.stringify(next)).run();
 	return {
 		rechecked: queued.length,
-		expired: retired.length,
+		expired: retired.entries,
 		checked: drained.checked + repaired.checked + listedCount,
 		fixed,
 		done,

@@ -1,9 +1,14 @@
 /**
  * Retires at most `limit` entries that expired by `now`, in one transaction: each one that ran
  * out on its own is recorded as expired by the cron, at its expiry (one withdrawn by a delivery
- * already has its history), then the rows are deleted. Returns the addresses concerned.
+ * already has its history), then the rows are deleted. Returns how many entries it retired (the
+ * limit counts entries, and an address may have several) and the addresses concerned.
  */
-export async function retireExpired(db: D1Database, now: number, limit: number): Promise<string[]> {
+export async function retireExpired(
+	db: D1Database,
+	now: number,
+	limit: number,
+): Promise<{ entries: number; emails: string[] }> {
 	const due = `(email, list, scope, origin) IN (SELECT email, list, scope, origin FROM suppressions
 		WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)`;
 	const [, deleted] = await db.batch([
@@ -17,7 +22,7 @@ export async function retireExpired(db: D1Database, now: number, limit: number):
 		db.prepare(`DELETE FROM suppressions WHERE ${due} RETURNING email`).bind(now, limit),
 	]);
 	const rows = (deleted?.results ?? []) as Array<{ email: string }>;
-	return [...new Set(rows.map((row) => row.email))];
+	return { entries: rows.length, emails: [...new Set(rows.map((row) => row.email))] };
 }
 
 /** Up to `limit` distinct addresses that have entries, in order after `after`. */

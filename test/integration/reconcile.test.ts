@@ -124,6 +124,22 @@ describe("the reconcile cron", () => {
 		expect(await countRows("suppressions")).toBe(0);
 	});
 
+	it("counts entries, not addresses, against RECONCILE_BATCH_SIZE: not done while expired entries remain", async () => {
+		const at = Math.floor(Date.now() / 1000) + 120;
+		// Ties are retired in address order: a-two's two entries take the whole batch of 2, and
+		// b-one's waits for the next run.
+		await putSuppression("a-two@example.com", { list: "manual", expiresAt: at });
+		await putSuppression("a-two@example.com", { list: "unsubscribe", expiresAt: at });
+		await putSuppression("b-one@example.com", { expiresAt: at });
+		await parkSweeps();
+		await env.DB.prepare("DELETE FROM edge_pending").run();
+		const small = { ...env, RECONCILE_BATCH_SIZE: "2" };
+		expect(await cron((at + 60) * 1000, small)).toMatchObject({ expired: 2, done: false });
+		expect(await countRows("suppressions")).toBe(1);
+		expect(await cron((at + 360) * 1000, small)).toMatchObject({ expired: 1 });
+		expect(await countRows("suppressions")).toBe(0);
+	});
+
 	it("deletes a withdrawn soft-bounce entry without a second history line", async () => {
 		const t = daysAgo(2);
 		const soft = (at: number) => ({
