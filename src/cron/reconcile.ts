@@ -113,14 +113,24 @@ export async function reconcile(
 	// A listing costs one operation and each orphan it finds one more.
 	const listLimit = Math.min(batchSize, 1000, budget.left - 1);
 	if (state.kv !== true && listLimit > 0) {
+		const cursor = state.kv;
 		const listed = await env.SUPPRESSIONS.list<{ email?: string }>({
 			limit: listLimit,
-			...(state.kv ? { cursor: state.kv } : {}),
+			...(cursor ? { cursor } : {}),
+		}).catch((error: unknown) => {
+			// A saved cursor that KV no longer takes would fail every run here, before the state is
+			// saved, and the sweep would never move again: it starts over at the first key instead.
+			// Without a cursor the failure is KV's own, and the run fails as it would.
+			if (!cursor) throw error;
+			log("warn", "KV sweep cursor refused, starting the sweep over", { error: String(error) });
+			return null;
 		});
 		budget.left -= 1;
-		fixed += await deleteOrphans(env, listed.keys, now);
-		listedCount = listed.keys.length;
-		state.kv = listed.list_complete ? true : listed.cursor;
+		if (listed) {
+			fixed += await deleteOrphans(env, listed.keys, now);
+			listedCount = listed.keys.length;
+			state.kv = listed.list_complete ? true : listed.cursor;
+		} else state.kv = "";
 	}
 
 	// A cycle whose sweeps reached their end starts again at once, whatever the queues hold, so a

@@ -588,3 +588,50 @@ describe("the reconcile cron", () => {
 		expect((await lookup("d@example.com")).suppressed).toBe(true);
 	});
 });
+
+describe("the KV sweep's saved cursor", () => {
+	it("is dropped when KV refuses it, the sweep starting over instead of every run failing", async () => {
+		// Keys without entries, more than one run lists: each run deletes the ones it lists.
+		for (let i = 0; i < 6; i++) await env.SUPPRESSIONS.put(`s:orphan${i}@example.com`, "[]");
+		const small = { ...env, RECONCILE_BATCH_SIZE: "2" };
+		await cron(Date.now(), small);
+		const saved = async () =>
+			JSON.parse(
+				((await env.DB.prepare("SELECT value FROM cron_state WHERE name = 'reconcile'").first(
+					"value",
+				)) as string) ?? "{}",
+			).kv;
+		expect(await saved()).toMatch(/./);
+		// KV no longer takes the cursor (an expired one, say): a run must still save its state.
+		const refusing = new Proxy(env.SUPPRESSIONS, {
+			get(target, property) {
+				if (property === "list") {
+					return (options?: KVNamespaceListOptions) =>
+						options?.cursor
+							? Promise.reject(new Error("KV list failed: invalid cursor"))
+							: target.list(options);
+				}
+				const value = Reflect.get(target, property);
+				return typeof value === "function" ? value.bind(target) : value;
+			},
+		});
+		await cron(Date.now(), { ...small, SUPPRESSIONS: refusing });
+		expect(await saved()).toBe("");
+		let runs = 0;
+		while (!(await cron(Date.now(), small)).done) expect(++runs).toBeLessThan(10);
+		expect((await env.SUPPRESSIONS.list({ prefix: "s:orphan" })).keys).toEqual([]);
+	});
+
+	it("still fails the run when listing fails without one", async () => {
+		const failing = new Proxy(env.SUPPRESSIONS, {
+			get(target, property) {
+				if (property === "list") return () => Promise.reject(new Error("KV is down"));
+				const value = Reflect.get(target, property);
+				return typeof value === "function" ? value.bind(target) : value;
+			},
+		});
+		await expect(runCron(Date.now(), { ...env, SUPPRESSIONS: failing })).rejects.toThrow(
+			"KV is down",
+		);
+	});
+});
