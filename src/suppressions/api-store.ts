@@ -74,6 +74,9 @@ export async function putEntry(
 			VALUES (?1, ?2, ?3, 'api', ?4, 0, ?5, ?5, ?6, ?4)
 			ON CONFLICT (email, list, scope, origin) DO UPDATE SET
 				reason = excluded.reason, expires_at = excluded.expires_at,
+				-- An entry that has expired is gone even before the cron retires it: this is a new one.
+				created_at = iif(suppressions.expires_at <= excluded.updated_at, excluded.created_at,
+					suppressions.created_at),
 				updated_at = excluded.updated_at, change_note = excluded.change_note
 			WHERE suppressions.reason IS NOT excluded.reason
 				OR suppressions.expires_at IS NOT excluded.expires_at

@@ -46,8 +46,13 @@ export function applyEvidence(
 					AND (e.value ->> 'expiresAt' IS NULL OR e.value ->> 'expiresAt' > ?2)
 				GROUP BY 1, 2, 3
 			) WHERE true
+			-- An entry that has expired (the cron has not retired it yet) is gone: the evidence makes
+			-- a new one, as it would once the cron had deleted the row.
 			ON CONFLICT (email, list, scope, origin) DO UPDATE SET
-				event_count = suppressions.event_count + excluded.event_count,
+				event_count = iif(suppressions.expires_at <= excluded.updated_at, excluded.event_count,
+					suppressions.event_count + excluded.event_count),
+				created_at = iif(suppressions.expires_at <= excluded.updated_at, excluded.created_at,
+					suppressions.created_at),
 				reason = iif(${NEWER}, excluded.reason, suppressions.reason),
 				bulk_id = iif(${NEWER}, excluded.bulk_id, suppressions.bulk_id),
 				expires_at = iif(${NEWER}, excluded.expires_at, suppressions.expires_at),
@@ -145,6 +150,9 @@ export function recomputeSoftBounces(
 				bulk_id = iif(excluded.event_id IS NULL, suppressions.bulk_id, excluded.bulk_id),
 				event_id = coalesce(excluded.event_id, suppressions.event_id),
 				expires_at = excluded.expires_at,
+				-- A run that follows an expired (or withdrawn) row makes a new entry.
+				created_at = iif(suppressions.expires_at <= excluded.updated_at, excluded.created_at,
+					suppressions.created_at),
 				updated_at = excluded.updated_at,
 				change_event_id = excluded.change_event_id,
 				change_note = excluded.change_note

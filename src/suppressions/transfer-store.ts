@@ -27,7 +27,8 @@ export const IMPORT_CHUNK_BYTES = 1_000_000;
 // address, list and scope (the export shows single-event and soft-bounce entries alike as "event"),
 // unless the line is one of an exported pair (`exact`); a field the line does not carry keeps the
 // stored entry's value. A line that changes an entry without carrying `updatedAt` (or carrying
-// the stored one) updates it now (?2).
+// the stored one) updates it now (?2). A stored entry that has expired (the cron has not retired
+// it yet) is gone: the line makes a new entry, as it would once the cron had deleted the row.
 const UPSERT_IMPORTED = `WITH lines AS (
 	SELECT value AS line, value ->> 'email' AS email, value ->> 'list' AS list,
 		value ->> 'scope' AS scope,
@@ -48,6 +49,7 @@ SELECT l.email, l.list, l.scope, l.origin, l.line ->> 'reason',
 	l.line ->> 'expiresAt', 'imported'
 FROM lines AS l LEFT JOIN suppressions AS s
 	ON s.email = l.email AND s.list = l.list AND s.scope = l.scope AND s.origin = l.origin
+		AND (s.expires_at IS NULL OR s.expires_at > ?2)
 WHERE true
 ON CONFLICT (email, list, scope, origin) DO UPDATE SET
 	reason = excluded.reason, event_count = excluded.event_count,

@@ -786,3 +786,77 @@ describe("roles and settings", () => {
 		expect(((await response.json()) as ErrorBody).error.message).toContain("SOFT_BOUNCE_LIMIT");
 	});
 });
+
+describe("an entry that expired and comes back before the cron retires it", () => {
+	// An expired entry is gone (the lookup no longer shows it, its history says `expired`); one
+	// that comes back is added anew, the same entry whether or not the cron retired the old row.
+	const policyEnv = { ...env, HARD_BOUNCE_SUPPRESS_DAYS: "1" } as Env;
+	const email = "back@example.com";
+	const t = Math.floor(Date.now() / 1000);
+	const later = t + 15 * 86_400;
+	const iso = (seconds: number) => new Date(seconds * 1000).toISOString().replace(/\.\d+Z$/, "Z");
+	const hard = (timestamp: number, reason: string) =>
+		postCallback(
+			{ event: "bounce", bounceType: "hard_bounce", email, timestamp, reason },
+			{ env: policyEnv },
+		);
+	const softRun = (end: number) =>
+		postCallback(
+			[end - 200, end - 100, end].map((timestamp) => ({
+				event: "bounce",
+				bounceType: "soft_bounce",
+				email,
+				timestamp,
+				reason: `soft ${timestamp}`,
+			})),
+			{ env: policyEnv },
+		);
+	const put = (expiresAt: number) =>
+		send("PUT", `/v1/suppressions/${email}`, {
+			body: { reason: "asked", expiresAt },
+			env: policyEnv,
+		});
+	const importCsv = () =>
+		call(
+			"/v1/suppressions/import",
+			{
+				method: "POST",
+				headers: { authorization: `Bearer ${tokens.admin}`, "content-type": "text/csv" },
+				body: `email,list,scope,reason,source,created_at,updated_at,expires_at\n${email},bounce,*,kept,event,,,${iso(later + 86_400)}\n`,
+			},
+			policyEnv,
+		);
+
+	async function broughtBack(
+		retired: boolean,
+		first: () => Promise<Response>,
+		again: () => Promise<Response>,
+	) {
+		await resetDatabase();
+		vi.useFakeTimers({ toFake: ["Date"] });
+		try {
+			vi.setSystemTime(t * 1000);
+			expect((await first()).status).toBe(200);
+			vi.setSystemTime(later * 1000);
+			if (retired) await runCron(later * 1000, policyEnv);
+			expect((await again()).status).toBe(200);
+			const { entries } = await lookup(email, "?consistent=true", policyEnv);
+			expect(await lookup(email, "", policyEnv)).toEqual({ email, suppressed: true, entries });
+			return entries;
+		} finally {
+			vi.useRealTimers();
+		}
+	}
+
+	it.each([
+		["a later hard bounce", () => hard(t - 10, "first"), () => hard(later - 10, "second")],
+		["a later run of soft bounces", () => softRun(t - 10), () => softRun(later - 10)],
+		["a PUT", () => put(t + 60), () => put(later + 86_400)],
+		["an import", () => hard(t - 10, "first"), importCsv],
+	])("by %s is the same new entry as after the cron", async (_name, first, again) => {
+		const kept = await broughtBack(false, first, again);
+		const retired = await broughtBack(true, first, again);
+		expect(retired).toEqual([expect.objectContaining({ createdAt: iso(later) })]);
+		expect(kept).toEqual(retired);
+	});
+});
