@@ -36,7 +36,8 @@ const UPSERT_IMPORTED = `WITH lines AS (
 			coalesce((SELECT s.origin FROM suppressions AS s
 				WHERE s.email = value ->> 'email' AND s.list = value ->> 'list'
 					AND s.scope = value ->> 'scope' AND s.origin IN ('event', 'soft')
-				ORDER BY s.origin LIMIT 1), 'event')) AS origin
+				-- The entry the export showed: a row that has expired is gone, even unretired.
+				ORDER BY s.expires_at IS NOT NULL AND s.expires_at <= ?2, s.origin LIMIT 1), 'event')) AS origin
 	FROM json_each(?1)
 )
 INSERT INTO suppressions (email, list, scope, origin, reason, event_count, last_event_at, bulk_id,

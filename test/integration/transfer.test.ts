@@ -1,5 +1,5 @@
 import { env } from "cloudflare:workers";
-import { beforeEach, describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it, vi } from "vitest";
 import { KV_WRITE_SETTLE_SECONDS } from "../../src/cron/reconcile";
 import {
 	call,
@@ -239,6 +239,39 @@ describe("export then import into the same database", () => {
 		expect(await allEntries()).toEqual(before);
 		expect(await countRows("suppression_history")).toBe(history);
 	});
+
+	it.each(["csv", "ndjson"])(
+		"changes nothing when a live soft-bounce entry sits beside an expired single-event one (%s)",
+		async (format) => {
+			// The hard bounce's entry has run out, and the cron has not retired it yet: the export
+			// shows the soft-bounce entry alone, and its line goes back to that entry.
+			const policyEnv = { ...env, HARD_BOUNCE_SUPPRESS_DAYS: "1" } as Env;
+			const email = "both@example.com";
+			const t = Math.floor(Date.now() / 1000);
+			vi.useFakeTimers({ toFake: ["Date"] });
+			try {
+				vi.setSystemTime(t * 1000);
+				const hard = { event: "bounce", bounceType: "hard_bounce", email, timestamp: t - 10 };
+				expect((await postCallback(hard, { env: policyEnv })).status).toBe(200);
+				vi.setSystemTime((t + 2 * 86_400) * 1000);
+				const soft = [3, 2, 1].map((i) => ({
+					event: "bounce",
+					bounceType: "soft_bounce",
+					email,
+					timestamp: t + 2 * 86_400 - 100 * i,
+				}));
+				expect((await postCallback(soft, { env: policyEnv })).status).toBe(200);
+				const before = await allEntries();
+				expect(before).toEqual([expect.objectContaining({ email, eventCount: 3 })]);
+				const { text } = await exportText(`?format=${format}`);
+				const type = format === "csv" ? "text/csv" : "application/x-ndjson";
+				expect(await imported(text, type)).toEqual({ imported: 0, unchanged: 1, failed: [] });
+				expect(await allEntries()).toEqual(before);
+			} finally {
+				vi.useRealTimers();
+			}
+		},
+	);
 
 	it("sets the event fields an NDJSON line does carry, null included", async () => {
 		await seed();
