@@ -102,7 +102,8 @@ function records(bytes: Uint8Array, format: "csv" | "ndjson") {
 
 /**
  * Reads an import body into entries to write and per-line failures. A line fails alone: bad
- * fields, an entry already expired, an `updatedAt` in the future, or the same address, list, scope
+ * fields, an entry already expired, an `updatedAt` or `createdAt` in the future, or the same
+ * address, list, scope
  * and source as an earlier line
  * (except a second `event` line for `bounce` and `*`: the export writes an address's single-event
  * and soft-bounce entries for every sender as two such lines, in that order).
@@ -143,6 +144,8 @@ export function readImport(bytes: Uint8Array, format: "csv" | "ndjson", now: num
 		} else if (entry.updatedAt !== undefined && entry.updatedAt > now) {
 			// An export's times are never ahead of the import: the history dates changes by them.
 			failed.push({ line, message: "updatedAt is in the future" });
+		} else if (entry.createdAt !== undefined && entry.createdAt > now) {
+			failed.push({ line, message: "createdAt is in the future" });
 		} else {
 			const imported: ImportedEntry = {
 				email: entry.email,

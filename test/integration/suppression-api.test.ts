@@ -748,6 +748,25 @@ describe("DELETE /v1/suppressions/{email}", () => {
 		});
 	});
 
+	it("refuses an imported line created in the future", async () => {
+		const now = Math.floor(Date.now() / 1000);
+		const line = (email: string, createdAt: number) =>
+			JSON.stringify({ email, list: "manual", scope: "*", createdAt });
+		const response = await call("/v1/suppressions/import", {
+			method: "POST",
+			headers: { authorization: `Bearer ${tokens.admin}`, "content-type": "application/x-ndjson" },
+			body: [line("born-later@example.com", now + 1000), line("born@example.com", now - 100)].join(
+				"\n",
+			),
+		});
+		expect(await response.json()).toEqual({
+			imported: 1,
+			unchanged: 0,
+			failed: [{ line: 1, message: "createdAt is in the future" }],
+		});
+		expect(await entriesOf("born-later@example.com")).toEqual([]);
+	});
+
 	it("updates KV", async () => {
 		await send("DELETE", "/v1/suppressions/spam%40example.com");
 		expect(await env.SUPPRESSIONS.get("s:spam@example.com")).toBeNull();
