@@ -180,17 +180,20 @@ const ALL_EVENTS = 2_147_483_647;
 /**
  * Erases an address: its events always; with `suppressions`, also its entries, removals and
  * history (so nothing of it is left but aggregate rollups, and the queue entry by which the next
- * reconcile run makes sure its KV key is gone). Returns the counts deleted.
+ * reconcile run makes sure its KV key is gone). Returns the events deleted and the entries that
+ * still applied at `now` (as a removal counts them: an expired row the cron has not retired yet is
+ * deleted too, but no longer was an entry).
  */
 export async function eraseAddress(
 	db: D1Database,
 	email: string,
 	suppressions: boolean,
+	now: number,
 ): Promise<{ events: number; entries: number }> {
 	const deleteEvents = db.prepare("DELETE FROM events WHERE email = ?").bind(email);
 	// Counted by what it returns: meta.changes would count the rows its trigger queues too.
 	const deleteEntries = db
-		.prepare("DELETE FROM suppressions WHERE email = ? RETURNING email")
+		.prepare("DELETE FROM suppressions WHERE email = ? RETURNING expires_at AS expiresAt")
 		.bind(email);
 	const statements = [
 		// The rollups count the events first: they outlive the erasure (they hold no address).
@@ -210,8 +213,9 @@ export async function eraseAddress(
 	const results = await db.batch(statements);
 	const changes = (statement: D1PreparedStatement) =>
 		results[statements.indexOf(statement)]?.meta.changes ?? 0;
-	const entries = suppressions
-		? (results[statements.indexOf(deleteEntries)]?.results.length ?? 0)
-		: 0;
+	const deleted = (results[statements.indexOf(deleteEntries)]?.results ?? []) as Array<{
+		expiresAt: number | null;
+	}>;
+	const entries = deleted.filter((row) => row.expiresAt === null || row.expiresAt > now).length;
 	return { events: changes(deleteEvents), entries };
 }

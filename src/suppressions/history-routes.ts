@@ -37,9 +37,9 @@ export async function eraseRoute(
 ): Promise<Response> {
 	const email = emailFromPath(request.params.email, emailProblem);
 	const withSuppressions = parseQuery(eraseQuery, request.query).suppressions === "true";
-	const erased = await eraseAddress(env.DB, email, withSuppressions);
-	if (withSuppressions)
-		ctx.waitUntil(syncEdge(env, [email], Math.floor(Date.now() / 1000), request.requestId));
+	const at = Math.floor(Date.now() / 1000);
+	const erased = await eraseAddress(env.DB, email, withSuppressions, at);
+	if (withSuppressions) ctx.waitUntil(syncEdge(env, [email], at, request.requestId));
 	return json({
 		email,
 		eventsDeleted: erased.events,

@@ -413,6 +413,25 @@ describe("DELETE /v1/addresses/{email}", () => {
 		expect(await countRows("suppression_history")).toBe(0);
 	});
 
+	it("with suppressions=true counts the entries that still applied, as a removal does", async () => {
+		// A manual entry that has run out and waits for the cron: erased, but no longer an entry.
+		const now = Math.floor(Date.now() / 1000);
+		await env.DB.prepare(
+			`INSERT INTO suppressions (email, list, scope, origin, event_count, created_at, updated_at,
+				expires_at) VALUES ('gone@example.com', 'manual', '*', 'api', 0, ?1, ?1, ?2)`,
+		)
+			.bind(now - 120, now - 60)
+			.run();
+		expect((await lookup("gone@example.com", "?consistent=true")).entries).toHaveLength(1);
+		const response = await admin("DELETE", "/v1/addresses/gone%40example.com?suppressions=true");
+		expect(await response.json()).toEqual({
+			email: "gone@example.com",
+			eventsDeleted: 2,
+			suppressionsDeleted: 1,
+		});
+		expect(await countRows("suppressions")).toBe(0);
+	});
+
 	it("with suppressions=true leaves no recorded removal of the address either", async () => {
 		await admin("DELETE", "/v1/suppressions/gone%40example.com");
 		expect(await countRows("suppression_removals")).toBeGreaterThan(0);
