@@ -106,7 +106,8 @@ function records(bytes: Uint8Array, format: "csv" | "ndjson") {
  * address, list, scope
  * and source as an earlier line
  * (except a second `event` line for `bounce` and `*`: the export writes an address's single-event
- * and soft-bounce entries for every sender as two such lines, in that order).
+ * and soft-bounce entries for every sender as two such lines, in that order; of two such lines,
+ * one that never expires is the single-event entry, whichever comes first).
  *
  * @throws ApiError 400 when the body as a whole cannot be read
  */
@@ -163,8 +164,13 @@ export function readImport(bytes: Uint8Array, format: "csv" | "ndjson", now: num
 			if (earlier !== undefined) {
 				earlier.entry.exact = true;
 				earlier.paired = true;
-				imported.origin = "soft";
 				imported.exact = true;
+				// The export writes the single-event entry first, but a soft-bounce entry always
+				// expires: a pair whose first line expires and whose second never does (a file
+				// sorted by hand) goes back the other way round, never a hard bounce into the soft
+				// entry, whose next run would give it an expiry.
+				const reversed = earlier.entry.expiresAt !== null && imported.expiresAt === null;
+				(reversed ? earlier.entry : imported).origin = "soft";
 			} else {
 				seen.set(key, { line, entry: imported, paired: false });
 			}

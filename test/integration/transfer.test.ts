@@ -273,6 +273,43 @@ describe("export then import into the same database", () => {
 		},
 	);
 
+	it.each(["csv", "ndjson"])(
+		"changes nothing when the file lists a soft-bounce entry before the hard bounce's (%s)",
+		async (format) => {
+			const now = Math.floor(Date.now() / 1000);
+			const email = "sorted@example.com";
+			await postCallback(
+				[300, 200, 100].map((ago) => ({
+					event: "bounce",
+					bounceType: "soft_bounce",
+					email,
+					timestamp: now - ago,
+					reason: `soft ${ago}`,
+				})),
+			);
+			await postCallback({
+				event: "bounce",
+				bounceType: "hard_bounce",
+				email,
+				timestamp: now - 50,
+				reason: "hard",
+			});
+			const before = await allEntries();
+			expect(before).toHaveLength(2);
+			const { text } = await exportText(`?format=${format}`);
+			// Sorted by expiry, as a spreadsheet would: the soft-bounce line first.
+			const lines = text.split(/\r?\n/).filter((line) => line !== "");
+			const sorted = format === "csv" ? [lines[0], lines[2], lines[1]] : [lines[1], lines[0]];
+			const type = format === "csv" ? "text/csv" : "application/x-ndjson";
+			expect(await imported(`${sorted.join("\n")}\n`, type)).toEqual({
+				imported: 0,
+				unchanged: 2,
+				failed: [],
+			});
+			expect(await allEntries()).toEqual(before);
+		},
+	);
+
 	it("sets the event fields an NDJSON line does carry, null included", async () => {
 		await seed();
 		const line = {
