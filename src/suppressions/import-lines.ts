@@ -103,11 +103,10 @@ function records(bytes: Uint8Array, format: "csv" | "ndjson") {
 /**
  * Reads an import body into entries to write and per-line failures. A line fails alone: bad
  * fields, an entry already expired, an `updatedAt` or `createdAt` in the future, or the same
- * address, list, scope
- * and source as an earlier line
- * (except a second `event` line for `bounce` and `*`: the export writes an address's single-event
- * and soft-bounce entries for every sender as two such lines, in that order; of two such lines,
- * one that never expires is the single-event entry, whichever comes first).
+ * address, list, scope and source as an earlier line (except a second `event` line for `bounce`
+ * and `*`: the export writes an address's single-event and soft-bounce entries for every sender
+ * as two such lines, in that order; of two such lines, one that never expires is the single-event
+ * entry, whichever comes first).
  *
  * @throws ApiError 400 when the body as a whole cannot be read
  */
