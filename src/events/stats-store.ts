@@ -74,11 +74,13 @@ export async function readRollups(
 	toDay: number,
 	fromDomain?: string,
 ): Promise<RollupRow[]> {
+	// One domain's rollups are read by daily_stats_by_domain (migration 0013), not by the day
+	// range of every domain's.
 	const { results } = await db
 		.prepare(
 			`SELECT day, event, bounce_type AS bounceType, sum(count) AS count FROM (
 				SELECT day, from_domain, event, bounce_type, count FROM daily_stats
-				WHERE day >= ?1 AND day < ?2
+				WHERE day >= ?1 AND day < ?2${fromDomain === undefined ? "" : " AND from_domain = ?3"}
 				UNION ALL
 				SELECT ${KEY}, 1 AS count FROM events WHERE seq > ${MARK}
 			)

@@ -30,6 +30,8 @@ const MIGRATIONS: Record<string, string> = {
 		"455a98d5265222e3597ef6bbe37c48058c8105408dd8c1ada392286035d025ba",
 	"0012_record_expiry_before_an_entry_comes_back.sql":
 		"786d89a2292139cc5da4aa74d09f29d406c0e920973e4d9c339b852435468b21",
+	"0013_read_one_sender_domains_stats_by_index.sql":
+		"b00761a76cda3ca8ec7d8848c376787a39ccd363519638b10b45ea693cd47d0d",
 };
 
 // Every file of migrations/, by its name, as text.
