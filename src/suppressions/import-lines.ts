@@ -102,11 +102,11 @@ function records(bytes: Uint8Array, format: "csv" | "ndjson") {
 
 /**
  * Reads an import body into entries to write and per-line failures. A line fails alone: bad
- * fields, an entry already expired, an `updatedAt` or `createdAt` in the future, or the same
- * address, list, scope and source as an earlier line (except a second `event` line for `bounce`
- * and `*`: the export writes an address's single-event and soft-bounce entries for every sender
- * as two such lines, in that order; of two such lines, one that never expires is the single-event
- * entry, whichever comes first).
+ * fields, an entry already expired, an `updatedAt` or `createdAt` in the future, a `createdAt`
+ * after the `updatedAt`, or the same address, list, scope and source as an earlier line (except a
+ * second `event` line for `bounce` and `*`: the export writes an address's single-event and
+ * soft-bounce entries for every sender as two such lines, in that order; of two such lines, one
+ * that never expires is the single-event entry, whichever comes first).
  *
  * @throws ApiError 400 when the body as a whole cannot be read
  */
@@ -146,6 +146,13 @@ export function readImport(bytes: Uint8Array, format: "csv" | "ndjson", now: num
 			failed.push({ line, message: "updatedAt is in the future" });
 		} else if (entry.createdAt !== undefined && entry.createdAt > now) {
 			failed.push({ line, message: "createdAt is in the future" });
+		} else if (
+			entry.createdAt !== undefined &&
+			entry.updatedAt !== undefined &&
+			entry.createdAt > entry.updatedAt
+		) {
+			// No export writes it, and the history would date the entry's change before its birth.
+			failed.push({ line, message: "createdAt is after updatedAt" });
 		} else {
 			const imported: ImportedEntry = {
 				email: entry.email,

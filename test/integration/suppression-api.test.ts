@@ -767,6 +767,26 @@ describe("DELETE /v1/suppressions/{email}", () => {
 		expect(await entriesOf("born-later@example.com")).toEqual([]);
 	});
 
+	it("refuses an imported line created after its update", async () => {
+		const now = Math.floor(Date.now() / 1000);
+		const line = (email: string, createdAt: number, updatedAt: number) =>
+			JSON.stringify({ email, list: "manual", scope: "*", createdAt, updatedAt });
+		const response = await call("/v1/suppressions/import", {
+			method: "POST",
+			headers: { authorization: `Bearer ${tokens.admin}`, "content-type": "application/x-ndjson" },
+			body: [
+				line("born-after@example.com", now - 100, now - 200),
+				line("born-same@example.com", now - 100, now - 100),
+			].join("\n"),
+		});
+		expect(await response.json()).toEqual({
+			imported: 1,
+			unchanged: 0,
+			failed: [{ line: 1, message: "createdAt is after updatedAt" }],
+		});
+		expect(await entriesOf("born-after@example.com")).toEqual([]);
+	});
+
 	it("updates KV", async () => {
 		await send("DELETE", "/v1/suppressions/spam%40example.com");
 		expect(await env.SUPPRESSIONS.get("s:spam@example.com")).toBeNull();

@@ -416,14 +416,21 @@ describe("export then import, the awkward cases", () => {
 		["updatedAt", "2026-01-03T00:00:00Z"],
 		["expiresAt", "2099-01-01T00:00:00Z"],
 	])("a line that changes only %s updates the entry", async (field, value) => {
-		const now = Math.floor(Date.now() / 1000);
-		await postCallback({
-			event: "bounce",
-			bounceType: "hard_bounce",
-			email: "z@example.com",
-			timestamp: now - 60,
-			bulkId: "bulk-1",
-		});
+		// Made before the values above, so that none of them comes before the entry's creation.
+		const made = Date.parse("2026-01-02T00:00:00Z");
+		vi.useFakeTimers({ toFake: ["Date"] });
+		try {
+			vi.setSystemTime(made);
+			await postCallback({
+				event: "bounce",
+				bounceType: "hard_bounce",
+				email: "z@example.com",
+				timestamp: made / 1000 - 60,
+				bulkId: "bulk-1",
+			});
+		} finally {
+			vi.useRealTimers();
+		}
 		const { text } = await exportText("?format=ndjson");
 		const line = { ...(JSON.parse(text.trim()) as Record<string, unknown>), [field]: value };
 		expect(await imported(JSON.stringify(line), TYPES.ndjson)).toMatchObject({ imported: 1 });
