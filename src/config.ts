@@ -3,10 +3,18 @@ import { ApiError } from "./errors";
 
 const MIN_TOKEN_LENGTH = 16;
 
+/**
+ * A setting's text. A TOML number or boolean in wrangler.toml reaches the Worker as one, not as a
+ * string: the message says to quote it, and what the setting takes.
+ */
+function text(rule: string) {
+	return z.string({ error: `${rule}, given as a string (quoted in wrangler.toml)` });
+}
+
 /** A comma-separated list of secrets; several at once so a token can be rotated without downtime. */
 function tokenList(pattern: RegExp, charset: string) {
 	return z.pipe(
-		z._default(z.string(), ""),
+		z._default(text(`must be comma-separated tokens of ${charset}`), ""),
 		z.transform((raw, ctx) => {
 			const tokens = raw
 				.split(",")
@@ -30,7 +38,7 @@ function tokenList(pattern: RegExp, charset: string) {
 /** Comma-separated browser origins, each a scheme and a host. */
 function originList() {
 	return z.pipe(
-		z._default(z.string(), ""),
+		z._default(text("must be comma-separated origins such as https://app.example.com"), ""),
 		z.transform((raw, ctx) => {
 			const origins = raw
 				.split(",")
@@ -51,14 +59,18 @@ function originList() {
 	);
 }
 
-/** An integer setting given as a string var, with a default and bounds. */
+/** An integer setting given as a string var, with a default and bounds; a bad value says them. */
 function intSetting(fallback: number, min: number, max: number) {
+	const rule = `must be a whole number from ${min} to ${max}`;
 	return z.pipe(
-		z._default(z.string(), String(fallback)),
-		z.pipe(
-			z.transform((raw: string) => (/^\s*\d+\s*$/.test(raw) ? Number(raw) : Number.NaN)),
-			z.int().check(z.gte(min), z.lte(max)),
-		),
+		z._default(text(rule), String(fallback)),
+		z.transform((raw: string, ctx) => {
+			const value = /^\s*\d+\s*$/.test(raw) ? Number(raw) : Number.NaN;
+			// NaN fails both comparisons.
+			if (value >= min && value <= max) return value;
+			ctx.issues.push({ code: "custom", input: raw, message: rule });
+			return z.NEVER;
+		}),
 	);
 }
 
@@ -73,7 +85,10 @@ const settingsSchema = z
 		SOFT_BOUNCE_LIMIT: intSetting(3, 1, 100),
 		SOFT_BOUNCE_WINDOW_DAYS: intSetting(14, 1, 365),
 		SOFT_BOUNCE_SUPPRESS_DAYS: intSetting(14, 1, 36500),
-		UNSUBSCRIBE_SCOPE: z._default(z.enum(["domain", "global"]), "domain"),
+		UNSUBSCRIBE_SCOPE: z._default(
+			z.enum(["domain", "global"], { error: 'must be "domain" or "global"' }),
+			"domain",
+		),
 		RECONCILE_BATCH_SIZE: intSetting(500, 1, 5000),
 		EVENT_RETENTION_DAYS: intSetting(90, 1, 36500),
 		REJECTED_RETENTION_DAYS: intSetting(30, 1, 36500),

@@ -167,9 +167,19 @@ describe("loadSettings", () => {
 		const error = thrown(() => loadSettings({ MAX_EVENTS_PER_REQUEST: raw }));
 		expect(error.status).toBe(503);
 		expect(error.code).toBe("not_configured");
-		expect(
-			error.message.startsWith("Invalid setting MAX_EVENTS_PER_REQUEST (MAX_EVENTS_PER_REQUEST: "),
-		).toBe(true);
+		expect(error.message).toBe(
+			"Invalid setting MAX_EVENTS_PER_REQUEST (MAX_EVENTS_PER_REQUEST: must be a whole number from 1 to 1000)",
+		);
+	});
+
+	it("says what a setting takes when wrangler.toml gives it unquoted", () => {
+		// `MAX_EVENTS_PER_REQUEST = 100` in [vars] reaches the Worker as a number.
+		expect(thrown(() => loadSettings({ MAX_EVENTS_PER_REQUEST: 100 })).message).toBe(
+			"Invalid setting MAX_EVENTS_PER_REQUEST (MAX_EVENTS_PER_REQUEST: must be a whole number from 1 to 1000, given as a string (quoted in wrangler.toml))",
+		);
+		expect(thrown(() => loadSettings({ CORS_ORIGINS: true })).message).toBe(
+			"Invalid setting CORS_ORIGINS (CORS_ORIGINS: must be comma-separated origins such as https://app.example.com, given as a string (quoted in wrangler.toml))",
+		);
 	});
 
 	it("caches the settings per env object", () => {
@@ -246,6 +256,17 @@ describe("suppression policy settings", () => {
 		expect(error.status).toBe(503);
 		expect(error.code).toBe("not_configured");
 		expect(error.message).toContain(name);
+	});
+
+	it.each([
+		["SOFT_BOUNCE_LIMIT", "0", "must be a whole number from 1 to 100"],
+		["HARD_BOUNCE_SUPPRESS_DAYS", "36501", "must be a whole number from 0 to 36500"],
+		["RECONCILE_BATCH_SIZE", "5e2", "must be a whole number from 1 to 5000"],
+		["UNSUBSCRIBE_SCOPE", "Global", 'must be "domain" or "global"'],
+	])("a bad %s says what it takes", (name, value, rule) => {
+		expect(thrown(() => loadSettings({ [name]: value })).message).toBe(
+			`Invalid setting ${name} (${name}: ${rule})`,
+		);
 	});
 });
 
