@@ -35,24 +35,39 @@ function tokenList(pattern: RegExp, charset: string) {
 	);
 }
 
+/**
+ * An origin as a browser sends it in `Origin` (lower-case host, no default port, an IDN in
+ * punycode), which is compared as a string; null for anything that is not just a scheme, a host
+ * and a port. A wildcard, a path, a query or credentials would never equal a browser's origin.
+ */
+function parseOrigin(text: string): string | null {
+	if (!/^https?:\/\/[^/\\?#@*\s]+$/i.test(text)) return null;
+	try {
+		return new URL(text).origin;
+	} catch {
+		return null;
+	}
+}
+
 /** Comma-separated browser origins, each a scheme and a host. */
 function originList() {
 	return z.pipe(
 		z._default(text("must be comma-separated origins such as https://app.example.com"), ""),
 		z.transform((raw, ctx) => {
-			const origins = raw
-				.split(",")
-				.map((origin) => origin.trim())
-				.filter((origin) => origin !== "");
-			for (const origin of origins) {
-				if (!/^https?:\/\/[^/\s]+$/.test(origin)) {
+			const origins: string[] = [];
+			for (const text of raw.split(",")) {
+				if (text.trim() === "") continue;
+				const origin = parseOrigin(text.trim());
+				if (origin === null) {
 					ctx.issues.push({
 						code: "custom",
-						input: origin,
-						message: "each origin must look like https://app.example.com",
+						input: text,
+						message:
+							"each origin must look like https://app.example.com (a scheme, a host and a port if not the default; no path and no wildcard)",
 					});
 					return z.NEVER;
 				}
+				origins.push(origin);
 			}
 			return origins;
 		}),

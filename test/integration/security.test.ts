@@ -223,6 +223,30 @@ describe("headers", () => {
 		}
 	});
 
+	it("an origin written with capitals or its default port still matches the browser's", async () => {
+		const response = await call(
+			"/v1/events",
+			{
+				headers: { origin: "https://ops.example.com", authorization: `Bearer ${tokens.lookup}` },
+			},
+			{ ...env, CORS_ORIGINS: "https://Ops.Example.com:443" },
+		);
+		expect(response.status).toBe(200);
+		expect(response.headers.get("access-control-allow-origin")).toBe("https://ops.example.com");
+	});
+
+	it("a wildcard origin, which would never match, answers 503 naming CORS_ORIGINS", async () => {
+		const response = await call(
+			"/v1/events",
+			{ headers: { authorization: `Bearer ${tokens.lookup}` } },
+			{ ...env, CORS_ORIGINS: "https://*.example.com" },
+		);
+		expect(response.status).toBe(503);
+		expect(((await response.json()) as { error: { message: string } }).error.message).toContain(
+			"CORS_ORIGINS",
+		);
+	});
+
 	it("a bad CORS_ORIGINS leaves CORS off", async () => {
 		const origin = "https://app.example.com";
 		const response = await call(

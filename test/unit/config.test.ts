@@ -303,9 +303,29 @@ describe("retention settings", () => {
 			"https://app.example.com/",
 			"https://app.example.com/admin",
 			"app.example.com",
+			// None of these could ever equal the Origin a browser sends.
+			"https://*.example.com",
+			"https://app.example.com?x=1",
+			"https://app.example.com#top",
+			"https://user:pass@app.example.com",
+			"https://app.example.com\\admin",
+			"https://app.example.com:99999",
 		]) {
 			expect(thrown(() => loadSettings({ CORS_ORIGINS: bad })).message).toContain("CORS_ORIGINS");
 		}
+	});
+
+	it("reads each origin as a browser sends it: lower-case host, no default port, IDN in punycode", () => {
+		expect(
+			loadSettings({
+				CORS_ORIGINS:
+					"HTTPS://Ops.Example.COM:443, http://localhost:80, https://bücher.example:8443",
+			}).corsOrigins,
+		).toEqual([
+			"https://ops.example.com",
+			"http://localhost",
+			"https://xn--bcher-kva.example:8443",
+		]);
 	});
 
 	it("refuses a soft-bounce window longer than event retention", () => {
