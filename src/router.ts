@@ -62,8 +62,9 @@ function finish(answer: Response, request: AppRequest, env: Env): Response {
 	) {
 		return response;
 	}
-	// The route pattern, never the path: a callback path holds a secret.
-	log("info", "request", {
+	// The route pattern, never the path: a callback path holds a secret. A 5xx is the Worker's
+	// own failure (a bad setting, storage down): an error for the operator, whoever asked.
+	log(response.status >= 500 ? "error" : "info", "request", {
 		requestId: request.requestId,
 		method: request.method,
 		route: request.route ?? null,
@@ -74,10 +75,26 @@ function finish(answer: Response, request: AppRequest, env: Env): Response {
 	return response;
 }
 
+/**
+ * Answers a thrown value, and notes in the request's log line what went wrong: the error's code,
+ * and a 5xx's message, which says what to fix (a bad setting's name, never its value). A 4xx's
+ * message is left out: it may repeat what the caller sent, such as an address.
+ */
+function fail(error: unknown, request: IRequest): Response {
+	const app = request as AppRequest;
+	const answer = errorToResponse(error, String(app.requestId));
+	const noted =
+		error instanceof ApiError
+			? { code: error.code, ...(error.status >= 500 ? { error: error.message } : {}) }
+			: { code: "internal" };
+	app.logFields = { ...app.logFields, ...noted };
+	return answer;
+}
+
 /** The whole route table. */
 export const router = Router<AppRequest, Args>({
 	before: [start, answerPreflight],
-	catch: (error: unknown, request: IRequest) => errorToResponse(error, String(request.requestId)),
+	catch: fail,
 	finally: [finish],
 });
 
@@ -149,7 +166,7 @@ export function serve(request: Request, env: Env, ctx: ExecutionContext): Promis
 			"invalid_query",
 			`A request takes at most ${MAX_QUERY_PARAMETERS} query parameters`,
 		);
-		return Promise.resolve(finish(errorToResponse(error, app.requestId), app, env));
+		return Promise.resolve(finish(fail(error, app), app, env));
 	}
 	return router.fetch(request, env, ctx);
 }

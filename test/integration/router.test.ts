@@ -187,6 +187,37 @@ describe("routing and the error shape", () => {
 });
 
 describe("which requests log", () => {
+	it("a failed request's line says why: its code, and a 5xx's message at error level", async () => {
+		const lines: Record<string, unknown>[] = [];
+		for (const method of ["log", "warn", "error"] as const) {
+			vi.spyOn(console, method).mockImplementation((line: string) => {
+				lines.push(JSON.parse(line) as Record<string, unknown>);
+			});
+		}
+		// Every callback refused for a bad setting: Tencent sees only a 503, the operator this line.
+		const bad = { ...env, SOFT_BOUNCE_LIMIT: "0" } as Env;
+		const event = { event: "open", email: "why@example.com", timestamp: 1 };
+		expect((await postCallback(event, { env: bad })).status).toBe(503);
+		expect(lines).toEqual([
+			expect.objectContaining({
+				level: "error",
+				message: "request",
+				route: "/v1/callbacks/tencent/:token",
+				status: 503,
+				code: "not_configured",
+				error:
+					"Invalid setting SOFT_BOUNCE_LIMIT (SOFT_BOUNCE_LIMIT: must be a whole number from 1 to 100)",
+			}),
+		]);
+		lines.length = 0;
+		// A caller's mistake: its code, not its message, which may repeat what was sent.
+		expect((await getJson("/v1/suppressions/not-an-address")).status).toBe(400);
+		expect(lines).toHaveLength(1);
+		expect(lines[0]).toMatchObject({ level: "info", status: 400, code: "invalid_email" });
+		expect(lines[0]).not.toHaveProperty("error");
+		expect(JSON.stringify(lines)).not.toContain("not-an-address");
+	});
+
 	it("a successful read logs nothing, a failed one and a write log their line", async () => {
 		const lines: string[] = [];
 		vi.spyOn(console, "log").mockImplementation((line: string) => {
