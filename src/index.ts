@@ -1,4 +1,4 @@
-import { loadSettings } from "./config";
+import { loadSettings, type Settings } from "./config";
 import { reconcile } from "./cron/reconcile";
 import { pruneStorage } from "./cron/retention";
 import { log } from "./log";
@@ -11,10 +11,16 @@ export default {
 	 * The cron: retention (the stats rollup first), then the KV reconcile. Each is bounded per run,
 	 * goes on where the last run stopped, and logs one JSON line. A failing retention does not keep
 	 * the reconcile from running; the run still fails, with the first error, once both have had
-	 * their turn.
+	 * their turn. A bad setting fails the run before either, with a line that names it.
 	 */
 	async scheduled(controller, env) {
-		const settings = loadSettings(env);
+		let settings: Settings;
+		try {
+			settings = loadSettings(env);
+		} catch (error) {
+			log("error", "cron not run", { cron: controller.cron, error: String(error) });
+			throw error;
+		}
 		const now = Math.floor(controller.scheduledTime / 1000);
 		const failures: unknown[] = [];
 		const step = async (name: string, work: () => Promise<object>) => {

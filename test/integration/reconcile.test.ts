@@ -424,6 +424,24 @@ describe("the reconcile cron", () => {
 		expect((await lookup("a-z@example.com")).suppressed).toBe(true);
 	});
 
+	it("a bad setting fails the run with an error line naming it", async () => {
+		const errors: string[] = [];
+		vi.spyOn(console, "error").mockImplementation((line: string) => {
+			errors.push(line);
+		});
+		const bad = { ...env, RECONCILE_BATCH_SIZE: "lots" } as Env;
+		await expect(runCron(Date.now(), bad)).rejects.toThrow("RECONCILE_BATCH_SIZE");
+		expect(errors.map((line) => JSON.parse(line))).toEqual([
+			expect.objectContaining({
+				level: "error",
+				message: "cron not run",
+				cron: "*/5 * * * *",
+				error:
+					"ApiError: Invalid setting RECONCILE_BATCH_SIZE (RECONCILE_BATCH_SIZE: must be a whole number from 1 to 5000)",
+			}),
+		]);
+	});
+
 	it("a failing retention does not keep the reconcile from running", async () => {
 		await postCallback({ event: "spamreport", email: "r@example.com", timestamp: 1 });
 		await env.SUPPRESSIONS.delete("s:r@example.com");
