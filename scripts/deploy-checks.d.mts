@@ -6,3 +6,5 @@ export declare function placeholderProblems(toml: string): string[];
 export declare function missingSecrets(listJson: string): string[];
 /** The global flags of `npm run deploy -- ...` (for every wrangler command), and whether it is a dry run. */
 export declare function splitDeployFlags(args: string[]): { shared: string[]; dryRun: boolean };
+/** The configuration file wrangler reads given those global flags (`--config`, `--cwd`). */
+export declare function configFile(shared: string[]): string;

@@ -1,4 +1,5 @@
 // Preconditions of `npm run deploy`, as pure functions so they can be tested without Cloudflare.
+import { isAbsolute, join } from "node:path";
 
 /** The secrets a deployed Worker needs; it answers 503 not_configured without them. */
 export const REQUIRED_SECRETS = ["CALLBACK_TOKENS", "LOOKUP_TOKENS", "ADMIN_TOKENS"];
@@ -60,4 +61,19 @@ export function splitDeployFlags(args) {
 		}
 	}
 	return { shared, dryRun };
+}
+
+/**
+ * The configuration file that wrangler reads given the global flags `splitDeployFlags` picked:
+ * `--config` (or `-c`), else wrangler.toml, in `--cwd` when given. The placeholder check must
+ * read the file that is deployed, not the repository's own wrangler.toml.
+ */
+export function configFile(shared) {
+	const values = new Map();
+	for (let i = 0; i < shared.length; i++) {
+		const [name, inline] = shared[i].split(/=(.*)/s, 2);
+		values.set(name, inline ?? shared[++i]);
+	}
+	const config = values.get("--config") ?? values.get("-c") ?? "wrangler.toml";
+	return isAbsolute(config) ? config : join(values.get("--cwd") ?? ".", config);
 }

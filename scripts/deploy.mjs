@@ -5,7 +5,12 @@
 // With --dry-run it only runs `wrangler deploy --dry-run`: nothing remote is read or changed.
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { missingSecrets, placeholderProblems, splitDeployFlags } from "./deploy-checks.mjs";
+import {
+	configFile,
+	missingSecrets,
+	placeholderProblems,
+	splitDeployFlags,
+} from "./deploy-checks.mjs";
 import { quietEnv, wrangler, wranglerBin } from "./wrangler.mjs";
 
 const extra = process.argv.slice(2);
@@ -19,7 +24,7 @@ function refuse(lines) {
 	process.exit(1);
 }
 
-const problems = placeholderProblems(readFileSync("wrangler.toml", "utf8"));
+const problems = placeholderProblems(readFileSync(configFile(shared), "utf8"));
 if (problems.length > 0) refuse(problems);
 
 const listed = spawnSync(

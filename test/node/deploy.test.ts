@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import {
+	configFile,
 	missingSecrets,
 	placeholderProblems,
 	splitDeployFlags,
@@ -48,6 +49,18 @@ describe("npm run deploy preconditions", () => {
 			"--profile",
 			"work",
 		]);
+	});
+
+	it("checks the configuration file that is deployed: --config, in --cwd", () => {
+		const file = (args: string[]) => configFile(splitDeployFlags(args).shared);
+		expect(file([])).toBe("wrangler.toml");
+		expect(file(["--env", "staging", "--keep-vars"])).toBe("wrangler.toml");
+		expect(file(["--config", "prod.toml"])).toBe("prod.toml");
+		expect(file(["-c=prod.toml", "--cwd", "deploy/eu"])).toBe("deploy/eu/prod.toml");
+		expect(file(["--cwd=deploy/eu"])).toBe("deploy/eu/wrangler.toml");
+		expect(file(["--config", "/etc/worker/prod.toml", "--cwd", "deploy"])).toBe(
+			"/etc/worker/prod.toml",
+		);
 	});
 
 	it("recognises a dry run, which touches nothing remote", () => {
