@@ -82,7 +82,7 @@ export function emailFromPath(
 }
 
 /** A string that D1 stores as given: no lone surrogates, which UTF-8 cannot hold. */
-const wellFormed = z.refine<string>((value) => value.isWellFormed(), {
+export const wellFormed = z.refine<string>((value) => value.isWellFormed(), {
 	error: "must be well-formed Unicode (no lone surrogates)",
 });
 

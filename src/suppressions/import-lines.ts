@@ -1,7 +1,7 @@
 import * as z from "zod/mini";
 import { ApiError } from "../errors";
 import { timeValue } from "../query";
-import { domainParam, mailboxField, reasonField } from "../validate";
+import { domainParam, mailboxField, reasonField, wellFormed } from "../validate";
 import { CSV_HEADER, parseCsv, restoreCsvField } from "./csv";
 import { ANY_SCOPE, LISTS } from "./policy";
 import type { ImportedEntry } from "./transfer-store";
@@ -22,7 +22,12 @@ const lineSchema = z.strictObject({
 	// Absent (as in every CSV line, which has no such columns): an existing entry keeps its own.
 	eventCount: z.optional(z.int().check(z.gte(0))),
 	lastEventAt: z.optional(z.nullable(timeValue)),
-	bulkId: z.optional(z.nullable(z.string().check(z.maxLength(512)))),
+	// Well-formed, as a reason must be: D1 would store a lone surrogate as other characters.
+	bulkId: z.optional(
+		z.nullable(
+			z.string().check(z.maxLength(512, { error: "must be at most 512 characters" }), wellFormed),
+		),
+	),
 	createdAt: z.optional(timeValue),
 	updatedAt: z.optional(timeValue),
 	expiresAt: z._default(z.nullable(timeValue), null),

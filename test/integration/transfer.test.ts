@@ -644,6 +644,24 @@ describe("import", () => {
 		expect(await countRows("suppressions")).toBe(0);
 	});
 
+	it("fails an NDJSON line whose bulkId is not well-formed Unicode, storing nothing", async () => {
+		// JSON may escape a lone surrogate; D1 would have stored it as three U+FFFD.
+		const body = [
+			'{"email":"s@example.com","list":"bounce","scope":"*","source":"event","bulkId":"a\\ud800b"}',
+			'{"email":"t@example.com","list":"bounce","scope":"*","source":"event","bulkId":"\\udc00"}',
+		].join("\n");
+		const message = "bulkId must be well-formed Unicode (no lone surrogates)";
+		expect(await imported(body, "application/x-ndjson")).toEqual({
+			imported: 0,
+			unchanged: 0,
+			failed: [
+				{ line: 1, message },
+				{ line: 2, message },
+			],
+		});
+		expect(await countRows("suppressions")).toBe(0);
+	});
+
 	it("needs an admin token", async () => {
 		const response = await call("/v1/suppressions/import", {
 			method: "POST",
