@@ -33,9 +33,9 @@ export function decodeSubject(received: string): string {
 		const [whole, charset = "", encoding = "", text = ""] = match;
 		const bytes = encoding.toUpperCase() === "B" ? decodeBase64(text) : decodeQ(text);
 		if (bytes === null) return raw;
+		const label = charset.toLowerCase();
 		words.push({
-			charset: charset.toLowerCase(),
-			bytes,
+			...(label === "utf-16" ? utf16Word(bytes) : { charset: label, bytes }),
 			start: match.index,
 			end: match.index + whole.length,
 		});
@@ -84,6 +84,20 @@ function decodeRun(charset: string, run: Word[]): string | null {
 		text += part;
 	}
 	return text;
+}
+
+/**
+ * A word in MIME's UTF-16 (RFC 2781 4.3): big-endian unless a byte order mark says otherwise,
+ * where the Encoding Standard's "utf-16" is little-endian and would read big-endian text as other
+ * characters, without an error, so not even kept as received. Encoders that split a subject
+ * (JavaMail) start every word with a mark, which is no part of the text: it is dropped.
+ */
+function utf16Word(bytes: Uint8Array): Pick<Word, "charset" | "bytes"> {
+	if (bytes[0] === 0xff && bytes[1] === 0xfe) {
+		return { charset: "utf-16le", bytes: bytes.subarray(2) };
+	}
+	const marked = bytes[0] === 0xfe && bytes[1] === 0xff;
+	return { charset: "utf-16be", bytes: marked ? bytes.subarray(2) : bytes };
 }
 
 function decodeBase64(text: string): Uint8Array | null {

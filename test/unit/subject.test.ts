@@ -61,6 +61,16 @@ describe("decodeSubject decodes RFC 2047 encoded-words", () => {
 		expect(decodeSubject("=?ISO-8859-1?Q?caf=E9?=")).toBe("café");
 	});
 
+	it("UTF-16 as RFC 2781 reads it: big-endian unless a byte order mark says otherwise", () => {
+		// 测试 is 6D 4B 8B D5 in UTF-16BE; JavaMail's "UTF-16" starts each word with FE FF.
+		expect(decodeSubject("=?UTF-16?B?/v9tS4vV?=")).toBe("测试");
+		expect(decodeSubject("=?UTF-16?B?bUuL1Q==?=")).toBe("测试");
+		expect(decodeSubject("=?utf-16?B?//5LbdWL?=")).toBe("测试");
+		expect(decodeSubject("=?UTF-16?B?/v9tSw==?= =?UTF-16?B?/v+L1Q==?=")).toBe("测试");
+		expect(decodeSubject("=?UTF-16BE?B?bUuL1Q==?=")).toBe("测试");
+		expect(decodeSubject("=?UTF-16LE?B?S23Viw==?=")).toBe("测试");
+	});
+
 	it("drops a UTF-8 byte order mark", () => {
 		expect(decodeSubject("=?UTF-8?B?77u/YQ==?=")).toBe("a");
 	});
