@@ -22,10 +22,14 @@ const lineSchema = z.strictObject({
 	// Absent (as in every CSV line, which has no such columns): an existing entry keeps its own.
 	eventCount: z.optional(z.int().check(z.gte(0))),
 	lastEventAt: z.optional(z.nullable(timeValue)),
-	// Well-formed, as a reason must be: D1 would store a lone surrogate as other characters.
+	// Well-formed, as a reason must be: D1 would store a lone surrogate as other characters. Blank
+	// is none, as for a reason and in a callback, which never stores a blank bulkId.
 	bulkId: z.optional(
 		z.nullable(
-			z.string().check(z.maxLength(512, { error: "must be at most 512 characters" }), wellFormed),
+			z.pipe(
+				z.string().check(z.maxLength(512, { error: "must be at most 512 characters" }), wellFormed),
+				z.transform((value) => (value.trim() === "" ? null : value)),
+			),
 		),
 	),
 	createdAt: z.optional(timeValue),

@@ -662,6 +662,20 @@ describe("import", () => {
 		expect(await countRows("suppressions")).toBe(0);
 	});
 
+	it("stores a blank imported bulkId as none, as a callback does", async () => {
+		const body = ['"   "', '""'].map(
+			(bulkId, i) =>
+				`{"email":"blank${i}@example.com","list":"bounce","scope":"*","source":"event","bulkId":${bulkId}}`,
+		);
+		expect(await imported(body.join("\n"), "application/x-ndjson")).toMatchObject({
+			imported: 2,
+		});
+		for (const email of ["blank0@example.com", "blank1@example.com"]) {
+			const { entries } = await lookup(email, "?consistent=true");
+			expect(entries).toEqual([expect.objectContaining({ bulkId: null })]);
+		}
+	});
+
 	it("needs an admin token", async () => {
 		const response = await call("/v1/suppressions/import", {
 			method: "POST",
