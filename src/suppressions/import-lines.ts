@@ -20,7 +20,9 @@ const lineSchema = z.strictObject({
 	reason: z._default(reasonField, null),
 	source: z._default(z.enum(["event", "api"], { error: "must be event or api" }), "api"),
 	// Absent (as in every CSV line, which has no such columns): an existing entry keeps its own.
-	eventCount: z.optional(z.int().check(z.gte(0))),
+	eventCount: z.optional(
+		z.int({ error: "must be a whole number" }).check(z.gte(0, { error: "must be 0 or more" })),
+	),
 	lastEventAt: z.optional(z.nullable(timeValue)),
 	// Well-formed, as a reason must be: D1 would store a lone surrogate as other characters. Blank
 	// is none, as for a reason and in a callback, which never stores a blank bulkId.

@@ -662,6 +662,25 @@ describe("import", () => {
 		expect(await countRows("suppressions")).toBe(0);
 	});
 
+	it("says what eventCount takes when a line's is not a count", async () => {
+		const body = ["1e300", "12345678901234567890", "1.5", '"3"', "-1"].map(
+			(count, i) =>
+				`{"email":"count${i}@example.com","list":"manual","scope":"*","eventCount":${count}}`,
+		);
+		const whole = "eventCount must be a whole number";
+		expect(await imported(body.join("\n"), "application/x-ndjson")).toEqual({
+			imported: 0,
+			unchanged: 0,
+			failed: [
+				{ line: 1, message: whole },
+				{ line: 2, message: whole },
+				{ line: 3, message: whole },
+				{ line: 4, message: whole },
+				{ line: 5, message: "eventCount must be 0 or more" },
+			],
+		});
+	});
+
 	it("stores a blank imported bulkId as none, as a callback does", async () => {
 		const body = ['"   "', '""'].map(
 			(bulkId, i) =>
