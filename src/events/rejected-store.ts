@@ -94,8 +94,9 @@ export async function listRejected(
 	// follows), then the rows from the first to the last that fit, bodies and all. With a cursor,
 	// a row value that SQLite turns into a range of the index: the page starts where the last
 	// ended instead of reading every page before it. A row deleted between the two reads is
-	// missing from the page, one stored between them inside its range (same second) joins it, and
-	// the cursor is the last row sized, so nothing is skipped.
+	// missing from the page, and one stored between them inside its range (same second) takes its
+	// place in it: the page still ends after `fit` rows, its cursor the last of them, so it never
+	// holds more than `limit` and nothing is skipped.
 	const { results: sizes } = await db
 		.prepare(
 			`SELECT received_at AS receivedAt, id, length(body) AS size FROM rejected_callbacks
@@ -112,14 +113,15 @@ export async function listRejected(
 		.prepare(
 			`SELECT ${REJECTED_COLUMNS} FROM rejected_callbacks
 			WHERE (received_at, id) <= (?1, ?2) AND (received_at, id) >= (?3, ?4)
-			ORDER BY received_at DESC, id DESC`,
+			ORDER BY received_at DESC, id DESC LIMIT ?5`,
 		)
-		.bind(first.receivedAt, first.id, last.receivedAt, last.id)
+		.bind(first.receivedAt, first.id, last.receivedAt, last.id, fit + 1)
 		.all<RejectedRow>();
-	return {
-		rows,
-		next: sizes.length > fit ? { receivedAt: last.receivedAt, id: last.id } : null,
-	};
+	const page = rows.slice(0, fit);
+	// More rows than sized: records of the same second joined the range, and the page ends at its
+	// `fit`th row.
+	const end = rows.length > fit ? page[fit - 1] : sizes.length > fit ? last : undefined;
+	return { rows: page, next: end ? { receivedAt: end.receivedAt, id: end.id } : null };
 }
 
 export async function readRejected(db: D1Database, id: string): Promise<RejectedRow | null> {

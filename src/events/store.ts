@@ -150,8 +150,9 @@ export async function listEvents(
 	// First the page's keys and sizes (one row more than the page, to tell whether another
 	// follows), then the rows from the first to the last that fits MAX_EVENT_PAGE_BYTES (the
 	// first always does), read as a range of the same index. As for refused callbacks, a row
-	// deleted between the two reads is missing from the page, one stored between them inside its
-	// range (a late event) joins it, and the cursor is the last row sized, so nothing is skipped.
+	// deleted between the two reads is missing from the page, and one stored between them inside
+	// its range (a late event) takes its place in it: the page still ends after `fit` rows, its
+	// cursor the last of them, so it never holds more than `limit` and nothing is skipped.
 	const filtered = where.length > 0 ? `WHERE ${where.join(" AND ")}` : "";
 	const { results: sizes } = await db
 		.prepare(
@@ -168,12 +169,19 @@ export async function listEvents(
 		.prepare(
 			`SELECT seq, ${FIELDS.map((field) => COLUMNS[field]).join(", ")} FROM events
 			WHERE ${[...where, "(occurred_at, seq) <= (?, ?)", "(occurred_at, seq) >= (?, ?)"].join(" AND ")}
-			ORDER BY occurred_at DESC, seq DESC`,
+			ORDER BY occurred_at DESC, seq DESC LIMIT ?`,
 		)
-		.bind(...params, first.occurredAt, first.seq, last.occurredAt, last.seq)
+		.bind(...params, first.occurredAt, first.seq, last.occurredAt, last.seq, fit + 1)
 		.all<EventRow>();
-	const next = sizes.length > fit ? { occurredAt: Number(last.occurredAt), seq: last.seq } : null;
-	return { events: results.map(rowToEvent), next };
+	const rows = results.slice(0, fit);
+	// More rows than sized: late events joined the range, and the page ends at its `fit`th row.
+	const cut = results.length > fit ? rows[fit - 1] : undefined;
+	const next = cut
+		? { occurredAt: Number(cut.occurred_at), seq: cut.seq }
+		: sizes.length > fit
+			? { occurredAt: Number(last.occurredAt), seq: last.seq }
+			: null;
+	return { events: rows.map(rowToEvent), next };
 }
 
 /**
