@@ -74,6 +74,21 @@ export const limitParam = z.prefault(
 );
 
 /**
+ * The query parameters of a URL, a repeated one as the array of its values. itty-router's own
+ * reading keeps only the last of a repeat whose earlier values are empty (`?limit=&limit=5` reads
+ * as `limit=5`), which would let {@link parseQuery} take a repeated parameter as given once.
+ */
+export function readQuery(url: string): RawQuery {
+	const query = new Map<string, string | string[]>();
+	for (const [name, value] of new URL(url).searchParams) {
+		const before = query.get(name);
+		query.set(name, before === undefined ? value : [...[before].flat(), value]);
+	}
+	// fromEntries makes every name an own property, `__proto__` as well.
+	return Object.fromEntries(query);
+}
+
+/**
  * Parses query parameters with `schema`; unknown or repeated parameters are refused, so a typo
  * never silently widens a query.
  *

@@ -4,7 +4,7 @@ import { authorize, type Role } from "./auth";
 import { addCorsHeaders, answerPreflight } from "./cors";
 import { ApiError, errorToResponse, notFound } from "./errors";
 import { log } from "./log";
-import { parseQuery } from "./query";
+import { parseQuery, readQuery } from "./query";
 import { type AppRequest, ROUTES, type RouteSpec } from "./routes";
 
 export type { AppRequest } from "./routes";
@@ -18,11 +18,17 @@ function requireRole(role: Role): RequestHandler<AppRequest, Args> {
 	};
 }
 
+/** An API route's query, read again so that every repeated parameter shows as one. */
+function takeQuery(request: AppRequest): void {
+	request.query = readQuery(request.url);
+}
+
 // An API route that takes no query parameters refuses any, as the others refuse unknown ones: a
 // parameter the route would ignore (`?fromDomain=` on the check, `?list=` on a PUT) must not
 // silently change what the caller gets.
 const NO_QUERY = z.strictObject({});
 function refuseQuery(request: AppRequest): void {
+	takeQuery(request);
 	parseQuery(NO_QUERY, request.query);
 }
 
@@ -101,7 +107,7 @@ export const router = Router<AppRequest, Args>({
 SERVED.forEach((route, i) => {
 	const stages: RequestHandler<AppRequest, Args>[] =
 		route.access === "read" || route.access === "admin" ? [requireRole(route.access)] : [];
-	if (stages.length > 0 && !route.query) stages.push(refuseQuery);
+	if (stages.length > 0) stages.push(route.query ? takeQuery : refuseQuery);
 	router[route.method.toLowerCase() as Lowercase<typeof route.method>](
 		route.path,
 		...stages,

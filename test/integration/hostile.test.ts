@@ -488,6 +488,15 @@ for (const [path, status, code] of [
 		),
 	);
 }
+// A repeat whose first value is empty is still a repeat.
+for (const [name, method, path] of [
+	["events", "GET", "/v1/events?limit=&limit=5"],
+	["lookup", "GET", "/v1/suppressions/a%40example.com?fromDomain=&fromDomain=news.example.com"],
+	["delete", "DELETE", "/v1/suppressions/a%40example.com?list=&list=bounce"],
+	["export", "GET", "/v1/suppressions/export?format=&format=ndjson"],
+] as const) {
+	cases.push(api(`${name} ${path.slice(path.indexOf("?"))}`, method, path, 400, "invalid_query"));
+}
 cases.push(api("erase a bad address", "DELETE", "/v1/addresses/nope", 400, "invalid_email"));
 cases.push(
 	api(
