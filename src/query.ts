@@ -76,16 +76,45 @@ export const limitParam = z.prefault(
 /**
  * The query parameters of a URL, a repeated one as the array of its values. itty-router's own
  * reading keeps only the last of a repeat whose earlier values are empty (`?limit=&limit=5` reads
- * as `limit=5`), which would let {@link parseQuery} take a repeated parameter as given once.
+ * as `limit=5`), which would let {@link parseQuery} take a repeated parameter as given once. It
+ * also decodes as URLSearchParams does, keeping an invalid escape (`%zz`) as it is and turning
+ * bytes that are not UTF-8 into U+FFFD: `?fromDomain=b%FCcher.de` (Latin-1's ü) would look up
+ * another domain and answer that the address is not suppressed for it. Such a parameter is
+ * refused, as an address in the path is.
+ *
+ * @throws ApiError 400 `invalid_query` naming each parameter that is not validly URL-encoded
  */
 export function readQuery(url: string): RawQuery {
 	const query = new Map<string, string | string[]>();
-	for (const [name, value] of new URL(url).searchParams) {
+	const issues: Issue[] = [];
+	const search = new URL(url).search.slice(1);
+	for (const part of search === "" ? [] : search.split("&")) {
+		if (part === "") continue;
+		const equals = part.indexOf("=");
+		const rawName = equals === -1 ? part : part.slice(0, equals);
+		const name = decodeQueryPart(rawName);
+		const value = decodeQueryPart(equals === -1 ? "" : part.slice(equals + 1));
+		if (name === null || value === null) {
+			issues.push({ path: name ?? rawName, message: "must be validly URL-encoded (UTF-8)" });
+			continue;
+		}
 		const before = query.get(name);
 		query.set(name, before === undefined ? value : [...[before].flat(), value]);
 	}
+	if (issues.length > 0) {
+		throw new ApiError(400, "invalid_query", "The query parameters are not valid", issues);
+	}
 	// fromEntries makes every name an own property, `__proto__` as well.
 	return Object.fromEntries(query);
+}
+
+/** A name or value of a query string decoded (`+` is a space), or null when it is not valid. */
+function decodeQueryPart(raw: string): string | null {
+	try {
+		return decodeURIComponent(raw.replaceAll("+", " "));
+	} catch {
+		return null;
+	}
 }
 
 /**

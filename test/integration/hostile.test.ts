@@ -497,6 +497,23 @@ for (const [name, method, path] of [
 ] as const) {
 	cases.push(api(`${name} ${path.slice(path.indexOf("?"))}`, method, path, 400, "invalid_query"));
 }
+// A parameter that is not validly URL-encoded is refused, not read as U+FFFD or as itself.
+for (const [name, method, path] of [
+	["lookup", "GET", "/v1/suppressions/a%40example.com?fromDomain=b%FCcher.de"],
+	["lookup", "GET", "/v1/suppressions/a%40example.com?fromDomain=news.example.com%"],
+	["events", "GET", "/v1/events?email=a%zz%40example.com"],
+	["events", "GET", "/v1/events?bulkId=qcloud%E0%A4"],
+	["events", "GET", "/v1/events?%FF=1"],
+	["delete", "DELETE", "/v1/suppressions/a%40example.com?scope=b%FCcher.de"],
+	["erase", "DELETE", "/v1/addresses/a%40example.com?suppressions=tru%E0"],
+	["check", "POST", "/v1/suppressions/check?%zz"],
+] as const) {
+	cases.push(
+		api(`${name} ${path.slice(path.indexOf("?"))}`, method, path, 400, "invalid_query", {
+			body: method === "POST" ? '{"emails":["a@example.com"]}' : undefined,
+		}),
+	);
+}
 cases.push(api("erase a bad address", "DELETE", "/v1/addresses/nope", 400, "invalid_email"));
 cases.push(
 	api(

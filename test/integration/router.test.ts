@@ -1,6 +1,6 @@
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { call, getJson, postCallback, tokens } from "../helpers";
+import { call, getJson, postCallback, resetDatabase, tokens } from "../helpers";
 
 afterEach(() => {
 	vi.restoreAllMocks();
@@ -94,6 +94,34 @@ describe("routing and the error shape", () => {
 			body: JSON.stringify({ event: "open", email: "q@example.com", timestamp: 100 }),
 		});
 		expect(await callback.json()).toMatchObject({ ok: true, stored: 1 });
+	});
+
+	it("a query parameter that is not validly URL-encoded is refused by name; UTF-8 is read", async () => {
+		await resetDatabase();
+		await postCallback({
+			event: "unsubscribe",
+			email: "u@example.com",
+			fromDomain: "bücher.de",
+			timestamp: 1767225600,
+		});
+		const lookup = (query: string) =>
+			getJson(`/v1/suppressions/u%40example.com?consistent=true&${query}`);
+		const utf8 = await lookup("fromDomain=b%C3%BCcher.de");
+		expect(await utf8.json()).toMatchObject({ suppressed: true });
+		// Latin-1's ü once read as U+FFFD: another domain, for which the address was not suppressed.
+		const latin1 = await lookup("fromDomain=b%FCcher.de");
+		expect(latin1.status).toBe(400);
+		expect(await latin1.json()).toEqual({
+			error: {
+				code: "invalid_query",
+				message: "The query parameters are not valid",
+				issues: [{ path: "fromDomain", message: "must be validly URL-encoded (UTF-8)" }],
+			},
+		});
+		const name = await getJson("/v1/events?limit=5&%E0%A4=1");
+		expect(((await name.json()) as { error: { issues: unknown } }).error.issues).toEqual([
+			{ path: "%E0%A4", message: "must be validly URL-encoded (UTF-8)" },
+		]);
 	});
 
 	it("every answer carries API headers", async () => {
