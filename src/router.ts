@@ -1,6 +1,7 @@
 import { type IRequest, type RequestHandler, Router } from "itty-router";
 import * as z from "zod/mini";
 import { authorize, type Role } from "./auth";
+import { readBody } from "./body";
 import { addCorsHeaders, answerPreflight } from "./cors";
 import { ApiError, errorToResponse, notFound } from "./errors";
 import { log } from "./log";
@@ -30,6 +31,20 @@ const NO_QUERY = z.strictObject({});
 function refuseQuery(request: AppRequest): void {
 	takeQuery(request);
 	parseQuery(NO_QUERY, request.query);
+}
+
+// An API route that takes no body refuses one for the same reason: a DELETE whose filters come
+// as JSON (`{"list":"manual"}`, as some HTTP clients send them) would otherwise remove every
+// entry of the address, bounces and complaints included. An empty body is no body.
+async function refuseBody(request: AppRequest): Promise<void> {
+	if (request.body === null) return;
+	if ((await readBody(request, 0)).tooLarge) {
+		throw new ApiError(
+			400,
+			"invalid_request",
+			"This route takes no request body: send its parameters in the query string",
+		);
+	}
 }
 
 // Every GET also answers HEAD (RFC 9110): the same status and headers, without the body.
@@ -108,6 +123,7 @@ SERVED.forEach((route, i) => {
 	const stages: RequestHandler<AppRequest, Args>[] =
 		route.access === "read" || route.access === "admin" ? [requireRole(route.access)] : [];
 	if (stages.length > 0) stages.push(route.query ? takeQuery : refuseQuery);
+	if (stages.length > 0 && !route.body) stages.push(refuseBody);
 	router[route.method.toLowerCase() as Lowercase<typeof route.method>](
 		route.path,
 		...stages,

@@ -514,6 +514,20 @@ for (const [name, method, path] of [
 		}),
 	);
 }
+// A route that takes no body refuses one rather than ignore it: the DELETE would remove every
+// entry of the address, not only the manual one.
+for (const [name, method, path] of [
+	["delete", "DELETE", "/v1/suppressions/bounced%40example.com"],
+	["erase", "DELETE", "/v1/addresses/bounced%40example.com"],
+	["replay", "POST", "/v1/rejected/1/replay"],
+] as const) {
+	cases.push(
+		api(`${name} with a body`, method, path, 400, "invalid_request", {
+			body: '{"list":"manual"}',
+			contentType: "application/json",
+		}),
+	);
+}
 cases.push(api("erase a bad address", "DELETE", "/v1/addresses/nope", 400, "invalid_email"));
 cases.push(
 	api(
