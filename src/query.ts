@@ -125,12 +125,14 @@ function decodeQueryPart(raw: string): string | null {
  */
 export function parseQuery<T extends z.ZodMiniType>(schema: T, query: RawQuery): z.output<T> {
 	const issues: Issue[] = [];
-	const single: Record<string, string> = {};
+	const single = new Map<string, string>();
 	for (const [name, value] of Object.entries(query)) {
 		if (Array.isArray(value)) issues.push({ path: name, message: "must be given once" });
-		else if (value !== undefined) single[name] = value;
+		else if (value !== undefined) single.set(name, value);
 	}
-	const parsed = z.safeParse(schema, single);
+	// Not `single[name] = value` on a plain object: `?__proto__=1` would set its prototype, and so
+	// escape the check for unknown parameters.
+	const parsed = z.safeParse(schema, Object.fromEntries(single));
 	if (!parsed.success) {
 		for (const issue of parsed.error.issues) {
 			const path = issue.path.length > 0 ? issue.path.map(String).join(".") : "";

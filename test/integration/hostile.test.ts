@@ -488,12 +488,14 @@ for (const [path, status, code] of [
 		),
 	);
 }
-// A repeat whose first value is empty is still a repeat.
+// A repeat whose first value is empty is still a repeat, and `__proto__` is a name like any other.
 for (const [name, method, path] of [
 	["events", "GET", "/v1/events?limit=&limit=5"],
 	["lookup", "GET", "/v1/suppressions/a%40example.com?fromDomain=&fromDomain=news.example.com"],
 	["delete", "DELETE", "/v1/suppressions/a%40example.com?list=&list=bounce"],
 	["export", "GET", "/v1/suppressions/export?format=&format=ndjson"],
+	["events __proto__", "GET", "/v1/events?__proto__=1"],
+	["check __proto__", "POST", "/v1/suppressions/check?__proto__="],
 ] as const) {
 	cases.push(api(`${name} ${path.slice(path.indexOf("?"))}`, method, path, 400, "invalid_query"));
 }
