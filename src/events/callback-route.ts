@@ -21,7 +21,20 @@ interface CallbackRequest extends Request {
 /** 404 unless `token` is one of `CALLBACK_TOKENS`; 503 when none is set. */
 async function checkCallbackToken(env: Env, token: string | undefined): Promise<void> {
 	const tokens = requireTokens(loadSettings(env).callbackTokens, "CALLBACK_TOKENS");
-	if (!(await matchesToken(token ?? "", tokens))) throw notFound();
+	if (!(await matchesToken(decodeToken(token ?? ""), tokens))) throw notFound();
+}
+
+/**
+ * The path segment as the token it names: `%7E` and `~` are the same URL (RFC 3986), and some
+ * URL encoders escape `~`. A malformed escape names no token.
+ */
+function decodeToken(segment: string): string {
+	if (!segment.includes("%")) return segment;
+	try {
+		return decodeURIComponent(segment);
+	} catch {
+		return "";
+	}
 }
 
 /** `GET|HEAD /v1/callbacks/tencent/{token}`: a reachability probe for the console. */

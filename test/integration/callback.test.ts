@@ -773,6 +773,24 @@ describe("probe", () => {
 		});
 	});
 
+	it("reads a percent-encoded token as the token it encodes", async () => {
+		const tilde = { ...env, CALLBACK_TOKENS: "cb-token~0123456789" };
+		for (const segment of [
+			"cb-token~0123456789",
+			"cb-token%7E0123456789",
+			"%63b-token%7e0123456789",
+		]) {
+			expect((await call(`/v1/callbacks/tencent/${segment}`, {}, tilde)).status).toBe(200);
+		}
+		for (const segment of [
+			"cb-token%7E012345678",
+			"cb-token%0123456789",
+			"cb-token%7E0123456789%",
+		]) {
+			expect((await call(`/v1/callbacks/tencent/${segment}`, {}, tilde)).status).toBe(404);
+		}
+	});
+
 	it("accepts any configured token, so one can be rotated", async () => {
 		const rotating = { ...env, CALLBACK_TOKENS: `old-token-0123456789, ${tokens.callback}` };
 		expect((await call("/v1/callbacks/tencent/old-token-0123456789", {}, rotating)).status).toBe(
