@@ -69,6 +69,16 @@ function headersOf(status: number): JsonObject {
 	};
 }
 
+/** The headers a route's success answer adds, always sent. */
+function successHeaders(route: RouteSpec): JsonObject {
+	return Object.fromEntries(
+		Object.entries(route.response.headers ?? {}).map(([name, { description, pattern }]) => [
+			name,
+			{ description, required: true, schema: { type: "string", pattern } },
+		]),
+	);
+}
+
 function errorStatuses(route: RouteSpec): number[] {
 	// Any route but a callback answers 400 to a URL of more than 100 query parameters.
 	const byAccess = { public: [400], callback: [404], read: [401], admin: [401, 403] }[route.access];
@@ -150,7 +160,7 @@ function operation(route: RouteSpec): JsonObject {
 		responses: {
 			"200": {
 				description: "description" in route.response ? route.response.description : "OK",
-				headers: headersOf(200),
+				headers: { ...headersOf(200), ...successHeaders(route) },
 				// A HEAD answer has the headers of its GET and no body.
 				...(route.method === "HEAD" ? {} : { content: content(route.response, "output") }),
 			},

@@ -49,10 +49,14 @@ export interface RouteSpec {
 	body?:
 		| { schema: z.ZodMiniType; optional?: true; description?: string }
 		| { mediaTypes: string[]; description: string };
-	/** Success response: a JSON schema, or other media types described in words. */
-	response:
+	/**
+	 * Success response: a JSON schema, or other media types described in words; `headers` are
+	 * those it carries besides every answer's X-Request-Id, each with a pattern of its value.
+	 */
+	response: (
 		| { schema: z.ZodMiniType; description?: string }
-		| { mediaTypes: string[]; description: string };
+		| { mediaTypes: string[]; description: string }
+	) & { headers?: Record<string, { description: string; pattern: string }> };
 	/** Error statuses this route answers besides those every route of its access may. */
 	errors: number[];
 }
@@ -155,6 +159,13 @@ export const ROUTES: RouteSpec[] = [
 			mediaTypes: ["text/csv", "application/x-ndjson"],
 			description:
 				"CSV with header email,list,scope,reason,source,created_at,updated_at,expires_at, or one JSON entry per line",
+			headers: {
+				"Content-Disposition": {
+					description:
+						"A download named for the day and the format, e.g. `suppressions-2026-11-22.csv`",
+					pattern: '^attachment; filename="suppressions-\\d{4}-\\d{2}-\\d{2}\\.(csv|ndjson)"$',
+				},
+			},
 		},
 		errors: [400],
 	},

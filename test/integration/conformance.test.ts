@@ -937,7 +937,8 @@ describe("answers conform to the OpenAPI document", () => {
 		if (!declared) return;
 
 		// Headers: every declared header the document marks required, the ones the contract ties to
-		// a status, and none of those unless declared for this status.
+		// a status, and none of those (nor an export's Content-Disposition) unless declared for this
+		// status.
 		const headers = declared.headers ?? {};
 		for (const [name, header] of Object.entries(headers)) {
 			const value = response.headers.get(name);
@@ -946,7 +947,7 @@ describe("answers conform to the OpenAPI document", () => {
 		}
 		expect(Object.keys(headers)).toContain("X-Request-Id");
 		expect(response.headers.get("x-request-id")).toMatch(/\S/);
-		for (const name of ["WWW-Authenticate", "Retry-After", "Allow"]) {
+		for (const name of ["WWW-Authenticate", "Retry-After", "Allow", "Content-Disposition"]) {
 			if (response.headers.has(name))
 				expect(Object.keys(headers), `header ${name}`).toContain(name);
 		}
