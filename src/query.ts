@@ -55,11 +55,16 @@ export const timeValue = z.union(
 /**
  * Page size: default 100, at most 1000. The default is a prefault, the parameter as it would be
  * given, so that the OpenAPI document shows it: zod leaves out a default that is the output of a
- * transform from the schema of what a client sends.
+ * transform from the schema of what a client sends. For the same reason the pattern states the
+ * range itself (1 to 1000, leading zeros allowed), which the document's string cannot otherwise.
  */
 export const limitParam = z.prefault(
 	z.pipe(
-		z.string().check(z.regex(/^\d{1,4}$/, { error: "must be an integer from 1 to 1000" })),
+		z.string().check(
+			z.regex(/^(?:0{0,3}[1-9]|0{0,2}[1-9]\d|0?[1-9]\d{2}|1000)$/, {
+				error: "must be an integer from 1 to 1000",
+			}),
+		),
 		z.pipe(
 			z.transform(Number),
 			z
