@@ -27,13 +27,17 @@ const cursorParam = z.pipe(
 	}),
 );
 
-/** A filter on a text field, which events store trimmed and never empty. */
+/**
+ * A filter on a text field, which events store trimmed and never empty. Not empty is a pattern,
+ * not a minimum length: the document's schema checks the value as sent, before the trim, and so
+ * must refuse white space alone as the Worker does.
+ */
 function storedText(max: number) {
 	return z
 		.string()
 		.check(
 			z.trim(),
-			z.minLength(1, { error: "must not be empty" }),
+			z.regex(/\S/, { error: "must not be empty" }),
 			z.maxLength(max, { error: `must be at most ${max} characters` }),
 		);
 }

@@ -930,7 +930,7 @@ describe("answers conform to the OpenAPI document", () => {
 				"-1",
 				"1.5",
 			],
-			...["", "abc", "true", "false", "TRUE", "csv", "ndjson", "bounce", "manual", "*"],
+			...["", " ", "\t", "abc", "true", "false", "TRUE", "csv", "ndjson", "bounce", "manual", "*"],
 			...["example.com", "Example.COM", "example.com.", "xn--bcher-kva.de", "bücher.de", "a b"],
 		];
 		const refused: string[] = [];
