@@ -37,7 +37,7 @@ const senderDomain = z.optional(
 
 export const lookupQuery = z.strictObject({
 	fromDomain: senderDomain,
-	consistent: z.optional(z.enum(["true", "false"], { error: "must be true or false" })),
+	consistent: z._default(z.enum(["true", "false"], { error: "must be true or false" }), "false"),
 });
 
 /** Live entries of addresses from D1, rendered. */

@@ -520,6 +520,11 @@ describe("GET /openapi.json: the defaults the contract names", () => {
 		).toEqual({ list: "manual", scope: "*", reason: null, expiresAt: null });
 	});
 
+	it("a lookup reads KV unless consistent=true: consistent defaults to false", async () => {
+		const get = await operation("/v1/suppressions/{email}", "get");
+		expect(get.parameters.find((p) => p.name === "consistent")?.schema.default).toBe("false");
+	});
+
 	it.each(["/v1/events", "/v1/suppressions", "/v1/rejected"])(
 		"GET %s: limit defaults to 100",
 		async (path) => {
