@@ -250,7 +250,9 @@ for (const method of ["PUT", "DELETE", "PATCH"]) {
 	});
 }
 for (const path of [
-	`/v1/callbacks/tencent/${encodeURIComponent(tokens.callback).replace(/-/g, "%2D")}`,
+	// Percent-encoded, the token is itself (RFC 3986); a wrong one, or a malformed escape, is not.
+	`/v1/callbacks/tencent/${`${tokens.callback}x`.replace(/-/g, "%2D")}`,
+	`/v1/callbacks/tencent/${tokens.callback}%zz`,
 	"/v1/callbacks/tencent/",
 	"/v1/callbacks/tencent/..%2F..%2Fhealthz",
 	`/v1/callbacks/tencent/${tokens.callback}/extra`,
