@@ -1,9 +1,11 @@
 // `npm start`: applies the D1 migrations to the local database, then serves the Worker on
 // http://127.0.0.1:8080 (`npm start -- --port 8081` for another port) with local D1 and KV kept
-// under .wrangler/. Tokens come from .dev.vars; any of the three not set there gets a local-only
-// value (never deployed: these are --var flags of `wrangler dev`, not vars of wrangler.toml).
+// under .wrangler/. Tokens come from .dev.vars (or, without one, .env), as wrangler reads them; any
+// of the three not set there gets a local-only value (never deployed: these are --var flags of
+// `wrangler dev`, not vars of wrangler.toml).
 import { existsSync, readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
+import { definedSecrets } from "./start-options.mjs";
 import { wrangler } from "./wrangler.mjs";
 
 const LOCAL_TOKENS = {
@@ -26,12 +28,9 @@ if (!/^\d{1,5}$/.test(port) || Number(port) < 1 || Number(port) > 65535) {
 	process.exit(1);
 }
 
-const devVars = existsSync(".dev.vars") ? readFileSync(".dev.vars", "utf8") : "";
-const defined = new Set(
-	devVars
-		.split(/\r?\n/)
-		.map((line) => /^\s*(?:export\s+)?([A-Z_][A-Z0-9_]*)\s*=/.exec(line)?.[1])
-		.filter(Boolean),
+const defined = definedSecrets(
+	(file) => (existsSync(file) ? readFileSync(file, "utf8") : undefined),
+	process.env,
 );
 const vars = Object.entries(LOCAL_TOKENS)
 	.filter(([name]) => !defined.has(name))
