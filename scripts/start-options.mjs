@@ -1,4 +1,24 @@
 // What `npm start` decides before it runs wrangler, as pure functions so they can be tested.
+import { parseArgs } from "node:util";
+
+/**
+ * The port of `npm start -- --port N`, 8080 without one, or the message to refuse with. Given
+ * before the `--` (`npm start --port=N`), the option never reaches the script: npm keeps it as its
+ * own config, npm_config_port, which is read too, rather than serving quietly on 8080.
+ */
+export function parsePort(args, env) {
+	let port;
+	try {
+		port = parseArgs({ args, options: { port: { type: "string" } } }).values.port;
+	} catch (error) {
+		return { error: `${error.message} (the one option is --port: \`npm start -- --port 8081\`).` };
+	}
+	port ??= env.npm_config_port ?? "8080";
+	if (!/^\d{1,5}$/.test(port) || Number(port) < 1 || Number(port) > 65535) {
+		return { error: `--port takes a port number from 1 to 65535, not ${JSON.stringify(port)}.` };
+	}
+	return { port };
+}
 
 // dotenv's own line pattern (the parser wrangler reads these files with): `NAME=value` or
 // `NAME: value`, `export` before it, a value quoted over several lines.

@@ -4,8 +4,7 @@
 // of the three not set there gets a local-only value (never deployed: these are --var flags of
 // `wrangler dev`, not vars of wrangler.toml).
 import { existsSync, readFileSync } from "node:fs";
-import { parseArgs } from "node:util";
-import { definedSecrets } from "./start-options.mjs";
+import { definedSecrets, parsePort } from "./start-options.mjs";
 import { wrangler } from "./wrangler.mjs";
 
 const LOCAL_TOKENS = {
@@ -14,17 +13,9 @@ const LOCAL_TOKENS = {
 	ADMIN_TOKENS: "local-admin-token",
 };
 
-let port;
-try {
-	port = parseArgs({ options: { port: { type: "string", default: "8080" } } }).values.port;
-} catch (error) {
-	console.error(`npm start: ${error.message} (the one option is --port).`);
-	process.exit(1);
-}
-if (!/^\d{1,5}$/.test(port) || Number(port) < 1 || Number(port) > 65535) {
-	console.error(
-		`npm start: --port takes a port number from 1 to 65535, not ${JSON.stringify(port)}.`,
-	);
+const { port, error } = parsePort(process.argv.slice(2), process.env);
+if (error) {
+	console.error(`npm start: ${error}`);
 	process.exit(1);
 }
 

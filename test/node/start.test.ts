@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { definedSecrets, secretNames } from "../../scripts/start-options.mjs";
+import { definedSecrets, parsePort, secretNames } from "../../scripts/start-options.mjs";
 
 const files =
 	(contents: Record<string, string>) =>
@@ -34,5 +34,31 @@ describe("npm start: the tokens a developer set, which get no local-only --var",
 	it("ignores .env when .dev.vars exists, even an empty one", () => {
 		const read = files({ ".dev.vars": "", ".env": "CALLBACK_TOKENS=e\n" });
 		expect([...definedSecrets(read, {})]).toEqual([]);
+	});
+});
+
+describe("npm start: the port", () => {
+	it("is 8080, or the one given after --", () => {
+		expect(parsePort([], {})).toEqual({ port: "8080" });
+		expect(parsePort(["--port", "8081"], {})).toEqual({ port: "8081" });
+		expect(parsePort(["--port=65535"], {})).toEqual({ port: "65535" });
+	});
+
+	it("is the one given before the --, which npm keeps as its config npm_config_port", () => {
+		// `npm start --port=8081` runs the script with no argument and npm_config_port=8081.
+		expect(parsePort([], { npm_config_port: "8081" })).toEqual({ port: "8081" });
+		expect(parsePort(["--port", "8082"], { npm_config_port: "8081" })).toEqual({ port: "8082" });
+		// `npm start --port 8081`: npm takes --port as a flag and passes 8081 on as an argument.
+		expect(parsePort(["8081"], { npm_config_port: "true" }).error).toContain(
+			"`npm start -- --port 8081`",
+		);
+	});
+
+	it("refuses what is not a port from 1 to 65535", () => {
+		for (const args of [["--port", "0"], ["--port", "65536"], ["--port", "abc"], ["--port="]]) {
+			expect(parsePort(args, {}).error).toMatch(/^--port takes a port number from 1 to 65535/);
+		}
+		expect(parsePort(["--port"], {}).error).toContain("argument missing");
+		expect(parsePort(["--host", "x"], {}).error).toContain("Unknown option '--host'");
 	});
 });
