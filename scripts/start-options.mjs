@@ -20,14 +20,26 @@ export function parsePort(args, env) {
 	return { port };
 }
 
-// dotenv's own line pattern (the parser wrangler reads these files with): `NAME=value` or
-// `NAME: value`, `export` before it, a value quoted over several lines.
-const LINE =
-	/(?:^|^)\s*(?:export\s+)?([\w.-]+)(?:\s*=\s*?|:\s+?)(\s*'(?:\\'|[^'])*'|\s*"(?:\\"|[^"])*"|\s*`(?:\\`|[^`])*`|[^#\r\n]+)?\s*(?:#.*)?(?:$|$)/gm;
-
-/** The names a .dev.vars or .env text defines, as wrangler's dotenv parses it. */
+/**
+ * The names a .dev.vars or .env text defines, as wrangler's dotenv reads it: `NAME=value` or
+ * `NAME: value` lines, `export` before the name allowed, `#` comments; a value quoted over
+ * several lines defines one name, whatever its later lines look like.
+ */
 export function secretNames(text) {
-	return [...text.replace(/\r\n?/g, "\n").matchAll(LINE)].map((match) => match[1]);
+	const names = [];
+	let open = null; // the quote of a value that goes on to later lines
+	for (const line of text.split(/\r\n?|\n/)) {
+		if (open !== null) {
+			if (line.includes(open)) open = null;
+			continue;
+		}
+		const match = /^\s*(?:export\s+)?([\w.-]+)(?:\s*=|:\s)\s*(.*)$/.exec(line);
+		if (!match) continue;
+		names.push(match[1]);
+		const quote = /^["'`]/.exec(match[2])?.[0];
+		if (quote && !match[2].slice(1).includes(quote)) open = quote;
+	}
+	return names;
 }
 
 /**
