@@ -2,6 +2,7 @@ import type { PolicySettings } from "../config";
 import { MAX_UNIX_SECONDS } from "../tencent/schema";
 import type { StoredEntry } from "./entry";
 import type { Evidence } from "./policy";
+import { jsonChunks } from "./transfer-store";
 
 const ENTRY_COLUMNS = `email, list, scope, origin, reason, event_count AS eventCount,
 	last_event_at AS lastEventAt, bulk_id AS bulkId, created_at AS createdAt,
@@ -174,7 +175,9 @@ export function recomputeSoftBounces(
 
 /**
  * Decides the soft-bounce entries of queued addresses again (see migration 0007) and takes them
- * off the queue, in one transaction. Returns the addresses whose entries changed.
+ * off the queue, in one transaction: a pair of statements per {@link jsonChunks} chunk of them,
+ * as a cron run's 5,000 may take more than D1 holds in one value. Returns the addresses whose
+ * entries changed.
  */
 export async function recheckSoftBounces(
 	db: D1Database,
@@ -182,13 +185,19 @@ export async function recheckSoftBounces(
 	policy: PolicySettings,
 	now: number,
 ): Promise<string[]> {
-	const [recomputed] = await db.batch<{ email: string }>([
-		recomputeSoftBounces(db, emails, policy, now),
-		db
-			.prepare("DELETE FROM soft_bounce_recheck WHERE email IN (SELECT value FROM json_each(?1))")
-			.bind(JSON.stringify(emails)),
+	const dequeue = db.prepare(
+		"DELETE FROM soft_bounce_recheck WHERE email IN (SELECT value FROM json_each(?1))",
+	);
+	const statements = jsonChunks(emails).flatMap((chunk) => [
+		recomputeSoftBounces(db, JSON.parse(chunk) as string[], policy, now),
+		dequeue.bind(chunk),
 	]);
-	return recomputed?.results.map((row) => row.email) ?? [];
+	if (statements.length === 0) return [];
+	const results = await db.batch<{ email: string }>(statements);
+	// The recomputes are the even statements.
+	return results.flatMap((result, i) =>
+		i % 2 === 0 ? result.results.map((row) => row.email) : [],
+	);
 }
 
 /** Up to `limit` addresses queued for a soft-bounce recheck that no callback finished. */
