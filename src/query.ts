@@ -27,12 +27,16 @@ export const timeParam = z.pipe(
 	z.string(),
 	z.transform((raw, ctx) => {
 		const value = raw.trim();
+		// Date.parse keeps whole milliseconds and drops finer digits (`.0001` would read as `.000`
+		// and not round up), so the fraction is read apart from the rest of the time.
+		const fraction = /\.(\d+)/.exec(value)?.[1] ?? "";
 		const ms = /^\d{1,12}$/.test(value)
 			? Number(value) * 1000
 			: ISO_TIME.test(value) && isCalendarDate(value)
-				? Date.parse(value)
+				? Date.parse(value.replace(/\.\d+/, ""))
 				: Number.NaN;
-		if (!Number.isFinite(ms) || ms < 0 || ms > MAX_UNIX_SECONDS * 1000) {
+		const seconds = ms / 1000 + (/[1-9]/.test(fraction) ? 1 : 0);
+		if (!Number.isFinite(ms) || ms < 0 || seconds > MAX_UNIX_SECONDS) {
 			ctx.issues.push({
 				code: "custom",
 				input: raw,
@@ -40,7 +44,7 @@ export const timeParam = z.pipe(
 			});
 			return z.NEVER;
 		}
-		return Math.ceil(ms / 1000);
+		return seconds;
 	}),
 );
 

@@ -86,6 +86,8 @@ describe("GET /v1/events", () => {
 		// A fraction of a second rounds up: the open at exactly t0 + day is before both bounds.
 		["?since=2026-01-02T00:00:00.500Z", 3],
 		["?until=2026-01-02T00:00:00.500Z", 2],
+		["?since=2026-01-02T00:00:00.0001Z", 3],
+		["?until=2026-01-02T00:00:00.0001Z", 2],
 		["?email=a%40example.com&event=open", 1],
 		["?email=nobody%40example.com", 0],
 	])("filters %s", async (query, count) => {
