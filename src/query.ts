@@ -18,6 +18,14 @@ function isCalendarDate(value: string): boolean {
 }
 
 /**
+ * An ISO 8601 time whose offset's `+` became a space, as a query string reads it
+ * (`?since=2024-01-02T03:04:05+08:00` sent unencoded).
+ */
+const PLUS_AS_SPACE = /^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)? \d{2}:?\d{2}$/i;
+
+const TIME_MESSAGE = "must be an ISO 8601 time or Unix seconds, at most the end of year 9999";
+
+/**
  * A time as ISO 8601 or Unix seconds, up to the end of year 9999, parsed into Unix seconds. A
  * fraction of a second rounds up, so that comparing with the whole seconds stored keeps its
  * meaning: an inclusive `since` leaves out the second before it, an exclusive `until` keeps it,
@@ -40,7 +48,9 @@ export const timeParam = z.pipe(
 			ctx.issues.push({
 				code: "custom",
 				input: raw,
-				message: "must be an ISO 8601 time or Unix seconds, at most the end of year 9999",
+				message: PLUS_AS_SPACE.test(value)
+					? `${TIME_MESSAGE} (a query string reads + as a space: send the + of an offset as %2B)`
+					: TIME_MESSAGE,
 			});
 			return z.NEVER;
 		}

@@ -159,4 +159,15 @@ describe("GET /v1/events", () => {
 		const encoded = await getJson("/v1/events?email=a%2Bnews%40example.com");
 		expect(encoded.status).toBe(200);
 	});
+
+	it("says how to send an offset's + when a time's + arrived as a space", async () => {
+		const response = await getJson("/v1/events?since=2026-01-02T08:00:00+08:00");
+		expect(response.status).toBe(400);
+		const body = (await response.json()) as ErrorBody;
+		expect(body.error.issues).toEqual([
+			{ path: "since", message: expect.stringContaining("send the + of an offset as %2B") },
+		]);
+		const encoded = await getJson("/v1/events?since=2026-01-02T08:00:00%2B08:00");
+		expect(encoded.status).toBe(200);
+	});
 });

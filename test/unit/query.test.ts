@@ -116,6 +116,13 @@ describe("timeParam", () => {
 		expect(time(raw)).toBe(TIME_MESSAGE);
 	});
 
+	it("names the %2B of an offset whose + a query string read as a space", () => {
+		const hint = `${TIME_MESSAGE} (a query string reads + as a space: send the + of an offset as %2B)`;
+		expect(time("2024-01-02T03:04:05 08:00")).toBe(hint);
+		expect(time("2024-01-02 03:04 0800")).toBe(hint);
+		expect(time("2024-01-02T03:04:05 08")).toBe(TIME_MESSAGE);
+	});
+
 	// The ISO pattern checks only the shape of a date, and Date.parse in V8 rolls impossible days
 	// over into the next month: the calendar check must refuse them.
 	it.each([["2024-02-30"], ["2023-02-29"], ["2024-04-31T00:00:00Z"]])(
