@@ -51,8 +51,14 @@ export async function statsRoute(request: { query: RawQuery }, env: Env): Promis
 	const fromDay = Math.floor(since / DAY);
 	const toDay = Math.ceil(until / DAY);
 	if (until <= since || toDay - fromDay > MAX_DAYS) {
+		// Without until the range ends now, so the parameter to change is since, the one sent.
 		throw new ApiError(400, "invalid_query", "The query parameters are not valid", [
-			{ path: "until", message: `must be after since, at most ${MAX_DAYS} days later` },
+			query.until === undefined
+				? {
+						path: "since",
+						message: `must be before now (until defaults to now), at most ${MAX_DAYS} days before it`,
+					}
+				: { path: "until", message: `must be after since, at most ${MAX_DAYS} days later` },
 		]);
 	}
 	// Whole days end at midnight, and the midnight after 9999-12-31 has no four-digit year.

@@ -248,6 +248,9 @@ describe("GET /v1/stats", () => {
 		["?since=2026-01-01T12:00:00Z&until=2026-01-01T12:00:00Z", "until"],
 		["?since=253402300800&until=253402473600", "since"],
 		["?since=9999-12-01&until=9999-12-31T00:00:01Z", "until"],
+		// Without until the range ends now: a since after it, or too long before it, is at fault.
+		["?since=2999-01-01", "since"],
+		["?since=2000-01-01", "since"],
 		["?fromDomain=a%20b", "fromDomain"],
 		["?days=7", "days"],
 	])("refuses %s", async (query, path) => {
