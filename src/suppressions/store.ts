@@ -138,12 +138,17 @@ export function recomputeSoftBounces(
 				-- to and including its last second (as in runLength), at or after a stored soft
 				-- bounce of that window. With the run's bounces gone (erased, or past retention), a
 				-- delivery no stored bounce precedes may have come before the run began: the entry
-				-- stands until it expires.
-				AND EXISTS (SELECT 1 FROM events AS d WHERE d.email = x.email AND d.event = 'delivered'
-					AND d.occurred_at > x.last_event_at - ?4 AND d.occurred_at <= x.last_event_at
-					AND EXISTS (SELECT 1 FROM events AS b WHERE b.email = x.email
-						AND b.occurred_at > x.last_event_at - ?4 AND b.occurred_at <= d.occurred_at
-						AND b.event = 'bounce' AND coalesce(b.bounce_type, 'soft') = 'soft')))
+				-- stands until it expires. Such a delivery exists when the window's latest delivery
+				-- is at or after its earliest soft bounce: two walks of the address's index, where
+				-- looking for a bounce before each delivery read the square of the deliveries.
+				AND (SELECT d.occurred_at FROM events AS d WHERE d.email = x.email
+						AND d.occurred_at > x.last_event_at - ?4 AND d.occurred_at <= x.last_event_at
+						AND d.event = 'delivered'
+						ORDER BY d.occurred_at DESC LIMIT 1)
+					>= (SELECT b.occurred_at FROM events AS b WHERE b.email = x.email
+						AND b.occurred_at > x.last_event_at - ?4 AND b.occurred_at <= x.last_event_at
+						AND b.event = 'bounce' AND coalesce(b.bounce_type, 'soft') = 'soft'
+						ORDER BY b.occurred_at LIMIT 1))
 			ON CONFLICT (email, list, scope, origin) DO UPDATE SET
 				reason = iif(excluded.event_id IS NULL, suppressions.reason, excluded.reason),
 				event_count = iif(excluded.event_id IS NULL, suppressions.event_count, excluded.event_count),

@@ -919,6 +919,21 @@ describe("cost", () => {
 		expect(rowsRead).toBeGreaterThan(0);
 		expect(rowsRead).toBeLessThan(8 * many);
 	});
+
+	it("a delivery that breaks a run after many earlier deliveries reads rows in proportion to them", async () => {
+		// Whether a stored delivery breaks the entry's run was asked delivery by delivery, each
+		// looking back through the window for a soft bounce before it: the square of the deliveries
+		// that came before the run (8 million rows for 4,000 of them, one array of 1,000 at a time).
+		const before = [
+			...Array.from({ length: many - 3 }, (_, i) => delivered("many@example.com", start + i * 60)),
+			...[0, 1, 2].map((i) => soft("many@example.com", start + (many + i) * 60)),
+		];
+		for (let i = 0; i < before.length; i += 100) await post(before.slice(i, i + 100));
+		expect((await lookup("many@example.com", "?consistent=true")).suppressed).toBe(true);
+		const rowsRead = await rowsReadPosting(delivered("many@example.com", start + (many + 2) * 60));
+		expect((await lookup("many@example.com", "?consistent=true")).suppressed).toBe(false);
+		expect(rowsRead).toBeLessThan(8 * many);
+	});
 });
 
 describe("storage failure", () => {
