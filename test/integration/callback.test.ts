@@ -224,8 +224,8 @@ describe("exactly once", () => {
 	});
 
 	it("repeats far apart in a long array are stored once", async () => {
-		// Five events go in one INSERT statement, so these repeats meet their first copy in an
-		// earlier statement of the same batch.
+		// More than five events go in one INSERT statement as one JSON parameter: these repeats meet
+		// their first copy inside the same statement.
 		const distinct = Array.from({ length: 12 }, (_, i) => ({
 			...base,
 			timestamp: base.timestamp + i,
