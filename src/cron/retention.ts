@@ -2,7 +2,10 @@ import { deleteEventsBefore, deleteRejectedBefore } from "../events/retention-st
 import { ROLLUP_BATCH, rollUpEvents } from "../events/stats-store";
 
 const DAY = 86_400;
-/** Statements one run may spend: D1 runs one query at a time per database, so keep each short. */
+/**
+ * Batches the rollup, and the deletes of events, may each spend in one run (the rejected callbacks
+ * take one statement more): D1 runs one query at a time per database, so keep each short.
+ */
 const MAX_BATCHES = 10;
 
 /** What one retention run counted and deleted, and whether nothing old is left. */
