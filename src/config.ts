@@ -49,7 +49,7 @@ function parseOrigin(text: string): string | null {
 	}
 }
 
-/** Comma-separated browser origins, each a scheme and a host. */
+/** Comma-separated browser origins, each a scheme, a host and a port if not the default. */
 function originList() {
 	return z.pipe(
 		z._default(text("must be comma-separated origins such as https://app.example.com"), ""),
@@ -179,7 +179,7 @@ const cache = new WeakMap<object, Settings>();
 
 /**
  * Parses the Worker's vars and secrets. A bad value answers `503 not_configured` naming the
- * setting (never its value, which may be a secret).
+ * setting and what it takes (never its value, which may be a secret).
  *
  * @example
  * const { maxEventsPerRequest } = loadSettings(env);
