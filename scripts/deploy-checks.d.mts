@@ -1,7 +1,7 @@
 /** The secrets a deployed Worker needs; it answers 503 not_configured without them. */
 export declare const REQUIRED_SECRETS: string[];
-/** Problems with the resource ids in wrangler.toml (the shipped all-zero placeholders). */
-export declare function placeholderProblems(toml: string): string[];
+/** Problems with the resource ids in the configuration file `file` (the shipped all-zero placeholders). */
+export declare function placeholderProblems(toml: string, file?: string): string[];
 /** The required secrets missing from `wrangler secret list --format json` output. */
 export declare function missingSecrets(listJson: string): string[];
 /** The global flags of `npm run deploy -- ...` (for every wrangler command), and whether it is a dry run. */

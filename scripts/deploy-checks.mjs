@@ -5,22 +5,23 @@ import { isAbsolute, join } from "node:path";
 export const REQUIRED_SECRETS = ["CALLBACK_TOKENS", "LOOKUP_TOKENS", "ADMIN_TOKENS"];
 
 /**
- * Problems with the resource ids in wrangler.toml: ids still the all-zero placeholders the
- * repository ships with, for the D1 database and the KV namespace.
+ * Problems with the resource ids in the configuration file (`file`, named in the messages): ids
+ * still the all-zero placeholders the repository ships with, for the D1 database and the KV
+ * namespace.
  */
-export function placeholderProblems(toml) {
+export function placeholderProblems(toml, file = "wrangler.toml") {
 	const problems = [];
 	const value = (pattern) => pattern.exec(toml)?.[1];
 	const zero = (id) => id === undefined || /^[0-]+$/.test(id);
 	if (zero(value(/^\s*database_id\s*=\s*"([^"]*)"/m))) {
 		problems.push(
-			"wrangler.toml still has the placeholder D1 database_id: run `npx wrangler d1 create tencent-ses-events` and put the id it prints in [[d1_databases]] (docs/deploy.md, step 2).",
+			`${file} still has the placeholder D1 database_id: run \`npx wrangler d1 create tencent-ses-events\` and put the id it prints in [[d1_databases]] (docs/deploy.md, step 2).`,
 		);
 	}
 	const kv = /\[\[kv_namespaces\]\][^[]*?^\s*id\s*=\s*"([^"]*)"/ms.exec(toml)?.[1];
 	if (zero(kv)) {
 		problems.push(
-			"wrangler.toml still has the placeholder KV namespace id: run `npx wrangler kv namespace create SUPPRESSIONS` and put the id it prints in [[kv_namespaces]] (docs/deploy.md, step 2).",
+			`${file} still has the placeholder KV namespace id: run \`npx wrangler kv namespace create SUPPRESSIONS\` and put the id it prints in [[kv_namespaces]] (docs/deploy.md, step 2).`,
 		);
 	}
 	return problems;

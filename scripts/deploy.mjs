@@ -24,7 +24,8 @@ function refuse(lines) {
 	process.exit(1);
 }
 
-const problems = placeholderProblems(readFileSync(configFile(shared), "utf8"));
+const config = configFile(shared);
+const problems = placeholderProblems(readFileSync(config, "utf8"), config);
 if (problems.length > 0) refuse(problems);
 
 const listed = spawnSync(

@@ -15,6 +15,12 @@ describe("npm run deploy preconditions", () => {
 		expect(problems[1]).toContain("KV namespace id");
 	});
 
+	it("names the file it read, which --config may choose", () => {
+		const problems = placeholderProblems(shipped, "deploy/eu/prod.toml");
+		expect(problems).toHaveLength(2);
+		for (const problem of problems) expect(problem).toMatch(/^deploy\/eu\/prod\.toml still has/);
+	});
+
 	it("accepts real ids", () => {
 		const real = shipped
 			.replace(/database_id = "[^"]*"/, 'database_id = "5f0c1d7e-3b2a-4c8e-9d1f-6a7b8c9d0e1f"')
