@@ -39,6 +39,13 @@ const lineSchema = z.strictObject({
 	expiresAt: z._default(z.nullable(timeValue), null),
 });
 
+/** The CSV columns whose names differ from the fields of an NDJSON line. */
+const CSV_COLUMNS: Record<string, string> = {
+	createdAt: "created_at",
+	updatedAt: "updated_at",
+	expiresAt: "expires_at",
+};
+
 /** CSV fields as named values; an empty optional field is absent (or null where it may be). */
 function csvRecord(fields: string[]): Record<string, string | null> {
 	const [mail, list, scope, reason, source, createdAt, updatedAt, expiresAt] =
@@ -122,6 +129,8 @@ function records(bytes: Uint8Array, format: "csv" | "ndjson") {
  * @throws ApiError 400 when the body as a whole cannot be read
  */
 export function readImport(bytes: Uint8Array, format: "csv" | "ndjson", now: number) {
+	// A message names a field as the file does: a CSV line by its column.
+	const field = (name: string) => (format === "csv" ? (CSV_COLUMNS[name] ?? name) : name);
 	const { found, failed } = records(bytes, format);
 	const entries: ImportedEntry[] = [];
 	const seen = new Map<string, { line: number; entry: ImportedEntry; paired: boolean }>();
@@ -135,7 +144,7 @@ export function readImport(bytes: Uint8Array, format: "csv" | "ndjson", now: num
 				message:
 					unknown.length > 0
 						? `${unknown.join(", ")} ${unknown.length > 1 ? "are not fields" : "is not a field"} of an entry`
-						: `${issue?.path.map(String).join(".") || "line"} ${issue?.message ?? "is invalid"}`,
+						: `${issue?.path.map(String).map(field).join(".") || "line"} ${issue?.message ?? "is invalid"}`,
 			});
 			continue;
 		}
@@ -154,16 +163,19 @@ export function readImport(bytes: Uint8Array, format: "csv" | "ndjson", now: num
 			failed.push({ line, message: "has already expired" });
 		} else if (entry.updatedAt !== undefined && entry.updatedAt > now) {
 			// An export's times are never ahead of the import: the history dates changes by them.
-			failed.push({ line, message: "updatedAt is in the future" });
+			failed.push({ line, message: `${field("updatedAt")} is in the future` });
 		} else if (entry.createdAt !== undefined && entry.createdAt > now) {
-			failed.push({ line, message: "createdAt is in the future" });
+			failed.push({ line, message: `${field("createdAt")} is in the future` });
 		} else if (
 			entry.createdAt !== undefined &&
 			entry.updatedAt !== undefined &&
 			entry.createdAt > entry.updatedAt
 		) {
 			// No export writes it, and the history would date the entry's change before its birth.
-			failed.push({ line, message: "createdAt is after updatedAt" });
+			failed.push({
+				line,
+				message: `${field("createdAt")} is after ${field("updatedAt")}`,
+			});
 		} else {
 			const imported: ImportedEntry = {
 				email: entry.email,

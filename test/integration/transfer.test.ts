@@ -523,6 +523,22 @@ describe("export then import, the awkward cases", () => {
 });
 
 describe("import", () => {
+	it("names a CSV line's fields by its columns", async () => {
+		const body = [
+			HEADER,
+			"a@example.com,manual,*,,api,2026-01-02T00:00:00Z,2026-01-01T00:00:00Z,",
+			"b@example.com,manual,*,,api,2999-01-01T00:00:00Z,,",
+			"c@example.com,manual,*,,api,,2999-01-01T00:00:00Z,",
+			"d@example.com,manual,*,,api,,,tomorrow",
+		].join("\n");
+		expect((await imported(body)).failed).toEqual([
+			{ line: 2, message: "created_at is after updated_at" },
+			{ line: 3, message: "created_at is in the future" },
+			{ line: 4, message: "updated_at is in the future" },
+			{ line: 5, message: expect.stringMatching(/^expires_at must be/) },
+		]);
+	});
+
 	it("reports each bad line and imports the rest", async () => {
 		const body = [
 			HEADER,
