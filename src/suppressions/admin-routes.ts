@@ -69,7 +69,13 @@ export async function putRoute(
 
 export const deleteQuery = z.strictObject({
 	list: z.optional(listField),
-	scope: z.optional(scopeField),
+	scope: z.optional(
+		scopeField.check(
+			z.describe(
+				"\"*\" or a sender domain, compared with entries' scopes as a lookup's fromDomain is: case, one trailing dot and an IDN's Unicode or punycode (xn--) spelling do not matter",
+			),
+		),
+	),
 });
 
 /**

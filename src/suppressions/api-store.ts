@@ -1,3 +1,4 @@
+import { domainKey } from "../email";
 import { lowerRollupMark, rollUpEvents } from "../events/stats-store";
 import type { StoredEntry } from "./entry";
 import { ANY_SCOPE, type ListName } from "./policy";
@@ -98,7 +99,8 @@ export async function putEntry(
  * The removal is recorded for every list and scope it matched, and, whether an entry existed or
  * not, for each list and scope events could still make that the filters name: a list without a
  * scope means its entry for every sender (`*`, the only scope of bounces and complaints); a domain
- * scope of an unsubscribe that no entry had yet is recorded only when named.
+ * scope of an unsubscribe that no entry had yet is recorded only when named. A domain scope matches
+ * the entries of that domain however their scopes are spelt, as lookups compare them.
  */
 export async function removeEntries(
 	db: D1Database,
@@ -106,8 +108,10 @@ export async function removeEntries(
 	filter: { list?: ListName; scope?: string },
 	now: number,
 ): Promise<number> {
-	const match = "email = ?1 AND (?2 IS NULL OR list = ?2) AND (?3 IS NULL OR scope = ?3)";
-	const params = [email, filter.list ?? null, filter.scope ?? null, now] as const;
+	const scopes = filter.scope === undefined ? null : await spellingsOf(db, email, filter.scope);
+	const match = `email = ?1 AND (?2 IS NULL OR list = ?2)
+		AND (?3 IS NULL OR scope IN (SELECT value FROM json_each(?3)))`;
+	const params = [email, filter.list ?? null, scopes, now] as const;
 	const [, , deleted] = await db.batch([
 		db
 			.prepare(
@@ -131,10 +135,29 @@ export async function removeEntries(
 			.bind(...params, JSON.stringify(namedByRemoval(filter))),
 		db
 			.prepare(`DELETE FROM suppressions WHERE ${match} RETURNING expires_at AS expiresAt`)
-			.bind(email, filter.list ?? null, filter.scope ?? null),
+			.bind(email, filter.list ?? null, scopes),
 	]);
 	const rows = (deleted?.results ?? []) as Array<{ expiresAt: number | null }>;
 	return rows.filter((row) => row.expiresAt === null || row.expiresAt > now).length;
+}
+
+/**
+ * The scopes stored for the address that name the same sender as `scope`, as a JSON array:
+ * entries keep the spelling their scope came in (`news.example.com.`, `bücher.de`), and a lookup
+ * with `fromDomain=news.example.com` (or `xn--bcher-kva.de`) counts them, so a removal that names
+ * the domain in another spelling must find them too, or it would lift nothing while the sender is
+ * still told the address is suppressed. Read before the removal's batch (SQL cannot map an IDN):
+ * a spelling first stored in between is not removed, which leaves the address suppressed.
+ */
+async function spellingsOf(db: D1Database, email: string, scope: string): Promise<string> {
+	if (scope === ANY_SCOPE) return JSON.stringify([ANY_SCOPE]);
+	const key = domainKey(scope);
+	const { results } = await db
+		.prepare("SELECT DISTINCT scope FROM suppressions WHERE email = ?1 AND scope != ?2")
+		.bind(email, ANY_SCOPE)
+		.all<{ scope: string }>();
+	const stored = results.map((row) => row.scope).filter((other) => domainKey(other) === key);
+	return JSON.stringify([...new Set([scope, ...stored])]);
 }
 
 /** The lists events make entries in, and the list and scope pairs a removal's filters name. */

@@ -65,6 +65,41 @@ describe("an unsubscribe's scope and the fromDomain of a lookup name one domain 
 		const [result] = await check(["reader@example.org"], "NEWS.example.com");
 		expect(result?.deliverable).toBe(false);
 	});
+
+	it.each([
+		["a trailing dot", "News.Example.com.", "news.example.com", "NEWS.example.com"],
+		["an IDN in Unicode, removed in punycode", "bücher.de", "xn--bcher-kva.de", "BÜCHER.de."],
+		["an IDN in punycode, removed in Unicode", "xn--bcher-kva.de", "BÜCHER.de", "bücher.de"],
+	])(
+		"a removal scoped to the domain in another spelling (%s) lifts the entry",
+		async (_, stored, scope, fromDomain) => {
+			await unsubscribe("reader@example.org", stored);
+			await unsubscribe("reader@example.org", "shop.example.com");
+			await putSuppression("reader@example.org", { list: "unsubscribe", scope: stored });
+			const response = await call(
+				`/v1/suppressions/reader%40example.org?list=unsubscribe&scope=${encodeURIComponent(scope)}`,
+				{ method: "DELETE", headers: { authorization: `Bearer ${tokens.admin}` } },
+			);
+			// The event's entry and the operator's: each spelling of the domain, no other domain.
+			expect(await response.json()).toEqual({ email: "reader@example.org", removed: 2 });
+			const query = `?fromDomain=${encodeURIComponent(fromDomain)}`;
+			for (const consistent of ["", "&consistent=true"]) {
+				expect((await lookup("reader@example.org", query + consistent)).suppressed).toBe(false);
+			}
+			expect((await check(["reader@example.org"], fromDomain))[0]?.deliverable).toBe(true);
+			expect((await check(["reader@example.org"], "shop.example.com"))[0]?.deliverable).toBe(false);
+			// The removal holds against an older unsubscribe in the spelling that was stored.
+			await event({
+				event: "unsubscribe",
+				email: "reader@example.org",
+				fromDomain: stored,
+				timestamp: 1_600_000_000,
+			});
+			expect((await lookup("reader@example.org", `${query}&consistent=true`)).suppressed).toBe(
+				false,
+			);
+		},
+	);
 });
 
 describe("an unsubscribe's fromDomain that no lookup, filter or import could name", () => {
