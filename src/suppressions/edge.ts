@@ -1,5 +1,6 @@
 import { log } from "../log";
 import { type EntryJson, renderEntry, type StoredEntry } from "./entry";
+import { LISTS, type ListName } from "./policy";
 import { readEntries } from "./store";
 
 /** KV keys hold at most 512 bytes; an address longer than this in UTF-8 is keyed by its hash. */
@@ -17,7 +18,7 @@ const KV_BULK_GET_BYTES = 25 * 1024 * 1024;
 export const MAX_EDGE_VALUE_BYTES = Math.floor(KV_BULK_GET_BYTES / KV_BATCH) - 1024;
 /**
  * What the key holds instead when the entries are too large for it: a JSON string that tells
- * readers to read the address's entries from D1.
+ * readers to read the address's entries from D1 (as anything but an array of entries does).
  */
 const IN_D1 = '"d1"';
 /**
@@ -78,12 +79,32 @@ export function edgeExpiration(entries: readonly StoredEntry[], now: number): nu
 }
 
 /**
- * Parses a KV value written by {@link renderEdgeValue}: its entries, or null when the entries
- * are too large for KV and must be read from D1; anything else reads as no entries.
+ * Parses a KV value written by {@link renderEdgeValue}: its entries, or null when they must be
+ * read from D1. That is the case for the marker of entries too large for KV, and for anything
+ * else that is not what the writer puts (not JSON, not an array, an entry without a list, a scope
+ * or a readable expiry: a key written by hand or by another version), which must never read as
+ * "no entries" and let a suppressed address be mailed.
  */
-export function parseEdgeValue(value: unknown): EntryJson[] | null {
-	if (value === "d1") return null; // IN_D1, parsed
-	return Array.isArray(value) ? (value as EntryJson[]) : [];
+export function parseEdgeValue(text: string): EntryJson[] | null {
+	let value: unknown;
+	try {
+		value = JSON.parse(text);
+	} catch {
+		return null;
+	}
+	return Array.isArray(value) && value.every(isEdgeEntry) ? (value as EntryJson[]) : null;
+}
+
+/** Whether a parsed KV entry has what deciding a lookup reads: its list, scope and expiry. */
+function isEdgeEntry(entry: unknown): boolean {
+	if (typeof entry !== "object" || entry === null) return false;
+	const { list, scope, expiresAt } = entry as Record<string, unknown>;
+	return (
+		LISTS.includes(list as ListName) &&
+		typeof scope === "string" &&
+		(expiresAt === null ||
+			(typeof expiresAt === "string" && Number.isFinite(Date.parse(expiresAt))))
+	);
 }
 
 /**

@@ -62,8 +62,8 @@ export async function lookupRoute(request: RouteRequest, env: Env): Promise<Resp
 	if (query.consistent !== "true") {
 		try {
 			const text = await env.SUPPRESSIONS.get(await edgeKey(email), "text");
-			// Null (entries too large for KV) leaves the answer to D1, below.
-			entries = (text === null ? [] : parseEdgeValue(JSON.parse(text))) ?? undefined;
+			// No key: no entries. A value that is not entries (the D1 marker) leaves it to D1, below.
+			entries = (text === null ? [] : parseEdgeValue(text)) ?? undefined;
 		} catch (error) {
 			log("warn", "edge read failed, reading D1", {
 				requestId: request.requestId,
@@ -88,7 +88,7 @@ export const checkBody = z.strictObject({
 
 /**
  * KV values of many addresses: bulk gets of 100 keys in parallel, D1 for any batch that fails and
- * for addresses whose entries are too large for KV.
+ * for addresses whose value is not their entries (too large for KV, or unreadable).
  */
 async function entriesOfMany(env: Env, emails: string[], at: number, requestId: string) {
 	const found = new Map<string, EntryJson[]>();
@@ -106,8 +106,8 @@ async function entriesOfMany(env: Env, emails: string[], at: number, requestId: 
 				batch.forEach((email, i) => {
 					const text = values.get(keys[i] as string);
 					// An address without a key (nearly all of a list) is left out: no entries.
-					if (!text) return;
-					const entries = parseEdgeValue(JSON.parse(text));
+					if (text === null || text === undefined) return;
+					const entries = parseEdgeValue(text);
 					if (entries) found.set(email, entries);
 					else inD1.push(email);
 				});

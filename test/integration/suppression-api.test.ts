@@ -220,6 +220,29 @@ describe("POST /v1/suppressions/check", () => {
 	});
 
 	it.each([
+		["an object", '{"entries":[]}'],
+		["null", "null"],
+		["a number", "42"],
+		["another string", '"x"'],
+		["an empty string", '""'],
+		["no JSON at all", ""],
+		["an array of numbers", "[1]"],
+		["an array holding null", "[null]"],
+		["an entry without its expiry", '[{"list":"bounce","scope":"*"}]'],
+		["an entry with an unreadable expiry", '[{"list":"bounce","scope":"*","expiresAt":"soon"}]'],
+		["an entry of no known list", '[{"list":"Bounce","scope":"*","expiresAt":null}]'],
+	])(
+		"reads D1 for an address whose KV value is %s, never calling it deliverable",
+		async (_name, value) => {
+			await env.SUPPRESSIONS.put("s:bounced@example.com", value);
+			const body = await check(["fine@example.com", "bounced@example.com"]);
+			expect(body).toMatchObject({ deliverableCount: 1, suppressedCount: 1 });
+			expect(body.results[1]).toMatchObject({ deliverable: false, lists: ["bounce"] });
+			expect(await lookup("bounced@example.com")).toMatchObject({ suppressed: true });
+		},
+	);
+
+	it.each([
 		["no emails", {}],
 		["an empty list", { emails: [] }],
 		["too many", { emails: Array.from({ length: 1001 }, (_, i) => `a${i}@example.com`) }],
