@@ -118,7 +118,7 @@ export const mailboxField = addressField(mailboxProblem);
 /** A sender domain as scopes and `fromDomain` hold it: trimmed, lower-cased, NFC. */
 export const domainParam = z.pipe(
 	z
-		.string()
+		.string({ error: "must be a domain name" })
 		.check(
 			z.trim(),
 			z.toLowerCase(),

@@ -78,7 +78,9 @@ export async function lookupRoute(request: RouteRequest, env: Env): Promise<Resp
 const MAX_CHECK = 1000;
 export const checkBody = z.strictObject({
 	emails: z
-		.array(z.string({ error: "must be a string" }))
+		.array(z.string({ error: "must be a string" }), {
+			error: `must be an array of 1 to ${MAX_CHECK} addresses`,
+		})
 		.check(
 			z.minLength(1, { error: "must hold at least one address" }),
 			z.maxLength(MAX_CHECK, { error: `must hold at most ${MAX_CHECK} addresses` }),

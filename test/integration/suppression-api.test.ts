@@ -255,6 +255,32 @@ describe("POST /v1/suppressions/check", () => {
 		expect(((await response.json()) as ErrorBody).error.code).toBe("invalid_request");
 	});
 
+	it.each([
+		["no emails", {}, "emails", "must be an array of 1 to 1000 addresses"],
+		[
+			"emails a string",
+			{ emails: "a@example.com" },
+			"emails",
+			"must be an array of 1 to 1000 addresses",
+		],
+		[
+			"fromDomain null",
+			{ emails: ["a@example.com"], fromDomain: null },
+			"fromDomain",
+			"must be a domain name",
+		],
+		[
+			"fromDomain a number",
+			{ emails: ["a@example.com"], fromDomain: 5 },
+			"fromDomain",
+			"must be a domain name",
+		],
+	])("says what is wrong with %s", async (_name, body, path, message) => {
+		const response = await send("POST", "/v1/suppressions/check", { body, token: tokens.lookup });
+		expect(response.status).toBe(400);
+		expect(((await response.json()) as ErrorBody).error.issues).toEqual([{ path, message }]);
+	});
+
 	it("refuses a body that is not JSON", async () => {
 		const response = await call("/v1/suppressions/check", {
 			method: "POST",
