@@ -9,13 +9,17 @@ const MAX_PLAIN_KEY_BYTES = 500;
 export const KV_BATCH = 100;
 /** A bulk get answers 413 when the values it returns take more than 25 MiB in all. */
 const KV_BULK_GET_BYTES = 25 * 1024 * 1024;
+/** The most keys one request reads at once: a check's 1,000 addresses, ten bulk gets in parallel. */
+const KEYS_READ_AT_ONCE = 1000;
 /**
- * The largest value written for an address, in bytes of UTF-8: 100 of them fit in one bulk get
- * (and one is far below KV's 25 MiB per value). An address's entries take more only when it has
- * many with long reasons (11 entries whose reasons are 4,096 control characters, written as
- * `\u0001`, take about 273 KB; 1,100 of them more than KV holds in one value).
+ * The largest value written for an address, in bytes of UTF-8 (25,190): the values of a whole
+ * check, read at once, take at most what one bulk get may return, 25 MiB, in a Worker's 128 MB.
+ * One hundredth of 25 MiB, as before, let a check of 1,000 such addresses hold 261 MB. One entry
+ * fits even with the longest reason (4,096 control characters, written as `\u0001`: about
+ * 24.8 KB); an address with more than that, or with about 100 entries of ordinary reasons, is
+ * read from D1.
  */
-export const MAX_EDGE_VALUE_BYTES = Math.floor(KV_BULK_GET_BYTES / KV_BATCH) - 1024;
+export const MAX_EDGE_VALUE_BYTES = Math.floor(KV_BULK_GET_BYTES / KEYS_READ_AT_ONCE) - 1024;
 /**
  * What the key holds instead when the entries are too large for it: a JSON string that tells
  * readers to read the address's entries from D1 (as anything but an array of entries does).

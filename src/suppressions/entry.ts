@@ -61,12 +61,12 @@ export function isLive(entry: Pick<EntryJson, "expiresAt">, now: number): boolea
  * @example
  * lookupResult("a@example.com", entries, now, "news.example.com")
  */
-export function lookupResult(
+export function lookupResult<T extends Pick<EntryJson, "list" | "scope" | "expiresAt">>(
 	email: string,
-	entries: readonly EntryJson[],
+	entries: readonly T[],
 	now: number,
 	fromDomain?: string,
-): { email: string; suppressed: boolean; entries: EntryJson[] } {
+): { email: string; suppressed: boolean; entries: T[] } {
 	const sender = fromDomain === undefined ? undefined : domainKey(fromDomain);
 	const applying = entries.filter(
 		(entry) =>

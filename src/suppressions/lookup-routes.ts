@@ -16,7 +16,7 @@ import { type EntryCursor, listEntries } from "./api-store";
 import { edgeKey, KV_BATCH, parseEdgeValue, plainEdgeKey } from "./edge";
 import { type EntryJson, lookupResult, renderEntry } from "./entry";
 import { ANY_SCOPE, LISTS } from "./policy";
-import { readEntries } from "./store";
+import { type EntryScope, readEntries, readEntryScopes } from "./store";
 
 interface RouteRequest {
 	params: Record<string, string | undefined>;
@@ -88,17 +88,39 @@ export const checkBody = z.strictObject({
 	fromDomain: senderDomain,
 });
 
+/** What the check answers for an address. */
+interface Decision {
+	suppressed: boolean;
+	lists: string[];
+}
+
 /**
- * KV values of many addresses: bulk gets of 100 keys in parallel, D1 for any batch that fails and
- * for addresses whose value is not their entries (too large for KV, or unreadable).
+ * Decides many addresses from KV: bulk gets of 100 keys in parallel, D1 for any batch that fails
+ * and for addresses whose value is not their entries (too large for KV, or unreadable). Each batch
+ * is decided as it arrives and only the decisions are kept: an address may have many entries (one
+ * per sender domain it unsubscribed from). The values of 1,000 keys take at most 25 MiB
+ * (`MAX_EDGE_VALUE_BYTES`); from D1 only the list, scope and expiry of each entry are read.
  */
-async function entriesOfMany(env: Env, emails: string[], at: number, requestId: string) {
-	const found = new Map<string, EntryJson[]>();
-	const inD1: string[] = [];
+async function decideMany(
+	env: Env,
+	emails: string[],
+	at: number,
+	fromDomain: string | undefined,
+	requestId: string,
+): Promise<Map<string, Decision>> {
+	const decided = new Map<string, Decision>();
+	const decide = (email: string, entries: readonly EntryScope[]) => {
+		const found = lookupResult(email, entries, at, fromDomain);
+		decided.set(email, {
+			suppressed: found.suppressed,
+			lists: [...new Set(found.entries.map((entry) => entry.list))],
+		});
+	};
 	const batches: string[][] = [];
 	for (let i = 0; i < emails.length; i += KV_BATCH) batches.push(emails.slice(i, i + KV_BATCH));
 	await Promise.all(
 		batches.map(async (batch) => {
+			let inD1: string[] = [];
 			try {
 				const plain = batch.map(plainEdgeKey);
 				const keys = plain.every((key): key is string => key !== null)
@@ -110,21 +132,19 @@ async function entriesOfMany(env: Env, emails: string[], at: number, requestId: 
 					// An address without a key (nearly all of a list) is left out: no entries.
 					if (text === null || text === undefined) return;
 					const entries = parseEdgeValue(text);
-					if (entries) found.set(email, entries);
+					if (entries) decide(email, entries);
 					else inD1.push(email);
 				});
 			} catch (error) {
 				log("warn", "edge bulk read failed, reading D1", { requestId, error: String(error) });
-				const stored = await entriesFromD1(env, batch, at);
-				for (const email of batch) found.set(email, stored.get(email) ?? []);
+				inD1 = batch;
 			}
+			if (inD1.length === 0) return;
+			const stored = await readEntryScopes(env.DB, inD1, at);
+			for (const email of inD1) decide(email, stored.get(email) ?? []);
 		}),
 	);
-	if (inD1.length > 0) {
-		const stored = await entriesFromD1(env, inD1, at);
-		for (const email of inD1) found.set(email, stored.get(email) ?? []);
-	}
-	return found;
+	return decided;
 }
 
 /**
@@ -144,18 +164,10 @@ export async function checkRoute(request: RouteRequest & Request, env: Env): Pro
 		if (!invalid) unique.add(normalized);
 		return { email, normalized, invalid };
 	});
-	const entries = await entriesOfMany(env, [...unique], at, request.requestId);
 	// Each address is decided once, however often the list repeats it: its entries may be many
 	// (one per sender domain it unsubscribed from), and deciding them again for each of a
 	// thousand copies of it cost most of a second.
-	const decided = new Map<string, { suppressed: boolean; lists: string[] }>();
-	for (const [email, stored] of entries) {
-		const found = lookupResult(email, stored, at, body.fromDomain);
-		decided.set(email, {
-			suppressed: found.suppressed,
-			lists: [...new Set(found.entries.map((entry) => entry.list))],
-		});
-	}
+	const decided = await decideMany(env, [...unique], at, body.fromDomain, request.requestId);
 	const counts = { deliverableCount: 0, suppressedCount: 0, invalidCount: 0 };
 	const results = items.map((item) => {
 		if (item.invalid) {

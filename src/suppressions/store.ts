@@ -1,7 +1,8 @@
 import type { PolicySettings } from "../config";
+import { isoTime } from "../events/event";
 import { MAX_UNIX_SECONDS } from "../tencent/schema";
 import type { StoredEntry } from "./entry";
-import type { Evidence } from "./policy";
+import type { Evidence, ListName } from "./policy";
 import { jsonChunks } from "./transfer-store";
 
 const ENTRY_COLUMNS = `email, list, scope, origin, reason, event_count AS eventCount,
@@ -251,4 +252,41 @@ export async function readEntries(
 ): Promise<Map<string, StoredEntry[]>> {
 	const { results } = await selectEntries(db, emails, now).all<StoredEntry>();
 	return groupEntries(results);
+}
+
+/** What deciding a lookup reads of an entry (its list, scope and expiry), as the API writes it. */
+export interface EntryScope {
+	list: ListName;
+	scope: string;
+	expiresAt: string | null;
+}
+
+/**
+ * The list, scope and expiry of each entry of `emails` that applies at `now`, grouped by address:
+ * all a check needs. A reason (up to 4,096 characters, which D1's answer may write as `\u0001`,
+ * six bytes each) and the other details are left in D1.
+ */
+export async function readEntryScopes(
+	db: D1Database,
+	emails: readonly string[],
+	now: number,
+): Promise<Map<string, EntryScope[]>> {
+	const { results } = await db
+		.prepare(
+			`SELECT email, list, scope, expires_at AS expiresAt FROM suppressions
+			WHERE email IN (SELECT value FROM json_each(?1)) AND (expires_at IS NULL OR expires_at > ?2)`,
+		)
+		.bind(JSON.stringify(emails), now)
+		.all<{ email: string; list: ListName; scope: string; expiresAt: number | null }>();
+	const byEmail = new Map<string, EntryScope[]>();
+	for (const row of results) {
+		const entries = byEmail.get(row.email) ?? [];
+		entries.push({
+			list: row.list,
+			scope: row.scope,
+			expiresAt: row.expiresAt === null ? null : isoTime(row.expiresAt),
+		});
+		byEmail.set(row.email, entries);
+	}
+	return byEmail;
 }

@@ -218,3 +218,51 @@ describe("a check that repeats an address with many entries", () => {
 		expect([other.suppressedCount, other.deliverableCount]).toEqual([0, 1000]);
 	});
 });
+
+describe("a check of 1,000 addresses whose entries are large", () => {
+	it("reads at most 25 MiB of KV values, and still finds every address suppressed", async () => {
+		// Two of the widest entries render to about 50 KB: under the 255 KiB a KV value once took,
+		// so 1,000 such keys read by the check's parallel bulk gets came to about 50 MB at once, and
+		// 1,000 keys of 255 KiB each to 261 MB, twice a Worker's 128 MB.
+		await seedWideEntries("big", 1000, 2);
+		// The cron writes every address's key, as a history of PUTs would have.
+		let at = Date.now() + (KV_WRITE_SETTLE_SECONDS + 60) * 1000;
+		for (let run = 0; run < 4; run++, at += 300_000) await runCron(at);
+		expect(await env.SUPPRESSIONS.get("s:big999@example.com", "text")).not.toBeNull();
+		let valueBytes = 0;
+		const encoder = new TextEncoder();
+		const kv = new Proxy(env.SUPPRESSIONS, {
+			get(target, property) {
+				if (property === "get") {
+					return async (...args: Parameters<KVNamespace["get"]>) => {
+						const values = (await Reflect.apply(target.get, target, args)) as unknown;
+						const texts = values instanceof Map ? [...values.values()] : [values];
+						for (const text of texts) {
+							if (typeof text === "string") valueBytes += encoder.encode(text).byteLength;
+						}
+						return values;
+					};
+				}
+				const value = Reflect.get(target, property);
+				return typeof value === "function" ? value.bind(target) : value;
+			},
+		});
+		const response = await call(
+			"/v1/suppressions/check",
+			{
+				method: "POST",
+				headers: { authorization: `Bearer ${tokens.lookup}` },
+				body: JSON.stringify({
+					emails: Array.from({ length: 1000 }, (_, i) => `big${i}@example.com`),
+					fromDomain: "d1.example.com",
+				}),
+			},
+			{ ...env, SUPPRESSIONS: kv },
+		);
+		expect(response.status).toBe(200);
+		const body = (await response.json()) as { suppressedCount: number };
+		expect(body.suppressedCount).toBe(1000);
+		expect(valueBytes).toBeGreaterThan(0);
+		expect(valueBytes).toBeLessThanOrEqual(25 * 1024 * 1024);
+	}, 120_000);
+});
