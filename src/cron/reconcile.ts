@@ -1,6 +1,12 @@
 import type { PolicySettings } from "../config";
 import { log } from "../log";
-import { edgeKey, KV_BATCH, renderEdgeValue, writeEdge } from "../suppressions/edge";
+import {
+	edgeKey,
+	KV_BATCH,
+	MAX_EDGE_VALUE_BYTES,
+	renderEdgeValue,
+	writeEdge,
+} from "../suppressions/edge";
 import type { StoredEntry } from "../suppressions/entry";
 import {
 	listAddresses,
@@ -205,7 +211,12 @@ export async function repairKeys(
 		budget.left -= 1 + batch.length;
 		// D1 is read ENTRIES_READ addresses at a time: few queries, and none the budget stops.
 		if (i % ENTRIES_READ === 0)
-			entries = await readEntries(env.DB, emails.slice(i, i + ENTRIES_READ), now);
+			entries = await readEntries(
+				env.DB,
+				emails.slice(i, i + ENTRIES_READ),
+				now,
+				MAX_EDGE_VALUE_BYTES,
+			);
 		const keys = await Promise.all(batch.map(edgeKey));
 		const values = await env.SUPPRESSIONS.get(keys, "text");
 		for (const [j, email] of batch.entries()) {
@@ -236,7 +247,7 @@ async function deleteOrphans(
 		key.name.startsWith("s:") ? key.name.slice(2) : (key.metadata?.email ?? null),
 	);
 	const emails = owners.filter((email): email is string => email !== null);
-	const entries = await readEntries(env.DB, emails, now);
+	const entries = await readEntries(env.DB, emails, now, MAX_EDGE_VALUE_BYTES);
 	let fixed = 0;
 	for (const [i, key] of keys.entries()) {
 		const email = owners[i];

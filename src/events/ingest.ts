@@ -1,6 +1,7 @@
 import type { PolicySettings } from "../config";
 import { ApiError } from "../errors";
 import { log } from "../log";
+import { MAX_EDGE_VALUE_BYTES } from "../suppressions/edge";
 import type { StoredEntry } from "../suppressions/entry";
 import { evidenceFrom, softBounceAddresses } from "../suppressions/policy";
 import {
@@ -56,7 +57,7 @@ export async function storeCallback(
 		...(evidence.length > 0 ? [applyEvidence(db, evidence, now)] : []),
 		insertEvents(db, events),
 		...(bounced.length > 0 ? [recomputeSoftBounces(db, bounced, policy, now)] : []),
-		...(mayChange.length > 0 ? [selectEntries(db, mayChange, now)] : []),
+		...(mayChange.length > 0 ? [selectEntries(db, mayChange, now, MAX_EDGE_VALUE_BYTES)] : []),
 	];
 	const results = await db.batch(statements);
 	const at = {

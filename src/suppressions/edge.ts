@@ -131,7 +131,10 @@ export async function syncEdge(
 	let entries: ReadonlyMap<string, readonly StoredEntry[]> = known;
 	if (unknown.length > 0) {
 		try {
-			entries = new Map([...known, ...(await readEntries(env.DB, unknown, now))]);
+			entries = new Map([
+				...known,
+				...(await readEntries(env.DB, unknown, now, MAX_EDGE_VALUE_BYTES)),
+			]);
 		} catch (error) {
 			log("error", "edge sync could not read D1", { requestId, error: String(error) });
 			return { ...counts, failed: emails.length };
@@ -165,8 +168,12 @@ export async function writeEdge(
 		await kv.delete(key);
 		return;
 	}
-	const expiration = edgeExpiration(live, now);
-	await kv.put(key, renderEdgeValue(live), {
+	const value = renderEdgeValue(live);
+	// The marker's entries may have been read only in part (readEntries' `upTo`): an expiry
+	// worked out from them could drop the key while an unread entry still applies, and a missing
+	// key reads as no entries. The cron deletes the key once no entry applies.
+	const expiration = value === IN_D1 ? undefined : edgeExpiration(live, now);
+	await kv.put(key, value, {
 		...(expiration === undefined ? {} : { expiration }),
 		...(key.startsWith("h:") ? { metadata: { email } } : {}),
 	});

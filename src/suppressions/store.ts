@@ -216,21 +216,42 @@ export async function readSoftBounceRecheck(db: D1Database, limit: number): Prom
 }
 
 /**
+ * Bytes a rendered entry takes at least besides its scope, reason and bulk id (188 with all
+ * three empty, the shortest list and source, and no event time): a lower bound, so that reading
+ * entries up to `upTo` bytes of them never stops short of what a KV value can hold.
+ */
+const MIN_RENDERED_ENTRY_BYTES = 150;
+
+/**
  * The statement that reads the entries of `emails` that apply at `now`, ordered by address; a
- * callback puts it at the end of its own batch to read what that batch wrote.
+ * callback puts it at the end of its own batch to read what that batch wrote. With `upTo`, an
+ * address's entries are read only until they take more than `upTo` bytes as the API renders them
+ * (its first entries, and the one that passes it): enough to write its KV value, which is the
+ * marker beyond that size, however many more entries it has.
  */
 export function selectEntries(
 	db: D1Database,
 	emails: readonly string[],
 	now: number,
+	upTo?: number,
 ): D1PreparedStatement {
+	const live = `FROM suppressions
+		WHERE email IN (SELECT value FROM json_each(?1)) AND (expires_at IS NULL OR expires_at > ?2)`;
+	if (upTo === undefined) {
+		return db
+			.prepare(`SELECT ${ENTRY_COLUMNS} ${live} ORDER BY email, list, scope, origin`)
+			.bind(JSON.stringify(emails), now);
+	}
+	const size = `${MIN_RENDERED_ENTRY_BYTES} + length(CAST(scope AS BLOB))
+		+ coalesce(length(CAST(reason AS BLOB)), 0) + coalesce(length(CAST(bulk_id AS BLOB)), 0)`;
 	return db
 		.prepare(
-			`SELECT ${ENTRY_COLUMNS} FROM suppressions
-			WHERE email IN (SELECT value FROM json_each(?1)) AND (expires_at IS NULL OR expires_at > ?2)
-			ORDER BY email, list, scope, origin`,
+			`SELECT ${ENTRY_COLUMNS} FROM (
+				SELECT *, coalesce(sum(${size}) OVER (PARTITION BY email ORDER BY list, scope, origin
+					ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before ${live})
+			WHERE before <= ?3 ORDER BY email, list, scope, origin`,
 		)
-		.bind(JSON.stringify(emails), now);
+		.bind(JSON.stringify(emails), now, upTo);
 }
 
 /** Rows of {@link selectEntries}, grouped by address. */
@@ -244,13 +265,17 @@ export function groupEntries(rows: readonly StoredEntry[]): Map<string, StoredEn
 	return byEmail;
 }
 
-/** The entries of `emails` that apply at `now`, grouped by address. */
+/**
+ * The entries of `emails` that apply at `now`, grouped by address; with `upTo`, only as many of
+ * an address's entries as {@link selectEntries} reads.
+ */
 export async function readEntries(
 	db: D1Database,
 	emails: readonly string[],
 	now: number,
+	upTo?: number,
 ): Promise<Map<string, StoredEntry[]>> {
-	const { results } = await selectEntries(db, emails, now).all<StoredEntry>();
+	const { results } = await selectEntries(db, emails, now, upTo).all<StoredEntry>();
 	return groupEntries(results);
 }
 

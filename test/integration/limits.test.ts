@@ -266,3 +266,55 @@ describe("a check of 1,000 addresses whose entries are large", () => {
 		expect(valueBytes).toBeLessThanOrEqual(25 * 1024 * 1024);
 	}, 120_000);
 });
+
+describe("an address with thousands of entries", () => {
+	it("a callback that changes it reads back only what its KV value can hold", async () => {
+		// 2,000 unsubscribes from as many sender domains, each with the longest reason, which D1's
+		// answer writes as `\u0001`, six bytes each: reading them all back took a callback's batch
+		// 49.6 MB and 328 ms, and 5,000 of them more than a Worker's 128 MB. They expire in an hour.
+		const now = Math.floor(Date.now() / 1000);
+		await env.DB.prepare(
+			`WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 1999)
+			INSERT INTO suppressions (email, list, scope, origin, reason, event_count, created_at,
+				updated_at, expires_at, change_note)
+			SELECT 'many@example.com', 'unsubscribe', 'd' || i || '.example', 'event', ?1, 1,
+				?2, ?2, ?2 + 3600, 'seeded' FROM n`,
+		)
+			.bind(WIDEST_REASON, now)
+			.run();
+		let batchBytes = 0;
+		const db = new Proxy(env.DB, {
+			get(target, property) {
+				if (property === "batch") {
+					return async (statements: D1PreparedStatement[]) => {
+						const results = await target.batch(statements);
+						batchBytes += JSON.stringify(results).length;
+						return results;
+					};
+				}
+				const value = Reflect.get(target, property);
+				return typeof value === "function" ? value.bind(target) : value;
+			},
+		});
+		// An unsubscribe that never expires, its scope the last of the address's entries in order.
+		const response = await postCallback(
+			{
+				event: "unsubscribe",
+				email: "many@example.com",
+				timestamp: now - 10,
+				fromDomain: "zz.example",
+			},
+			{ env: { ...env, DB: db } },
+		);
+		expect(response.status).toBe(200);
+		expect(batchBytes).toBeLessThan(1024 * 1024);
+		// The key holds the marker, and does not expire with the entries read: one read later never
+		// does.
+		const { keys } = await env.SUPPRESSIONS.list({ prefix: "s:many@example.com" });
+		expect(keys).toHaveLength(1);
+		expect(keys[0]?.expiration).toBeUndefined();
+		expect(await env.SUPPRESSIONS.get("s:many@example.com", "text")).toBe('"d1"');
+		const found = await lookup("many@example.com", "?fromDomain=zz.example");
+		expect(found.suppressed).toBe(true);
+	});
+});
