@@ -90,6 +90,9 @@ describe("GET /v1/events", () => {
 		["?until=2026-01-02T00:00:00.0001Z", 2],
 		["?email=a%40example.com&event=open", 1],
 		["?email=nobody%40example.com", 0],
+		// Leading zeros are a page size too, and an empty parameter (a stray `&`) is none.
+		["?limit=0001", 1],
+		["?&limit=1&", 1],
 	])("filters %s", async (query, count) => {
 		expect((await page(query)).events).toHaveLength(count);
 	});
@@ -137,6 +140,8 @@ describe("GET /v1/events", () => {
 		["?limit=ten", "limit"],
 		["?since=yesterday", "since"],
 		["?until=2026-13-45T99:00:00Z", "until"],
+		// Its fraction rounds it up past the last second of year 9999.
+		["?since=9999-12-31T23:59:59.5Z", "since"],
 		["?event=bogus", "event"],
 		["?email=not-an-address", "email"],
 		["?cursor=garbage", "cursor"],

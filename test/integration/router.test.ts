@@ -122,6 +122,11 @@ describe("routing and the error shape", () => {
 		expect(((await name.json()) as { error: { issues: unknown } }).error.issues).toEqual([
 			{ path: "%E0%A4", message: "must be validly URL-encoded (UTF-8)" },
 		]);
+		// A name that decodes is named as decoded when only its value does not.
+		const value = await getJson("/v1/events?%65vent=%FF");
+		expect(((await value.json()) as { error: { issues: unknown } }).error.issues).toEqual([
+			{ path: "event", message: "must be validly URL-encoded (UTF-8)" },
+		]);
 	});
 
 	it("a route that takes no body refuses one, and takes an empty one as none", async () => {
@@ -132,6 +137,7 @@ describe("routing and the error shape", () => {
 				body,
 			});
 		expect((await remove('{"list":"manual"}')).status).toBe(400);
+		expect((await remove("1")).status).toBe(400);
 		expect((await remove("")).status).toBe(200);
 		expect((await remove()).status).toBe(200);
 	});
@@ -185,6 +191,15 @@ describe("routing and the error shape", () => {
 		expect(JSON.parse(text)).toEqual({ error: { code: "internal", message: "Internal error" } });
 		expect(text).not.toContain("SQLITE_SECRET_DETAIL");
 		expect(errors.some((line) => line.includes("SQLITE_SECRET_DETAIL"))).toBe(true);
+		// The request's own line is an error too, coded as the caller saw it.
+		expect(errors.map((line) => JSON.parse(line))).toContainEqual(
+			expect.objectContaining({
+				level: "error",
+				message: "request",
+				status: 500,
+				code: "internal",
+			}),
+		);
 	});
 
 	it("logs one JSON line per request with a request id and never the callback token", async () => {
@@ -290,6 +305,7 @@ describe("which requests log", () => {
 		// A path no route serves is not found, whatever its query.
 		expect(statuses).toEqual([400, 400, 404]);
 		expect(lines.map((line) => line.route)).toEqual(["/v1/events", "/v1/suppressions/:email", "*"]);
+		expect(lines.map((line) => line.code)).toEqual(["invalid_query", "invalid_query", "not_found"]);
 	});
 
 	it("a callback logs only when it repeats events or changes suppressions", async () => {
