@@ -235,6 +235,17 @@ describe("headers", () => {
 		expect(response.headers.get("access-control-allow-origin")).toBe("https://ops.example.com");
 	});
 
+	it("a trailing comma and space in CORS_ORIGINS name no origin", async () => {
+		const origin = "https://app.example.com";
+		const response = await call(
+			"/v1/events",
+			{ headers: { origin, authorization: `Bearer ${tokens.lookup}` } },
+			{ ...env, CORS_ORIGINS: `${origin}, ` },
+		);
+		expect(response.status).toBe(200);
+		expect(response.headers.get("access-control-allow-origin")).toBe(origin);
+	});
+
 	it("a wildcard origin, which would never match, answers 503 naming CORS_ORIGINS", async () => {
 		const response = await call(
 			"/v1/events",
