@@ -697,6 +697,18 @@ describe("import", () => {
 		});
 	});
 
+	it("takes a bulkId of at most 512 characters, as a callback does", async () => {
+		const body = [512, 513].map(
+			(length, i) =>
+				`{"email":"long${i}@example.com","list":"bounce","scope":"*","source":"event","bulkId":"${"b".repeat(length)}"}`,
+		);
+		expect(await imported(body.join("\n"), "application/x-ndjson")).toEqual({
+			imported: 1,
+			unchanged: 0,
+			failed: [{ line: 2, message: "bulkId must be at most 512 characters" }],
+		});
+	});
+
 	it("stores a blank imported bulkId as none, as a callback does", async () => {
 		const body = ['"   "', '""'].map(
 			(bulkId, i) =>
