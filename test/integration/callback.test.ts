@@ -574,6 +574,11 @@ describe("subjects", () => {
 		["an unknown charset, kept", "=?x-unknown?B?5rWL?=", "=?x-unknown?B?5rWL?="],
 		["broken base64, kept", "=?UTF-8?B?***?=", "=?UTF-8?B?***?="],
 		["invalid UTF-8, kept", "=?UTF-8?B?/w==?=", "=?UTF-8?B?/w==?="],
+		// UTF-16: a byte order mark starting each word is no part of the text, even mid-run; a
+		// big-endian word without one may start with the bytes FF or FE (！ is FF 01, ︵ is FE 35).
+		["UTF-16LE words, each marked", "=?UTF-16?B?//5LbQ==?= =?UTF-16?B?//7Viw==?=", "测试"],
+		["UTF-16 unmarked, from FF", "=?UTF-16?B?/wFtS4vV?=", "！测试"],
+		["UTF-16 unmarked, from FE", "=?UTF-16?B?/jVtS4vV?=", "︵测试"],
 	])("%s", async (_name, subject, expected) => {
 		await postCallback({ ...base, subject });
 		expect((await onlyEvent(base.email)).subject).toBe(expected);
