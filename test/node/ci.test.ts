@@ -19,6 +19,9 @@ describe(".ci/run's last line", () => {
 		expect(summaryLine(report(1300, 0, 1), 1, 0)).toBe("1300 passed, 1 failed");
 		expect(summaryLine(null, 1, 0)).toBe("0 passed, 1 failed");
 		expect(summaryLine(null, 1, 1)).toBe("0 passed, 2 failed");
+		// Each file that failed to load counts; a missing report counts even if vitest exited 0.
+		expect(summaryLine(report(1300, 0, 2), 1, 0)).toBe("1300 passed, 2 failed");
+		expect(summaryLine(null, 0, 0)).toBe("0 passed, 1 failed");
 	});
 
 	it("never says 0 failed when vitest failed: an unhandled error fails no test", () => {

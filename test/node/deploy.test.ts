@@ -64,6 +64,7 @@ describe("npm run deploy preconditions", () => {
 		expect(file(["--config", "prod.toml"])).toBe("prod.toml");
 		expect(file(["-c=prod.toml", "--cwd", "deploy/eu"])).toBe("deploy/eu/prod.toml");
 		expect(file(["--cwd=deploy/eu"])).toBe("deploy/eu/wrangler.toml");
+		expect(file(["--config=conf/region=eu.toml"])).toBe("conf/region=eu.toml");
 		expect(file(["--config", "/etc/worker/prod.toml", "--cwd", "deploy"])).toBe(
 			"/etc/worker/prod.toml",
 		);

@@ -14,6 +14,18 @@ describe("npm start: the tokens a developer set, which get no local-only --var",
 		expect(secretNames("ADMIN_TOKENS: d\n")).toEqual(["ADMIN_TOKENS"]);
 		// A value quoted over several lines defines one name, whatever its lines look like.
 		expect(secretNames('CALLBACK_TOKENS="x\nADMIN_TOKENS=y"\n')).toEqual(["CALLBACK_TOKENS"]);
+		expect(secretNames("CALLBACK_TOKENS=`x\nLOOKUP_TOKENS=\nADMIN_TOKENS=y`")).toEqual([
+			"CALLBACK_TOKENS",
+		]);
+		// A value quoted on its own line ends there; an old Mac's lone CR ends a line too.
+		expect(secretNames('LOOKUP_TOKENS="b c"\nADMIN_TOKENS=d\n')).toEqual([
+			"LOOKUP_TOKENS",
+			"ADMIN_TOKENS",
+		]);
+		expect(secretNames("CALLBACK_TOKENS=a\rADMIN_TOKENS=b\r")).toEqual([
+			"CALLBACK_TOKENS",
+			"ADMIN_TOKENS",
+		]);
 	});
 
 	it("reads .env and .env.local when there is no .dev.vars, as wrangler does", () => {
@@ -29,6 +41,16 @@ describe("npm start: the tokens a developer set, which get no local-only --var",
 			}).has("LOOKUP_TOKENS"),
 		).toBe(true);
 		expect(definedSecrets(files({}), { LOOKUP_TOKENS: "g" }).has("LOOKUP_TOKENS")).toBe(false);
+		// wrangler reads both switches in any case.
+		expect([...definedSecrets(read, { CLOUDFLARE_LOAD_DEV_VARS_FROM_DOT_ENV: "FALSE" })]).toEqual(
+			[],
+		);
+		expect(
+			definedSecrets(files({}), {
+				CLOUDFLARE_INCLUDE_PROCESS_ENV: "True",
+				LOOKUP_TOKENS: "g",
+			}).has("LOOKUP_TOKENS"),
+		).toBe(true);
 	});
 
 	it("ignores .env when .dev.vars exists, even an empty one", () => {
