@@ -454,6 +454,21 @@ describe("soft bounces", () => {
 		expect((await lookup("part@example.com", "?consistent=true")).suppressed).toBe(true);
 	});
 
+	it("with no run left, a late delivery before the run leaves it, whatever bounced at the window's first second", async () => {
+		// SOFT_BOUNCE_LIMIT raised after the entry: no run applies, and only a delivery that breaks
+		// the entry's run withdraws it. The bounce at exactly 14 days before the run's end is
+		// outside its window, so the delivery after it is not inside the run.
+		const start = daysAgo(20);
+		const end = start + 14 * DAY;
+		const two = { ...env, SOFT_BOUNCE_LIMIT: "2" } as Env;
+		await post([soft("raised@example.com", start), soft("raised@example.com", end - 60)], two);
+		await post(soft("raised@example.com", end), two);
+		const [entry] = await entriesOf("raised@example.com");
+		expect(entry?.lastEventAt).toBe(iso(end));
+		await post(delivered("raised@example.com", start + 60));
+		expect(await entriesOf("raised@example.com")).toEqual([entry]);
+	});
+
 	it("a delivery to an address without a live soft entry queues no recheck", async () => {
 		await post([soft("calm@example.com", t), delivered("calm@example.com", t + 60)]);
 		await post(delivered("calm@example.com", t + 120));
