@@ -32,11 +32,22 @@ const cursorParam = z.pipe(
 /** Query of `GET /v1/rejected`. */
 export const rejectedQuery = z.strictObject({ cursor: z.optional(cursorParam), limit: limitParam });
 
-/** The body as text when it is valid UTF-8, else base64, so any bytes can be shown and copied. */
-function renderBody(bytes: Uint8Array): { body: string; bodyEncoding: "utf-8" | "base64" } {
+/**
+ * The body as text when it is valid UTF-8, else base64, so any bytes can be shown and copied. A
+ * body kept only in part was cut at a byte count, which splits a character of two to four bytes
+ * more often than not: its text ends before that character (a shorter prefix of what was sent)
+ * rather than the whole body turning to base64.
+ */
+function renderBody(
+	bytes: Uint8Array,
+	truncated: boolean,
+): { body: string; bodyEncoding: "utf-8" | "base64" } {
 	try {
 		return {
-			body: new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(bytes),
+			// Streaming leaves an incomplete last character undecoded; invalid bytes still throw.
+			body: new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(bytes, {
+				stream: truncated,
+			}),
 			bodyEncoding: "utf-8",
 		};
 	} catch {
@@ -49,6 +60,7 @@ function renderBody(bytes: Uint8Array): { body: string; bodyEncoding: "utf-8" | 
 
 function renderRejected(row: RejectedRow) {
 	const bytes = Uint8Array.from(row.body);
+	const truncated = row.bodyBytes > bytes.length;
 	return {
 		id: row.id,
 		receivedAt: isoTime(row.receivedAt),
@@ -58,8 +70,8 @@ function renderRejected(row: RejectedRow) {
 		issues: row.issues ? (JSON.parse(row.issues) as unknown) : null,
 		contentType: row.contentType,
 		bodyBytes: row.bodyBytes,
-		truncated: row.bodyBytes > bytes.length,
-		...renderBody(bytes),
+		truncated,
+		...renderBody(bytes, truncated),
 		replayedAt: row.replayedAt === null ? null : isoTime(row.replayedAt),
 		replayStored: row.replayStored,
 	};

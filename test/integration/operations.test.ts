@@ -79,6 +79,30 @@ describe("rejected callbacks", () => {
 		expect(second.cursor).toBeNull();
 	});
 
+	it("shows a UTF-8 body cut inside a character as text up to that character", async () => {
+		// 2 bytes, then characters of 3: the cut at 64 KiB falls 2 bytes into the 21845th.
+		const response = await postCallback(`["${"中".repeat(30_000)}`);
+		expect(response.status).toBe(400);
+		const [row] = (await rejectedList()).rejected;
+		expect(row).toMatchObject({ truncated: true, bodyBytes: 90_002, bodyEncoding: "utf-8" });
+		expect(row?.body).toBe(`["${"中".repeat(21_844)}`);
+		// Bytes that are not UTF-8 before the cut, or a whole body that ends inside a character,
+		// are still shown in base64.
+		const invalid = await storeRejected(new Uint8Array([0xff, 0x7b]), 100_000);
+		const unfinished = await storeRejected(new Uint8Array([0x7b, 0xe4, 0xb8]));
+		const rows = (await rejectedList()).rejected;
+		expect(rows.find((item) => item.id === invalid)).toMatchObject({
+			bodyEncoding: "base64",
+			body: "/3s=",
+			truncated: true,
+		});
+		expect(rows.find((item) => item.id === unfinished)).toMatchObject({
+			bodyEncoding: "base64",
+			body: "e+S4",
+			truncated: false,
+		});
+	});
+
 	it("pages large bodies by size too, visiting each record once", async () => {
 		const body = "x".repeat(64 * 1024);
 		for (let i = 0; i < 40; i++) await storeRejected(body);
