@@ -1,9 +1,9 @@
 // Starting and stopping wrangler for the benchmarks. Every wrangler runs in its own process group
 // (wrangler starts node, which starts workerd), so stopping one kills its whole tree by group id
-// and no workerd outlives the run.
+// (on Windows with taskkill) and no workerd outlives the run.
 import { spawn } from "node:child_process";
 import { closeSync, openSync, readFileSync } from "node:fs";
-import { wranglerBin } from "../scripts/wrangler.mjs";
+import { signalTree, wranglerBin } from "../scripts/wrangler.mjs";
 
 export const WRANGLER_BIN = wranglerBin;
 
@@ -45,6 +45,7 @@ export function runWrangler(args, { cwd } = {}) {
 			env: WRANGLER_ENV,
 			stdio: ["ignore", "pipe", "pipe"],
 			detached: true,
+			windowsHide: true,
 		});
 		track(child, `wrangler ${args[0]}`);
 		let output = "";
@@ -79,6 +80,7 @@ export function startBackground(label, script, args, logFile) {
 		env: WRANGLER_ENV,
 		stdio: ["ignore", fd, fd],
 		detached: true,
+		windowsHide: true,
 	});
 	closeSync(fd);
 	track(child, label);
@@ -116,34 +118,20 @@ export async function waitUntilReady(server, url, timeoutMs = 90_000) {
 	throw new Error(`${server.label} did not answer ${url} in time:\n${server.logTail()}`);
 }
 
-function signalGroup(pid, signal) {
-	try {
-		process.kill(-pid, signal);
-		return true;
-	} catch {
-		return false;
-	}
-}
-
 /** Stops every process group this run started: SIGTERM, then SIGKILL after `graceMs`. */
 export async function stopAll(graceMs = 5000) {
 	const running = [...groups.values()];
-	for (const { child } of running) signalGroup(child.pid, "SIGTERM");
+	for (const { child } of running) signalTree(child.pid, "SIGTERM");
 	const deadline = Date.now() + graceMs;
 	while (Date.now() < deadline && running.some(({ child }) => groupAlive(child.pid))) {
 		await new Promise((resolve) => setTimeout(resolve, 100));
 	}
 	// workerd may outlive its parent node: kill what is left of each group.
-	for (const { child } of running) signalGroup(child.pid, "SIGKILL");
+	for (const { child } of running) signalTree(child.pid, "SIGKILL");
 }
 
 function groupAlive(pid) {
-	try {
-		process.kill(-pid, 0);
-		return true;
-	} catch {
-		return false;
-	}
+	return signalTree(pid, 0);
 }
 
 /** Process group ids of everything this run started and that may still run. */
@@ -153,5 +141,5 @@ export function groupIds() {
 
 /** Last resort on exit (synchronous): kill every group still known. */
 export function killAllNow() {
-	for (const { child } of groups.values()) signalGroup(child.pid, "SIGKILL");
+	for (const { child } of groups.values()) signalTree(child.pid, "SIGKILL");
 }

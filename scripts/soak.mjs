@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { expectedEntries } from "./soak-policy.mjs";
-import { quietEnv, wranglerBin } from "./wrangler.mjs";
+import { quietEnv, signalTree, wranglerBin } from "./wrangler.mjs";
 
 const { values: options } = parseArgs({
 	options: {
@@ -63,12 +63,10 @@ async function startServer() {
 			"--test-scheduled",
 			...vars,
 		],
-		{ env: quietEnv, stdio: "ignore", detached: true },
+		{ env: quietEnv, stdio: "ignore", detached: true, windowsHide: true },
 	);
 	const stop = () => {
-		try {
-			process.kill(-server.pid, "SIGTERM");
-		} catch {}
+		signalTree(server.pid, "SIGTERM");
 		rmSync(state, { recursive: true, force: true });
 	};
 	// Ctrl-C or a kill, from now on, stops the server too and removes its state.

@@ -1,6 +1,6 @@
 // Runs the project's wrangler with the Node that runs this script (the `node` devDependency under
 // npm scripts) and without the network calls wrangler makes by default.
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 
@@ -38,4 +38,24 @@ export function wrangler(args, options = {}) {
 			resolve(code ?? (signal ? 1 : 0));
 		});
 	});
+}
+
+/**
+ * Sends `signal` to the tree of a process started with `detached: true`: on POSIX to its process
+ * group (wrangler starts node, which starts workerd); signal 0 only asks whether the group still
+ * runs. Windows has neither groups nor signals, so there any other signal ends the tree with
+ * `taskkill /T /F`. True when it was delivered.
+ */
+export function signalTree(pid, signal) {
+	try {
+		if (process.platform !== "win32") process.kill(-pid, signal);
+		else if (signal === 0) process.kill(pid, 0);
+		else {
+			const result = spawnSync("taskkill", ["/pid", String(pid), "/T", "/F"], { stdio: "ignore" });
+			return result.status === 0;
+		}
+		return true;
+	} catch {
+		return false;
+	}
 }
