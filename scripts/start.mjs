@@ -13,6 +13,14 @@ const LOCAL_TOKENS = {
 	ADMIN_TOKENS: "local-admin-token",
 };
 
+// npm passes a SIGTERM on to the shell that runs this script, and Debian's sh exits without
+// passing it further: the server would outlive `npm start`. A script whose parent has gone stops
+// as it does on SIGTERM (the handlers of wrangler() pass the signal on to wrangler).
+const parent = process.ppid;
+setInterval(() => {
+	if (process.ppid !== parent) process.kill(process.pid, "SIGTERM");
+}, 500).unref();
+
 const { port, error } = parsePort(process.argv.slice(2), process.env);
 if (error) {
 	console.error(`npm start: ${error}`);
