@@ -26,8 +26,8 @@ export const MAX_EDGE_VALUE_BYTES = Math.floor(KV_BULK_GET_BYTES / KEYS_READ_AT_
  */
 const IN_D1 = '"d1"';
 /**
- * KV refuses an expiration less than 60 seconds ahead of its own clock; `now` may be some seconds
- * old by the time of the write (a cron run's scheduled time), so keys get a minute more. A key that
+ * KV refuses an expiration less than 60 seconds ahead of its own clock, measured from the write
+ * (see {@link writeEdge}); keys get a minute more, for a clock that differs from KV's. A key that
  * outlives its entries is harmless: lookups check each entry's expiry.
  */
 const MIN_KV_TTL = 120;
@@ -169,10 +169,14 @@ export async function writeEdge(
 		return;
 	}
 	const value = renderEdgeValue(live);
+	// `now` decides which entries apply, but the write may come long after it: a cron run's `now`
+	// is its scheduled time, and its writes follow retention and up to 900 KV operations. KV
+	// measures the expiration's minute from the write, so the key's floor does too.
+	const writtenAt = Math.max(now, Math.floor(Date.now() / 1000));
 	// The marker's entries may have been read only in part (readEntries' `upTo`): an expiry
 	// worked out from them could drop the key while an unread entry still applies, and a missing
 	// key reads as no entries. The cron deletes the key once no entry applies.
-	const expiration = value === IN_D1 ? undefined : edgeExpiration(live, now);
+	const expiration = value === IN_D1 ? undefined : edgeExpiration(live, writtenAt);
 	await kv.put(key, value, {
 		...(expiration === undefined ? {} : { expiration }),
 		...(key.startsWith("h:") ? { metadata: { email } } : {}),

@@ -82,6 +82,23 @@ describe("entries that expire after 2038-01-19 (KV's latest expiration)", () => 
 	});
 });
 
+describe("KV's minute between a write and the key's expiration", () => {
+	it("a run that writes a key 90 seconds after its scheduled time still writes it", async () => {
+		// A run's `now` is its scheduled time, and its writes may come much later (a late trigger,
+		// a retention catching up, hundreds of KV writes one after another). KV refuses an
+		// expiration less than 60 seconds ahead of its own clock, so one worked out from the
+		// scheduled time alone was refused for an entry that expires within the next minute.
+		const wall = Math.floor(Date.now() / 1000);
+		await putSuppression("brief@example.com", { expiresAt: wall + 30 });
+		await env.SUPPRESSIONS.delete("s:brief@example.com");
+		const result = await cron((wall - 90) * 1000);
+		expect(result.fixed).toBe(1);
+		const { keys } = await env.SUPPRESSIONS.list({ prefix: "s:brief@" });
+		expect(keys[0]?.expiration).toBeGreaterThanOrEqual(Math.floor(Date.now() / 1000) + 60);
+		expect((await lookup("brief@example.com")).suppressed).toBe(true);
+	});
+});
+
 describe("the reconcile cron", () => {
 	it("retires expired entries, recording them as expired by the cron", async () => {
 		const soon = new Date(Date.now() + 120_000).toISOString();
