@@ -31,6 +31,15 @@ const IN_D1 = '"d1"';
  * outlives its entries is harmless: lookups check each entry's expiry.
  */
 const MIN_KV_TTL = 120;
+/**
+ * The most addresses whose keys one request writes itself (a callback, a replay, an import).
+ * A Worker invocation may make 1,000 operations to KV and D1 together, and a callback at
+ * MAX_EVENTS_PER_REQUEST 1000 may change 1,000 addresses: a put for each after its D1 batch
+ * went past that, and the writes must also end within the 30 seconds `waitUntil` lasts after the
+ * answer, six connections at a time. Every change also queues its address (migration 0010), so
+ * the reconcile cron writes the rest.
+ */
+export const EDGE_SYNC_AT_ONCE = 400;
 /** KV takes an expiration as a 32-bit integer: Unix seconds up to 2038-01-19T03:14:07Z. */
 const MAX_KV_EXPIRATION = 2 ** 31 - 1;
 
@@ -112,7 +121,8 @@ function isEdgeEntry(entry: unknown): boolean {
 }
 
 /**
- * Makes the KV copy of each address match D1: puts its live entries, or deletes the key when none
+ * Makes the KV copy of each address match D1 (the first {@link EDGE_SYNC_AT_ONCE} of them; the
+ * cron the others, which their change queued): puts its live entries, or deletes the key when none
  * applies. Entries come from `known` when it has the address (a callback's own transaction read
  * them back), else from one read of D1. KV takes one write per key per second and may fail; a
  * failure is logged and left to the reconcile cron, never thrown, because the truth is already in
@@ -120,12 +130,13 @@ function isEdgeEntry(entry: unknown): boolean {
  */
 export async function syncEdge(
 	env: Env,
-	emails: readonly string[],
+	changed: readonly string[],
 	now: number,
 	requestId?: string,
 	known: ReadonlyMap<string, readonly StoredEntry[]> = new Map(),
 ): Promise<{ written: number; deleted: number; failed: number }> {
 	const counts = { written: 0, deleted: 0, failed: 0 };
+	const emails = changed.slice(0, EDGE_SYNC_AT_ONCE);
 	if (emails.length === 0) return counts;
 	const unknown = emails.filter((email) => !known.has(email));
 	let entries: ReadonlyMap<string, readonly StoredEntry[]> = known;

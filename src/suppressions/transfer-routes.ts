@@ -8,6 +8,7 @@ import { parseQuery, type RawQuery } from "../query";
 import { domainParam } from "../validate";
 import { listEntries } from "./api-store";
 import { CSV_HEADER, formatCsvRow } from "./csv";
+import { EDGE_SYNC_AT_ONCE } from "./edge";
 import { renderEntry, type StoredEntry } from "./entry";
 import { readImport } from "./import-lines";
 import { ANY_SCOPE, LISTS } from "./policy";
@@ -93,8 +94,6 @@ export async function exportRoute(request: RouteRequest, env: Env): Promise<Resp
 }
 
 const MAX_IMPORT_BYTES = 8 * 1024 * 1024;
-/** Addresses pushed to KV by the import itself; the cron takes the rest (KV: 1,000 ops a call). */
-const IMPORT_EDGE_SYNC = 400;
 
 /**
  * `POST /v1/suppressions/import`: the export's CSV (`text/csv`) or NDJSON
@@ -122,9 +121,9 @@ export async function importRoute(
 	const now = Math.floor(Date.now() / 1000);
 	const { entries, failed } = readImport(body.bytes, format, now);
 	const changed = await importEntries(env.DB, entries, now);
-	// The first IMPORT_EDGE_SYNC changed addresses go to KV at once; every one stays queued, and
+	// The first EDGE_SYNC_AT_ONCE changed addresses go to KV at once; every one stays queued, and
 	// the cron checks them all once these writes have landed (KV failing, or more addresses).
-	const addresses = [...new Set(changed)].slice(0, IMPORT_EDGE_SYNC);
+	const addresses = [...new Set(changed)].slice(0, EDGE_SYNC_AT_ONCE);
 	ctx.waitUntil(
 		repairKeys(env, addresses, now, { left: KV_OPERATIONS_PER_RUN }).catch((error: unknown) => {
 			log("warn", "import edge sync failed", {

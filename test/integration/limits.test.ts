@@ -3,6 +3,9 @@ import { beforeEach, describe, expect, it } from "vitest";
 import { KV_WRITE_SETTLE_SECONDS } from "../../src/cron/reconcile";
 import {
 	call,
+	countingD1,
+	countingKv,
+	countRows,
 	lookup,
 	postCallback,
 	putSuppression,
@@ -317,4 +320,34 @@ describe("an address with thousands of entries", () => {
 		const found = await lookup("many@example.com", "?fromDomain=zz.example");
 		expect(found.suppressed).toBe(true);
 	});
+});
+
+describe("the 1,000 operations one invocation may make to KV and D1", () => {
+	it("a callback that changes 1,000 addresses writes some keys itself and the cron the rest", async () => {
+		// MAX_EVENTS_PER_REQUEST at its largest, and 1,000 hard bounces (about 90 KB): one KV put
+		// per address after the D1 batch made 1,001 operations, and production refuses those past
+		// 1,000 (local KV does not count them).
+		const emails = Array.from({ length: 1000 }, (_, i) => `cap${i}@example.com`);
+		const kv = countingKv();
+		const d1 = countingD1();
+		const testEnv = { ...kv.env, DB: d1.env.DB, MAX_EVENTS_PER_REQUEST: "1000" } as Env;
+		const response = await postCallback(
+			emails.map((email) => ({ event: "bounce", bounceType: "hard_bounce", email, timestamp: 1 })),
+			{ env: testEnv },
+		);
+		expect(response.status).toBe(200);
+		const { put, delete: deleted, get, list } = kv.counts;
+		expect(put + deleted + get + list + d1.counts.batches + d1.counts.single).toBeLessThanOrEqual(
+			1000,
+		);
+		expect(put).toBeGreaterThan(0);
+		// Every change queued its address in the same transaction: the cron writes the others.
+		expect(await countRows("edge_pending")).toBe(1000);
+		let at = Date.now() + (KV_WRITE_SETTLE_SECONDS + 1) * 1000;
+		for (let run = 0; run < 3; run++, at += 300_000) await runCron(at);
+		expect(await countRows("edge_pending")).toBe(0);
+		const { keys } = await env.SUPPRESSIONS.list({ prefix: "s:cap" });
+		expect(keys).toHaveLength(1000);
+		expect((await lookup("cap999@example.com")).suppressed).toBe(true);
+	}, 60_000);
 });
