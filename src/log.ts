@@ -5,7 +5,7 @@ type Level = "info" | "warn" | "error";
  * Never pass secrets or callback URLs here: the callback path contains a secret.
  *
  * @example
- * log("warn", "edge write failed", { requestId, error: String(error) });
+ * log("warn", "edge write failed", { requestId, failed: 3, error: String(error) });
  */
 export function log(level: Level, message: string, fields: Record<string, unknown> = {}): void {
 	const line = JSON.stringify({ level, message, time: new Date().toISOString(), ...fields });

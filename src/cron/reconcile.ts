@@ -204,6 +204,7 @@ export async function repairKeys(
 	let checked = 0;
 	let fixed = 0;
 	const failed: string[] = [];
+	let firstError = "";
 	let entries = new Map<string, StoredEntry[]>();
 	for (let i = 0; i < emails.length; i += KV_BATCH) {
 		const batch = emails.slice(i, i + KV_BATCH);
@@ -228,12 +229,16 @@ export async function repairKeys(
 					fixed++;
 				} catch (error) {
 					failed.push(email);
-					log("warn", "edge write failed", { error: String(error) });
+					firstError ||= String(error);
 				}
 			} else budget.left += 1; // the write it did not need
 		}
 		checked += batch.length;
 	}
+	// One line for all of them: in a KV outage a run may fail hundreds of writes, and a Worker's
+	// logs hold 128 KB per invocation, past which the run's own line would be lost.
+	if (failed.length > 0)
+		log("warn", "edge write failed", { failed: failed.length, error: firstError });
 	return { checked, fixed, failed };
 }
 

@@ -151,6 +151,7 @@ export async function syncEdge(
 			return { ...counts, failed: emails.length };
 		}
 	}
+	let firstError = "";
 	await Promise.all(
 		emails.map(async (email) => {
 			const live = entries.get(email) ?? [];
@@ -160,10 +161,15 @@ export async function syncEdge(
 				else counts.deleted++;
 			} catch (error) {
 				counts.failed++;
-				log("warn", "edge write failed", { requestId, error: String(error) });
+				firstError ||= String(error);
 			}
 		}),
 	);
+	// One line for the request, however many writes failed (a Worker's logs hold 128 KB per
+	// invocation).
+	if (counts.failed > 0) {
+		log("warn", "edge write failed", { requestId, failed: counts.failed, error: firstError });
+	}
 	return counts;
 }
 

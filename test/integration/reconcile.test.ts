@@ -515,6 +515,42 @@ describe("the reconcile cron", () => {
 		expect(await countRows("edge_pending")).toBe(0);
 	});
 
+	it("logs one line for a request's or a run's failed KV writes, however many", async () => {
+		// A Worker's logs hold 128 KB per invocation: a line per failed write in a KV outage (up to
+		// 900 a run) would push the run's own line out.
+		const warnings: Record<string, unknown>[] = [];
+		vi.spyOn(console, "warn").mockImplementation((line: string) => {
+			warnings.push(JSON.parse(line));
+		});
+		const emails = Array.from({ length: 12 }, (_, i) => `out${i}@example.com`);
+		const failing = countingKv({ put: true });
+		await postCallback(
+			emails.map((email) => ({ event: "spamreport", email, timestamp: 1 })),
+			{ env: failing.env },
+		);
+		expect(failing.counts.put).toBe(12);
+		const failedLines = () => warnings.filter((line) => line.message === "edge write failed");
+		expect(failedLines()).toEqual([
+			expect.objectContaining({
+				failed: 12,
+				error: "Error: KV: injected failure (429 Too Many Requests)",
+				requestId: expect.any(String),
+			}),
+		]);
+		warnings.length = 0;
+		await parkSweeps();
+		const later = Date.now() + (KV_WRITE_SETTLE_SECONDS + 1) * 1000;
+		expect(await cron(later, failing.env)).toMatchObject({ fixed: 0 });
+		expect(failing.counts.put).toBe(24);
+		expect(failedLines()).toEqual([
+			expect.objectContaining({
+				failed: 12,
+				error: "Error: KV: injected failure (429 Too Many Requests)",
+			}),
+		]);
+		expect(await countRows("edge_pending")).toBe(12);
+	});
+
 	it("addresses whose KV writes keep failing do not hold up the rest of the queue", async () => {
 		const batch = { ...env, RECONCILE_BATCH_SIZE: "2" } as Env;
 		const stuck = new Set(["s:stuck1@example.com", "s:stuck2@example.com"]);
