@@ -32,6 +32,8 @@ const MIGRATIONS: Record<string, string> = {
 		"786d89a2292139cc5da4aa74d09f29d406c0e920973e4d9c339b852435468b21",
 	"0013_read_one_sender_domains_stats_by_index.sql":
 		"b00761a76cda3ca8ec7d8848c376787a39ccd363519638b10b45ea693cd47d0d",
+	"0014_widen_unsubscribes_scoped_to_no_sender_domain.sql":
+		"51a45dbbb35aada5bd0244003816a56585fa2ebbde6536351ea7e6cec4e11dbb",
 };
 
 // Every file of migrations/, by its name, as text.
