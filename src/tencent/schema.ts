@@ -1,5 +1,6 @@
 import * as z from "zod/mini";
 import { mailboxProblem, normalizeEmail } from "../email";
+import { wellFormed } from "../validate";
 
 /** Event types Tencent documents; `processed` appears only on older pages. */
 export const EVENT_TYPES = [
@@ -29,10 +30,6 @@ export const EVENT_IDS: Record<number, EventType> = {
 
 /** 9999-12-31T23:59:59Z: a larger "timestamp" is not a date (often milliseconds by mistake). */
 export const MAX_UNIX_SECONDS = 253_402_300_799;
-
-const wellFormed = z.refine<string>((value) => value.isWellFormed(), {
-	error: "must be well-formed Unicode (no lone surrogates)",
-});
 
 /** A well-formed string of at most `max` characters. */
 function string(max: number) {
