@@ -2,10 +2,7 @@ import { domainKey } from "../email";
 import { lowerRollupMark, rollUpEvents } from "../events/stats-store";
 import type { StoredEntry } from "./entry";
 import { ANY_SCOPE, type ListName } from "./policy";
-
-const ENTRY_COLUMNS = `email, list, scope, origin, reason, event_count AS eventCount,
-	last_event_at AS lastEventAt, bulk_id AS bulkId, created_at AS createdAt,
-	updated_at AS updatedAt, expires_at AS expiresAt`;
+import { ENTRY_COLUMNS } from "./store";
 
 /** Position after the last entry of a page, in primary key order. */
 export type EntryCursor = [email: string, list: string, scope: string, origin: string];

@@ -5,7 +5,8 @@ import type { StoredEntry } from "./entry";
 import type { Evidence, ListName } from "./policy";
 import { jsonChunks } from "./transfer-store";
 
-const ENTRY_COLUMNS = `email, list, scope, origin, reason, event_count AS eventCount,
+/** The columns of a suppression entry, named as {@link StoredEntry} names them. */
+export const ENTRY_COLUMNS = `email, list, scope, origin, reason, event_count AS eventCount,
 	last_event_at AS lastEventAt, bulk_id AS bulkId, created_at AS createdAt,
 	updated_at AS updatedAt, expires_at AS expiresAt`;
 
