@@ -3,11 +3,12 @@ import { readJson } from "../body";
 import { emailProblem } from "../email";
 import { ApiError, json } from "../errors";
 import { parseQuery, type RawQuery, timeValue } from "../query";
-import { domainParam, emailFromPath, parseBody, reasonField } from "../validate";
+import { emailFromPath, parseBody, reasonField } from "../validate";
 import { putEntry, removeEntries } from "./api-store";
 import { syncEdge } from "./edge";
 import { lookupResult, renderEntry } from "./entry";
-import { ANY_SCOPE, LISTS } from "./policy";
+import { listField, scopeField } from "./fields";
+import { ANY_SCOPE } from "./policy";
 import { readEntries } from "./store";
 
 interface RouteRequest extends Request {
@@ -17,11 +18,6 @@ interface RouteRequest extends Request {
 }
 
 const now = (): number => Math.floor(Date.now() / 1000);
-
-const scopeField = z.union([z.literal(ANY_SCOPE), domainParam], {
-	error: 'must be "*" or a domain',
-});
-const listField = z.enum(LISTS, { error: `must be one of ${LISTS.join(", ")}` });
 
 // Defaults of fields that transform are prefaults (the value as a client would send it), so that
 // the OpenAPI document shows them: zod leaves a transform's default out of the input's schema.

@@ -1,9 +1,10 @@
 import * as z from "zod/mini";
 import { ApiError } from "../errors";
 import { timeValue } from "../query";
-import { domainParam, mailboxField, reasonField, wellFormed } from "../validate";
+import { mailboxField, reasonField, wellFormed } from "../validate";
 import { CSV_HEADER, parseCsv, restoreCsvField } from "./csv";
-import { ANY_SCOPE, LISTS } from "./policy";
+import { listField, scopeField } from "./fields";
+import { ANY_SCOPE } from "./policy";
 import type { ImportedEntry } from "./transfer-store";
 
 export const MAX_IMPORT_LINES = 10_000;
@@ -15,8 +16,8 @@ export const MAX_IMPORT_LINES = 10_000;
  */
 const lineSchema = z.strictObject({
 	email: mailboxField,
-	list: z.enum(LISTS, { error: `must be one of ${LISTS.join(", ")}` }),
-	scope: z.union([z.literal(ANY_SCOPE), domainParam], { error: 'must be "*" or a domain' }),
+	list: listField,
+	scope: scopeField,
 	reason: z._default(reasonField, null),
 	source: z._default(z.enum(["event", "api"], { error: "must be event or api" }), "api"),
 	// Absent (as in every CSV line, which has no such columns): an existing entry keeps its own.

@@ -15,7 +15,7 @@ import { domainParam, emailFromPath, parseBody } from "../validate";
 import { type EntryCursor, listEntries } from "./api-store";
 import { edgeKey, KV_BATCH, parseEdgeValue, plainEdgeKey } from "./edge";
 import { type EntryJson, lookupResult, renderEntry } from "./entry";
-import { ANY_SCOPE, LISTS } from "./policy";
+import { listField, scopeField } from "./fields";
 import { type EntryScope, readEntries, readEntryScopes } from "./store";
 
 interface RouteRequest {
@@ -188,10 +188,6 @@ export async function checkRoute(request: RouteRequest & Request, env: Env): Pro
 	return json({ results, ...counts });
 }
 
-const scopeParam = z.union([z.literal(ANY_SCOPE), domainParam], {
-	error: 'must be "*" or a domain',
-});
-
 const cursorParam = z.pipe(
 	z.string(),
 	z.transform((raw, ctx): EntryCursor => {
@@ -205,8 +201,8 @@ const cursorParam = z.pipe(
 );
 
 export const listQuery = z.strictObject({
-	list: z.optional(z.enum(LISTS, { error: `must be one of ${LISTS.join(", ")}` })),
-	scope: z.optional(scopeParam),
+	list: z.optional(listField),
+	scope: z.optional(scopeField),
 	since: z.optional(timeParam),
 	cursor: z.optional(cursorParam),
 	limit: limitParam,

@@ -5,13 +5,12 @@ import { ApiError, json } from "../errors";
 import { isoTime } from "../events/event";
 import { log } from "../log";
 import { parseQuery, type RawQuery } from "../query";
-import { domainParam } from "../validate";
 import { listEntries } from "./api-store";
 import { CSV_HEADER, formatCsvRow } from "./csv";
 import { EDGE_SYNC_AT_ONCE } from "./edge";
 import { renderEntry, type StoredEntry } from "./entry";
+import { listField, scopeField } from "./fields";
 import { readImport } from "./import-lines";
-import { ANY_SCOPE, LISTS } from "./policy";
 import { importEntries } from "./transfer-store";
 
 interface RouteRequest extends Request {
@@ -22,10 +21,8 @@ interface RouteRequest extends Request {
 /** Query of `GET /v1/suppressions/export`. */
 export const exportQuery = z.strictObject({
 	format: z._default(z.enum(["csv", "ndjson"], { error: "must be csv or ndjson" }), "csv"),
-	list: z.optional(z.enum(LISTS, { error: `must be one of ${LISTS.join(", ")}` })),
-	scope: z.optional(
-		z.union([z.literal(ANY_SCOPE), domainParam], { error: 'must be "*" or a domain' }),
-	),
+	list: z.optional(listField),
+	scope: z.optional(scopeField),
 });
 
 const PAGE = 1000;
