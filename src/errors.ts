@@ -47,7 +47,7 @@ export function json(body: unknown, status = 200, headers?: HeadersInit): Respon
 }
 
 /** The contract's error body for an {@link ApiError}. */
-export function renderError(error: ApiError): Response {
+function renderError(error: ApiError): Response {
 	const body = {
 		error: {
 			code: error.code,

@@ -12,7 +12,7 @@ import { ApiError, type Issue, MAX_ISSUES } from "./errors";
  * zod issues in the contract's `issues` shape, the first {@link MAX_ISSUES} of them; an unknown
  * field is an issue at its own path.
  */
-export function toIssues(error: z.core.$ZodError): Issue[] {
+function toIssues(error: z.core.$ZodError): Issue[] {
 	const issues: Issue[] = [];
 	for (const issue of error.issues) {
 		const path = issue.path.map(String);

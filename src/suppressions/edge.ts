@@ -85,7 +85,7 @@ export function renderEdgeValue(entries: readonly StoredEntry[]): string {
  * before KV's latest expiration. A key that cannot expire with its entries never expires; the
  * cron deletes it once they have (it retires expired entries and checks their addresses' keys).
  */
-export function edgeExpiration(entries: readonly StoredEntry[], now: number): number | undefined {
+function edgeExpiration(entries: readonly StoredEntry[], now: number): number | undefined {
 	if (entries.some((entry) => entry.expiresAt === null)) return undefined;
 	const last = Math.max(...entries.map((entry) => entry.expiresAt ?? 0), now + MIN_KV_TTL);
 	return last <= MAX_KV_EXPIRATION ? last : undefined;

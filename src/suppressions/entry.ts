@@ -48,7 +48,7 @@ export function renderEntry(entry: StoredEntry): EntryJson {
 }
 
 /** Whether an entry still applies at `now` (Unix seconds). */
-export function isLive(entry: Pick<EntryJson, "expiresAt">, now: number): boolean {
+function isLive(entry: Pick<EntryJson, "expiresAt">, now: number): boolean {
 	return entry.expiresAt === null || Date.parse(entry.expiresAt) > now * 1000;
 }
 

@@ -46,7 +46,7 @@ export function unsubscribeScope(event: StoredEvent, policy: PolicySettings): st
 }
 
 /** Orders evidence by the time it occurred, then by event id, as one comparable string. */
-export function evidenceRank(at: number, eventId: string): string {
+function evidenceRank(at: number, eventId: string): string {
 	return `${String(at).padStart(12, "0")}:${eventId}`;
 }
 
