@@ -1,7 +1,10 @@
 import type { Issue } from "../errors";
 import { isRawJson } from "../json";
 
-/** Limits on fields the schema does not model: generous for Tencent, bounded for abuse. */
+/**
+ * Limits on an event object, generous for Tencent and bounded for abuse: its fields, the modeled
+ * ones included, and the nesting and values of the fields the schema does not model.
+ */
 export const MAX_FIELDS = 200;
 export const MAX_DEPTH = 8;
 const MAX_UNMODELED_NODES = 2000;
