@@ -70,7 +70,7 @@ RETURNING email`;
 /**
  * The JSON parameters of the statements that take `values` (an import's entries, a cron run's
  * addresses): every value once, in order, each parameter at most {@link JSON_CHUNK_BYTES} bytes of
- * UTF-8 (one value is far smaller). 5,000 of the longest addresses take about 3.7 MB.
+ * UTF-8 (one value is far smaller). 5,000 of the longest addresses take about 3.8 MB.
  */
 export function jsonChunks(values: readonly unknown[]): string[] {
 	const encoder = new TextEncoder();
