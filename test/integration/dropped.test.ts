@@ -47,6 +47,18 @@ describe("an object that names a member twice", () => {
 		expect(await countRows("events")).toBe(0);
 	});
 
+	it("names a long repeated member by its first 100 characters only", async () => {
+		const name = "k".repeat(50_000);
+		const raw = `{"event":"open","email":"a@example.com","timestamp":1767225600,"${name}":1,"${name}":2}`;
+		const response = await postCallback(raw);
+		expect(response.status).toBe(400);
+		const { message } = ((await response.json()) as ErrorBody).error;
+		expect(message).toContain(`"${"k".repeat(100)}…"`);
+		expect(message.length).toBeLessThan(300);
+		expect(await countRows("events")).toBe(0);
+		expect(await countRows("rejected_callbacks")).toBe(1);
+	});
+
 	it("is not confused by a value equal to a name, or one name in two objects", async () => {
 		const raw = JSON.stringify([
 			{ event: "open", email: "a@example.com", timestamp: 1767225600, x: "event", y: { x: 1 } },

@@ -515,6 +515,56 @@ describe("the reconcile cron", () => {
 		expect(await countRows("edge_pending")).toBe(0);
 	});
 
+	it("queues an address its D1 sweep could not fix, for a run after the sweep has moved on", async () => {
+		await putSuppression("swept@example.com", { reason: "x" });
+		// Only the D1 sweep leads the run to this address: nothing queued, the key missing.
+		await env.DB.prepare("DELETE FROM edge_pending").run();
+		await env.SUPPRESSIONS.delete("s:swept@example.com");
+		const at = Date.now();
+		const failing = countingKv({ put: true });
+		expect(await cron(at, failing.env)).toMatchObject({ fixed: 0, done: false });
+		expect(failing.counts.put).toBe(1);
+		expect(
+			await env.DB.prepare("SELECT email, queued_at AS queuedAt FROM edge_pending").all(),
+		).toMatchObject({ results: [{ email: "swept@example.com", queuedAt: Math.floor(at / 1000) }] });
+		// The sweeps are past it: only the queue brings the next run back to it.
+		await parkSweeps();
+		expect(await cron(at + (KV_WRITE_SETTLE_SECONDS + 1) * 1000)).toMatchObject({ fixed: 1 });
+		expect((await lookup("swept@example.com")).suppressed).toBe(true);
+		expect(await countRows("edge_pending")).toBe(0);
+	});
+
+	it("a removal whose KV sync cannot read D1 still answers, and the cron deletes the key", async () => {
+		await putSuppression("removed@example.com", { reason: "x" });
+		const errors: Record<string, unknown>[] = [];
+		vi.spyOn(console, "error").mockImplementation((line: string) => {
+			errors.push(JSON.parse(line));
+		});
+		// D1 takes the removal but refuses the read of the entries the KV copy is made from.
+		const response = await call(
+			"/v1/suppressions/removed%40example.com",
+			{ method: "DELETE", headers: { authorization: `Bearer ${tokens.admin}` } },
+			envWithFailingSql("PARTITION BY email"),
+		);
+		expect(response.status).toBe(200);
+		expect(await response.json()).toEqual({ email: "removed@example.com", removed: 1 });
+		expect(errors).toEqual([
+			expect.objectContaining({
+				message: "edge sync could not read D1",
+				requestId: expect.any(String),
+				error: expect.stringContaining("injected"),
+			}),
+		]);
+		// KV still holds the removed entry (the address reads as suppressed, never the reverse) until
+		// the cron, to which the removal queued the address, deletes the key.
+		expect((await lookup("removed@example.com")).suppressed).toBe(true);
+		expect((await lookup("removed@example.com", "?consistent=true")).suppressed).toBe(false);
+		await parkSweeps();
+		await cron(Date.now() + (KV_WRITE_SETTLE_SECONDS + 1) * 1000);
+		expect((await lookup("removed@example.com")).suppressed).toBe(false);
+		expect(await env.SUPPRESSIONS.get("s:removed@example.com")).toBeNull();
+	});
+
 	it("logs one line for a request's or a run's failed KV writes, however many", async () => {
 		// A Worker's logs hold 128 KB per invocation: a line per failed write in a KV outage (up to
 		// 900 a run) would push the run's own line out.
@@ -658,6 +708,34 @@ describe("the reconcile cron", () => {
 		expect(await cron(later)).toMatchObject({ done: true });
 		expect((await lookup("d@example.com")).suppressed).toBe(true);
 	});
+});
+
+describe("a saved sweep position it cannot read", () => {
+	it.each([
+		["not JSON", "d1=a@example.com"],
+		["of other types", '{"d1":5,"kv":null}'],
+		["without the KV sweep", '{"d1":true}'],
+		["an array", '["", ""]'],
+	])(
+		"(%s) starts a new cycle, which repairs and saves a readable position",
+		async (_name, value) => {
+			await putSuppression("pos@example.com", { reason: "x" });
+			await env.DB.prepare("DELETE FROM edge_pending").run();
+			await env.SUPPRESSIONS.delete("s:pos@example.com");
+			await env.DB.prepare(
+				"INSERT OR REPLACE INTO cron_state (name, value) VALUES ('reconcile', ?)",
+			)
+				.bind(value)
+				.run();
+			expect(await cron()).toMatchObject({ fixed: 1, done: true });
+			expect((await lookup("pos@example.com")).suppressed).toBe(true);
+			expect(
+				await env.DB.prepare("SELECT value FROM cron_state WHERE name = 'reconcile'").first(
+					"value",
+				),
+			).toBe('{"d1":"","kv":""}');
+		},
+	);
 });
 
 describe("the KV sweep's saved cursor", () => {

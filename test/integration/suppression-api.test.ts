@@ -219,6 +219,31 @@ describe("POST /v1/suppressions/check", () => {
 		expect(body).toMatchObject({ suppressedCount: 1, deliverableCount: 1 });
 	});
 
+	it("read from D1, an entry with an expiry suppresses until it expires, and not after", async () => {
+		const expiresAt = Date.now() + 86_400_000;
+		const put = await send("PUT", "/v1/suppressions/soon%40example.com", {
+			body: { expiresAt: new Date(expiresAt).toISOString() },
+		});
+		expect(put.status).toBe(200);
+		const kv = countingKv({ get: true });
+		expect((await check(["soon@example.com"], undefined, kv.env)).results[0]).toMatchObject({
+			suppressed: true,
+			lists: ["manual"],
+		});
+		// The one bulk get failed: D1 answered.
+		expect(kv.counts.get).toBe(1);
+		vi.useFakeTimers({ toFake: ["Date"] });
+		try {
+			vi.setSystemTime(expiresAt + 1000);
+			expect((await check(["soon@example.com"], undefined, kv.env)).results[0]).toMatchObject({
+				deliverable: true,
+				lists: [],
+			});
+		} finally {
+			vi.useRealTimers();
+		}
+	});
+
 	it.each([
 		["an object", '{"entries":[]}'],
 		["null", "null"],
@@ -530,6 +555,19 @@ describe("PUT /v1/suppressions/{email}", () => {
 		expect(blank.status).toBe(400);
 		expect(((await blank.json()) as ErrorBody).error.code).toBe("invalid_json");
 		expect((await lookup("blank@example.com", "?consistent=true")).suppressed).toBe(false);
+	});
+
+	it("stores a blank reason as none, so that sending it again or none changes nothing", async () => {
+		const path = "/v1/suppressions/blankreason%40example.com";
+		expect(await (await send("PUT", path, { body: { reason: " \t " } })).json()).toMatchObject({
+			entries: [{ reason: null }],
+		});
+		await send("PUT", path, { body: { reason: "" } });
+		await send("PUT", path, { body: { reason: null } });
+		const history = await env.DB.prepare(
+			"SELECT count(*) AS n FROM suppression_history WHERE email = 'blankreason@example.com'",
+		).first<{ n: number }>();
+		expect(history?.n).toBe(1);
 	});
 
 	it("updates the reason or the expiry of an entry, and its updatedAt with them", async () => {

@@ -598,6 +598,38 @@ describe("import", () => {
 		expect((await lookup("q449@example.com")).suppressed).toBe(true);
 	});
 
+	it("answers an import whose KV sync fails, and leaves the keys to the cron", async () => {
+		const warnings: Record<string, unknown>[] = [];
+		const spy = vi.spyOn(console, "warn").mockImplementation((line: string) => {
+			warnings.push(JSON.parse(line));
+		});
+		// KV refuses the bulk read the sync starts with, after D1 took the entries.
+		const failing = countingKv({ get: true });
+		const response = await call(
+			"/v1/suppressions/import",
+			{
+				method: "POST",
+				headers: { authorization: `Bearer ${tokens.admin}`, "content-type": "text/csv" },
+				body: [HEADER, "late@example.com,manual,*,,api,,,"].join("\n"),
+			},
+			failing.env,
+		).finally(() => spy.mockRestore());
+		expect(response.status).toBe(200);
+		expect(await response.json()).toEqual({ imported: 1, unchanged: 0, failed: [] });
+		expect(warnings).toEqual([
+			expect.objectContaining({
+				message: "import edge sync failed",
+				requestId: expect.any(String),
+				error: expect.stringContaining("injected failure"),
+			}),
+		]);
+		expect(failing.counts.put).toBe(0);
+		expect((await lookup("late@example.com")).suppressed).toBe(false);
+		expect(await countRows("edge_pending")).toBe(1);
+		await runCron(Date.now() + (KV_WRITE_SETTLE_SECONDS + 1) * 1000);
+		expect((await lookup("late@example.com")).suppressed).toBe(true);
+	});
+
 	it.each([
 		["no header", "a@example.com,manual,*,,api,,,", 400],
 		["a wrong header", "mail,list\na@example.com,manual", 400],
@@ -617,6 +649,17 @@ describe("import", () => {
 
 	it("refuses a body that is not UTF-8 and a content type it does not read", async () => {
 		expect((await importText("a@example.com", "application/json")).status).toBe(415);
+		// No content type at all (a byte body gets none) is refused the same way.
+		const untyped = await call("/v1/suppressions/import", {
+			method: "POST",
+			headers: { authorization: `Bearer ${tokens.admin}` },
+			body: new TextEncoder().encode([HEADER, "a@example.com,manual,*,,api,,,"].join("\n")),
+		});
+		expect(untyped.status).toBe(415);
+		expect(((await untyped.json()) as { error: { code: string } }).error.code).toBe(
+			"unsupported_media_type",
+		);
+		expect(await countRows("suppressions")).toBe(0);
 		const response = await call("/v1/suppressions/import", {
 			method: "POST",
 			headers: { authorization: `Bearer ${tokens.admin}`, "content-type": "text/csv" },

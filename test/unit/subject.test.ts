@@ -174,6 +174,7 @@ describe("decodeSubject leaves other subjects as received", () => {
 		["= followed by non-hex in Q", "=?UTF-8?Q?a=ZZb?="],
 		["= followed by one hex digit at the end of Q", "=?UTF-8?Q?a=4?="],
 		["a bad word among good ones", "Re: =?UTF-8?Q?ok?= =?UTF-8?Q?=G0?= tail"],
+		["adjacent words of one charset, one of invalid bytes", "=?UTF-8?Q?ok?= =?UTF-8?Q?=FF?="],
 	])("%s", (_, subject) => {
 		expect(decodeSubject(subject)).toBe(subject);
 	});
