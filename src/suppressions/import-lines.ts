@@ -106,11 +106,17 @@ function records(bytes: Uint8Array, format: "csv" | "ndjson") {
 			const raw = text.slice(start, end === -1 ? text.length : end);
 			start = end === -1 ? text.length + 1 : end + 1;
 			if (raw.trim() === "") continue;
+			let value: unknown;
 			try {
-				found.push({ line, value: JSON.parse(raw) });
+				value = JSON.parse(raw);
 			} catch {
 				failed.push({ line, message: "is not valid JSON" });
+				continue;
 			}
+			// Said here: the schema would only say "Invalid input" of the line as a whole.
+			if (value === null || typeof value !== "object" || Array.isArray(value)) {
+				failed.push({ line, message: "is not a JSON object" });
+			} else found.push({ line, value });
 		}
 	}
 	if (found.length + failed.length > MAX_IMPORT_LINES) {

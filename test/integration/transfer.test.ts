@@ -687,6 +687,16 @@ describe("import", () => {
 		});
 	});
 
+	it("says so of an NDJSON line that is JSON but not an object", async () => {
+		const body = ["42", '["a@example.com","manual"]', "null", '"a@example.com"'].join("\n");
+		const message = "is not a JSON object";
+		expect(await imported(body, "application/x-ndjson")).toEqual({
+			imported: 0,
+			unchanged: 0,
+			failed: [1, 2, 3, 4].map((line) => ({ line, message })),
+		});
+	});
+
 	it("fails an NDJSON line with a field an entry does not have, never ignoring it", async () => {
 		const body = [
 			'{"email":"n@example.com","list":"manual","scope":"*","expires_at":"2030-01-01T00:00:00Z"}',
