@@ -89,7 +89,9 @@ export const wellFormed = z.refine<string>((value) => value.isWellFormed(), {
 /** An address in a query or a body: normalised, and refused with `problemOf`'s reason. */
 function addressField(problemOf: (email: string) => string | null) {
 	return z.pipe(
-		z.string(),
+		z.string({
+			error: (issue) => (issue.input === undefined ? "is required" : "must be a string"),
+		}),
 		z.pipe(
 			z.transform(normalizeEmail),
 			z.string().check(
@@ -136,7 +138,9 @@ export const domainParam = z.pipe(
  */
 export const reasonField = z.nullable(
 	z.pipe(
-		z.string().check(z.maxLength(4096, { error: "must be at most 4096 characters" }), wellFormed),
+		z
+			.string({ error: "must be a string or null" })
+			.check(z.maxLength(4096, { error: "must be at most 4096 characters" }), wellFormed),
 		z.transform((value) => (value.trim() === "" ? null : value)),
 	),
 );

@@ -30,7 +30,9 @@ const lineSchema = z.strictObject({
 	bulkId: z.optional(
 		z.nullable(
 			z.pipe(
-				z.string().check(z.maxLength(512, { error: "must be at most 512 characters" }), wellFormed),
+				z
+					.string({ error: "must be a string or null" })
+					.check(z.maxLength(512, { error: "must be at most 512 characters" }), wellFormed),
 				z.transform((value) => (value.trim() === "" ? null : value)),
 			),
 		),

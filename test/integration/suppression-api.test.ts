@@ -350,6 +350,7 @@ describe("API bodies are JSON objects, parsed plainly", () => {
 			"",
 		],
 		["a reason over 4096 characters", `{"reason":"${"r".repeat(4097)}"}`, "reason", "4096"],
+		["a reason that is not a string", '{"reason":5}', "reason", "must be a string or null"],
 	])("PUT refuses %s and stores nothing", async (_name, body, path, message) => {
 		const response = await call("/v1/suppressions/strict%40example.com", {
 			method: "PUT",

@@ -697,6 +697,26 @@ describe("import", () => {
 		});
 	});
 
+	it("says what a missing address or a field of the wrong type should be", async () => {
+		const entry = '"list":"manual","scope":"*"';
+		const body = [
+			`{${entry}}`,
+			`{"email":5,${entry}}`,
+			`{"email":"a@example.com",${entry},"reason":5}`,
+			`{"email":"b@example.com",${entry},"bulkId":["x"]}`,
+		].join("\n");
+		expect(await imported(body, "application/x-ndjson")).toEqual({
+			imported: 0,
+			unchanged: 0,
+			failed: [
+				{ line: 1, message: "email is required" },
+				{ line: 2, message: "email must be a string" },
+				{ line: 3, message: "reason must be a string or null" },
+				{ line: 4, message: "bulkId must be a string or null" },
+			],
+		});
+	});
+
 	it("fails an NDJSON line with a field an entry does not have, never ignoring it", async () => {
 		const body = [
 			'{"email":"n@example.com","list":"manual","scope":"*","expires_at":"2030-01-01T00:00:00Z"}',
