@@ -95,7 +95,7 @@ export async function reconcile(
 ): Promise<ReconcileResult> {
 	const budget: KvBudget = { left: KV_OPERATIONS_PER_RUN };
 	const queued = await readSoftBounceRecheck(env.DB, batchSize);
-	const rechecked = queued.length > 0 ? await recheckSoftBounces(env.DB, queued, policy, now) : [];
+	const rechecked = await recheckSoftBounces(env.DB, queued, policy, now);
 	const retired = await retireExpired(env.DB, now, batchSize);
 	const drained = await drainPending(env, now, batchSize, budget);
 	const state = parseState(await readCronState(env.DB, STATE));
@@ -110,8 +110,8 @@ export async function reconcile(
 	// Addresses the budget left unchecked wait in the queue, due at once; those whose write failed
 	// wait behind the others.
 	const unchecked = toCheck.slice(repaired.checked);
-	if (unchecked.length > 0) await queuePending(env.DB, unchecked);
-	if (repaired.failed.length > 0) await queuePending(env.DB, repaired.failed, now);
+	await queuePending(env.DB, unchecked);
+	await queuePending(env.DB, repaired.failed, now);
 	const deferred = [...repaired.failed, ...unchecked];
 	let fixed = drained.fixed + repaired.fixed;
 
@@ -183,8 +183,8 @@ async function drainPending(
 	);
 	// An address whose write failed stays queued, behind the others, for a later run to try again.
 	const done = pending.slice(0, checked).filter((row) => !failed.includes(row.email));
-	if (done.length > 0) await clearPending(env.DB, done);
-	if (failed.length > 0) await queuePending(env.DB, failed, now);
+	await clearPending(env.DB, done);
+	await queuePending(env.DB, failed, now);
 	return { checked, fixed, more: checked < pending.length || failed.length > 0 };
 }
 

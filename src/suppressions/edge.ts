@@ -137,7 +137,6 @@ export async function syncEdge(
 ): Promise<{ written: number; deleted: number; failed: number }> {
 	const counts = { written: 0, deleted: 0, failed: 0 };
 	const emails = changed.slice(0, EDGE_SYNC_AT_ONCE);
-	if (emails.length === 0) return counts;
 	const unknown = emails.filter((email) => !known.has(email));
 	let entries: ReadonlyMap<string, readonly StoredEntry[]> = known;
 	if (unknown.length > 0) {
