@@ -1,5 +1,6 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
+import { isDomainName } from "../../src/email";
 import { writeEdge } from "../../src/suppressions/edge";
 import type { StoredEntry } from "../../src/suppressions/entry";
 import { call, getJson, lookup, postCallback, resetDatabase, runCron, tokens } from "../helpers";
@@ -165,6 +166,120 @@ describe("unsubscribes an earlier version scoped to no sender domain", () => {
 		expect(await check(["display@example.org"], "example.com")).toEqual({
 			"display@example.org": true,
 		});
+	});
+});
+
+/** A suppression row as an earlier version may have stored it: every column given. */
+interface OldRow {
+	email: string;
+	list?: string;
+	scope: string;
+	origin?: string;
+	reason?: string | null;
+	count?: number;
+	lastEventAt: number | null;
+	bulkId?: string | null;
+	eventId?: string | null;
+	createdAt: number;
+	expiresAt?: number | null;
+}
+
+async function storeRows(rows: OldRow[]): Promise<void> {
+	const insert = env.DB.prepare(
+		`INSERT INTO suppressions (email, list, scope, origin, reason, event_count, last_event_at,
+			bulk_id, event_id, created_at, updated_at, expires_at, change_event_id, change_note)
+		VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?9, ?5)`,
+	);
+	await env.DB.batch(
+		rows.map((row) =>
+			insert.bind(
+				row.email,
+				row.list ?? "unsubscribe",
+				row.scope,
+				row.origin ?? "event",
+				row.reason ?? null,
+				row.count ?? 1,
+				row.lastEventAt,
+				row.bulkId ?? null,
+				row.eventId ?? null,
+				row.createdAt,
+				row.expiresAt ?? null,
+			),
+		),
+	);
+}
+
+describe("migration 0014", () => {
+	it("moves each scope that names no sender domain, and no other entry", async () => {
+		await resetDatabase();
+		await migrateTo(levelOf("0013"));
+		const now = Math.floor(Date.now() / 1000);
+		const at = now - 3600;
+		// Every character the policy's domain check refuses (white space as JavaScript's \s reads
+		// it) and the brackets of a display-form address, first in the scope; an empty scope; one
+		// longer than a domain name may be.
+		const refused = [
+			..."@/*,<> \t\n\v\f\r\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff",
+		].map((c) => `${c}example.com`);
+		refused.push("", "a".repeat(254));
+		expect(refused.filter(isDomainName)).toEqual(["<example.com", ">example.com"]);
+		const moved = refused.map((scope, i) => ({ email: `m${i}@example.org`, scope }));
+		const longest = `${"a".repeat(63)}.`.repeat(3) + "a".repeat(61);
+		const kept = [
+			{ email: "kept@example.org", scope: "example.net" },
+			{ email: "kept@example.org", scope: longest },
+			{ email: "kept@example.org", scope: "bücher.example" },
+			// An operator's entry, a bounce entry, and an entry that has expired stay as they are.
+			{ email: "api@example.org", scope: "a,b.example", origin: "api" },
+			{ email: "other@example.org", scope: "a@b.example", list: "bounce" },
+			{ email: "expired@example.org", scope: "c,d.example", expiresAt: now - 600 },
+		];
+		await storeRows(
+			[
+				...moved,
+				...kept,
+				// Beside a moved entry of the same address and scope, or of the same address.
+				{ email: "api@example.org", scope: "a,b.example" },
+				{ email: "other@example.org", scope: "a@b.example" },
+				{ email: "kept@example.org", scope: "x y.example" },
+			].map((row) => ({ ...row, lastEventAt: at, createdAt: at })),
+		);
+		expect(kept.every(({ scope }) => isDomainName(scope) === !/[@,]/.test(scope))).toBe(true);
+
+		await applyMigrations(levelOf("0013"));
+
+		const { results } = await env.DB.prepare(
+			"SELECT email, list, scope, origin FROM suppressions ORDER BY email, list, scope, origin",
+		).all();
+		const row = ({ email, scope, list = "unsubscribe", origin = "event" }: Partial<OldRow>) => ({
+			email,
+			list,
+			scope,
+			origin,
+		});
+		const expected = [
+			...moved.map(({ email }) => row({ email, scope: "*" })),
+			...kept.map(row),
+			row({ email: "api@example.org", scope: "*" }),
+			row({ email: "other@example.org", scope: "*" }),
+			row({ email: "kept@example.org", scope: "*" }),
+		];
+		const order = (a: Record<string, unknown>, b: Record<string, unknown>) =>
+			JSON.stringify(Object.values(a)) < JSON.stringify(Object.values(b)) ? -1 : 1;
+		expect([...results].sort(order)).toEqual(expected.sort(order));
+		const removed = await env.DB.prepare(
+			"SELECT email, list, scope FROM suppression_history WHERE action = 'removed' ORDER BY email, scope",
+		).all();
+		expect([...removed.results].sort(order)).toEqual(
+			[
+				...moved,
+				{ email: "api@example.org", scope: "a,b.example" },
+				{ email: "other@example.org", scope: "a@b.example" },
+				{ email: "kept@example.org", scope: "x y.example" },
+			]
+				.map(({ email, scope }) => ({ email, list: "unsubscribe", scope }))
+				.sort(order),
+		);
 	});
 });
 
