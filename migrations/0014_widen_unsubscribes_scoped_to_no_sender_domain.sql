@@ -58,8 +58,9 @@ ON CONFLICT (email, list, scope, origin) DO UPDATE SET
   expires_at = iif(suppressions.expires_at <= excluded.updated_at, excluded.expires_at,
     iif(suppressions.expires_at IS NULL OR excluded.expires_at IS NULL, NULL,
       max(suppressions.expires_at, excluded.expires_at))),
-  last_event_at = coalesce(max(suppressions.last_event_at, excluded.last_event_at),
-    suppressions.last_event_at, excluded.last_event_at),
+  last_event_at = iif(suppressions.expires_at <= excluded.updated_at, excluded.last_event_at,
+    coalesce(max(suppressions.last_event_at, excluded.last_event_at),
+      suppressions.last_event_at, excluded.last_event_at)),
   updated_at = excluded.updated_at,
   change_event_id = NULL,
   change_note = excluded.change_note;

@@ -1,8 +1,9 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { isDomainName } from "../../src/email";
+import { isoTime } from "../../src/events/event";
 import { writeEdge } from "../../src/suppressions/edge";
-import type { StoredEntry } from "../../src/suppressions/entry";
+import type { EntryJson, StoredEntry } from "../../src/suppressions/entry";
 import { call, getJson, lookup, postCallback, resetDatabase, runCron, tokens } from "../helpers";
 
 // A deployed database applied the migrations of its release and holds rows its Worker wrote; a
@@ -209,6 +210,15 @@ async function storeRows(rows: OldRow[]): Promise<void> {
 	);
 }
 
+/** The address's history as `action scope` lines, oldest first. */
+async function historyOf(email: string): Promise<Array<Record<string, unknown>>> {
+	const response = await getJson(
+		`/v1/suppressions/${encodeURIComponent(email)}/history`,
+		tokens.admin,
+	);
+	return ((await response.json()) as { history: Array<Record<string, unknown>> }).history;
+}
+
 describe("migration 0014", () => {
 	it("moves each scope that names no sender domain, and no other entry", async () => {
 		await resetDatabase();
@@ -280,6 +290,220 @@ describe("migration 0014", () => {
 				.map(({ email, scope }) => ({ email, list: "unsubscribe", scope }))
 				.sort(order),
 		);
+	});
+
+	it("merges a moved entry into the address's * unsubscribe as two events would", async () => {
+		await resetDatabase();
+		await migrateTo(levelOf("0013"));
+		const now = Math.floor(Date.now() / 1000);
+		const at = now - 86_400;
+		const day = 86_400;
+		await storeRows([
+			// No * entry: the moved entry keeps every detail.
+			{
+				email: "alone@example.org",
+				scope: "news@example.com",
+				reason: "moved",
+				count: 2,
+				lastEventAt: at,
+				bulkId: "bulk-moved",
+				eventId: "event-moved",
+				createdAt: at - 50,
+				expiresAt: now + 30 * day,
+			},
+			// An expired * entry (with later evidence) is replaced whole.
+			{
+				email: "replaced@example.org",
+				scope: "*",
+				reason: "expired",
+				count: 5,
+				lastEventAt: at + 100,
+				bulkId: "bulk-star",
+				eventId: "event-star",
+				createdAt: at - 5000,
+				expiresAt: now - 600,
+			},
+			{
+				email: "replaced@example.org",
+				scope: "a b.example",
+				reason: "moved",
+				count: 2,
+				lastEventAt: at,
+				bulkId: "bulk-moved",
+				eventId: "event-moved",
+				createdAt: at - 100,
+			},
+			// A live * entry with the later evidence keeps its details; the earlier creation and
+			// never expiring win.
+			{
+				email: "kept@example.org",
+				scope: "*",
+				reason: "star",
+				count: 3,
+				lastEventAt: at + 20,
+				bulkId: "bulk-star",
+				eventId: "event-star",
+				createdAt: at - 50,
+			},
+			{
+				email: "kept@example.org",
+				scope: "x@y.example",
+				reason: "moved",
+				count: 2,
+				lastEventAt: at,
+				bulkId: "bulk-moved",
+				eventId: "event-moved",
+				createdAt: at - 500,
+				expiresAt: now + 30 * day,
+			},
+			// A moved entry with the later evidence gives its details; the later expiry wins.
+			{
+				email: "later@example.org",
+				scope: "*",
+				reason: "star",
+				count: 1,
+				lastEventAt: at,
+				bulkId: "bulk-star",
+				eventId: "event-star",
+				createdAt: at - 10,
+				expiresAt: now + 20 * day,
+			},
+			{
+				email: "later@example.org",
+				scope: "<news.example>",
+				reason: "moved",
+				count: 1,
+				lastEventAt: at + 30,
+				bulkId: "bulk-moved",
+				eventId: "event-moved",
+				createdAt: at,
+				expiresAt: now + 10 * day,
+			},
+			// A * entry imported without its evidence's time: any event is later.
+			{
+				email: "imported@example.org",
+				scope: "*",
+				reason: "imported",
+				lastEventAt: null,
+				createdAt: at,
+			},
+			{
+				email: "imported@example.org",
+				scope: "a,b.example",
+				reason: "moved",
+				lastEventAt: at,
+				eventId: "event-moved",
+				createdAt: at,
+			},
+		]);
+
+		await applyMigrations(levelOf("0013"));
+		const after = Math.floor(Date.now() / 1000);
+
+		const entryOf = async (email: string) => {
+			const { entries } = await lookup(email, "?consistent=true");
+			expect(entries).toHaveLength(1);
+			const { updatedAt, ...entry } = entries[0] as EntryJson;
+			expect(Date.parse(updatedAt) / 1000).toBeGreaterThanOrEqual(now);
+			expect(Date.parse(updatedAt) / 1000).toBeLessThanOrEqual(after);
+			return entry;
+		};
+		const details = (row: Omit<OldRow, "email" | "scope">) => ({
+			list: "unsubscribe",
+			scope: "*",
+			source: "event",
+			reason: row.reason,
+			eventCount: row.count,
+			lastEventAt: row.lastEventAt === null ? null : isoTime(row.lastEventAt),
+			bulkId: row.bulkId ?? null,
+			createdAt: isoTime(row.createdAt),
+			expiresAt: row.expiresAt == null ? null : isoTime(row.expiresAt),
+		});
+		expect(await entryOf("alone@example.org")).toEqual(
+			details({
+				reason: "moved",
+				count: 2,
+				lastEventAt: at,
+				bulkId: "bulk-moved",
+				createdAt: at - 50,
+				expiresAt: now + 30 * day,
+			}),
+		);
+		expect(await entryOf("replaced@example.org")).toEqual(
+			details({
+				reason: "moved",
+				count: 2,
+				lastEventAt: at,
+				bulkId: "bulk-moved",
+				createdAt: at - 100,
+				expiresAt: null,
+			}),
+		);
+		expect(await entryOf("kept@example.org")).toEqual(
+			details({
+				reason: "star",
+				count: 5,
+				lastEventAt: at + 20,
+				bulkId: "bulk-star",
+				createdAt: at - 500,
+				expiresAt: null,
+			}),
+		);
+		expect(await entryOf("later@example.org")).toEqual(
+			details({
+				reason: "moved",
+				count: 2,
+				lastEventAt: at + 30,
+				bulkId: "bulk-moved",
+				createdAt: at - 10,
+				expiresAt: now + 20 * day,
+			}),
+		);
+		expect(await entryOf("imported@example.org")).toEqual(
+			details({ reason: "moved", count: 2, lastEventAt: at, createdAt: at, expiresAt: null }),
+		);
+		// The evidence that gives the details also breaks a later tie (see store.ts, NEWER).
+		const { results } = await env.DB.prepare(
+			"SELECT email, event_id AS eventId FROM suppressions ORDER BY email",
+		).all();
+		expect(results).toEqual([
+			{ email: "alone@example.org", eventId: "event-moved" },
+			{ email: "imported@example.org", eventId: "event-moved" },
+			{ email: "kept@example.org", eventId: "event-star" },
+			{ email: "later@example.org", eventId: "event-moved" },
+			{ email: "replaced@example.org", eventId: "event-moved" },
+		]);
+
+		const note = "this scope names no sender domain: the entry now applies to every sender";
+		const line = (action: string, scope: string, fields: Record<string, unknown> = {}) => ({
+			action,
+			list: "unsubscribe",
+			scope,
+			source: "event",
+			eventId: null,
+			...fields,
+		});
+		const moved = (scope: string) => `moved from scope ${scope}, which names no sender domain`;
+		// The expired line is dated at the expiry, before the rows this test wrote just now.
+		expect(await historyOf("replaced@example.org")).toEqual([
+			expect.objectContaining(
+				line("expired", "*", { source: "cron", note: null, at: isoTime(now - 600) }),
+			),
+			expect.objectContaining(line("added", "*", { eventId: "event-star", note: "expired" })),
+			expect.objectContaining(
+				line("added", "a b.example", { eventId: "event-moved", note: "moved" }),
+			),
+			expect.objectContaining(line("removed", "a b.example", { note })),
+			expect.objectContaining(line("added", "*", { note: moved("a b.example") })),
+		]);
+		expect((await historyOf("alone@example.org")).slice(1)).toEqual([
+			expect.objectContaining(line("removed", "news@example.com", { note })),
+			expect.objectContaining(line("added", "*", { note: moved("news@example.com") })),
+		]);
+		expect((await historyOf("kept@example.org")).slice(2)).toEqual([
+			expect.objectContaining(line("removed", "x@y.example", { note })),
+			expect.objectContaining(line("renewed", "*", { note: moved("x@y.example") })),
+		]);
 	});
 });
 

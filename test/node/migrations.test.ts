@@ -33,7 +33,7 @@ const MIGRATIONS: Record<string, string> = {
 	"0013_read_one_sender_domains_stats_by_index.sql":
 		"b00761a76cda3ca8ec7d8848c376787a39ccd363519638b10b45ea693cd47d0d",
 	"0014_widen_unsubscribes_scoped_to_no_sender_domain.sql":
-		"51a45dbbb35aada5bd0244003816a56585fa2ebbde6536351ea7e6cec4e11dbb",
+		"8154a33a713dd582a4303d5bbfe82b83a4d251e25c0f17bd69129b9e1f240cf2",
 };
 
 // Every file of migrations/, by its name, as text.
