@@ -601,6 +601,52 @@ describe("the reconcile cron", () => {
 		expect(await countRows("edge_pending")).toBe(12);
 	});
 
+	it("the failed-writes line counts the writes that failed, and is not logged when none did", async () => {
+		const warnings: Record<string, unknown>[] = [];
+		vi.spyOn(console, "warn").mockImplementation((line: string) => {
+			warnings.push(JSON.parse(line));
+		});
+		const failedLines = () => warnings.filter((line) => line.message === "edge write failed");
+		const refused = new Set(["s:no1@example.com", "s:no2@example.com", "s:no3@example.com"]);
+		// KV refuses every write of three keys and takes the others.
+		const refusing = new Proxy(env.SUPPRESSIONS, {
+			get(target, property) {
+				if (property === "put") {
+					return (key: string, ...rest: unknown[]) =>
+						refused.has(key)
+							? Promise.reject(new Error("KV: injected failure (429 Too Many Requests)"))
+							: Reflect.apply(target.put, target, [key, ...rest]);
+				}
+				const value = Reflect.get(target, property);
+				return typeof value === "function" ? value.bind(target) : value;
+			},
+		});
+		const refusingEnv = { ...env, SUPPRESSIONS: refusing } as Env;
+		await postCallback(
+			["no1", "yes1", "no2", "yes2", "no3"].map((name) => ({
+				event: "spamreport",
+				email: `${name}@example.com`,
+				timestamp: 1,
+			})),
+			{ env: refusingEnv },
+		);
+		expect(failedLines()).toEqual([expect.objectContaining({ failed: 3 })]);
+		warnings.length = 0;
+		await postCallback({ event: "spamreport", email: "yes3@example.com", timestamp: 1 });
+		expect(failedLines()).toEqual([]);
+
+		// The cron checks all six queued addresses and writes the three keys KV refused again.
+		await parkSweeps();
+		let at = Date.now() + (KV_WRITE_SETTLE_SECONDS + 1) * 1000;
+		expect(await cron(at, refusingEnv)).toMatchObject({ checked: 6, fixed: 0 });
+		expect(failedLines()).toEqual([expect.objectContaining({ failed: 3 })]);
+		warnings.length = 0;
+		at += (KV_WRITE_SETTLE_SECONDS + 300) * 1000;
+		expect(await cron(at)).toMatchObject({ fixed: 3 });
+		expect(failedLines()).toEqual([]);
+		expect(await countRows("edge_pending")).toBe(0);
+	});
+
 	it("addresses whose KV writes keep failing do not hold up the rest of the queue", async () => {
 		const batch = { ...env, RECONCILE_BATCH_SIZE: "2" } as Env;
 		const stuck = new Set(["s:stuck1@example.com", "s:stuck2@example.com"]);
