@@ -987,3 +987,53 @@ describe("an entry that expired and comes back before the cron retires it", () =
 		expect(kept).toEqual(retired);
 	});
 });
+
+describe("a list or a scope no entry can have", () => {
+	const listMessage = "must be one of bounce, complaint, unsubscribe, manual";
+	const scopeMessage = 'must be "*" or a domain';
+
+	it.each([
+		["GET", "/v1/suppressions?list=vip&scope=a%40b.example"],
+		["GET", "/v1/suppressions/export?list=vip&scope=a%40b.example"],
+		["DELETE", "/v1/suppressions/x%40example.com?list=vip&scope=a%40b.example"],
+	])("is refused by %s %s with the same messages", async (method, path) => {
+		const response = await send(method, path);
+		expect(response.status).toBe(400);
+		expect(((await response.json()) as ErrorBody).error).toMatchObject({
+			code: "invalid_query",
+			issues: [
+				{ path: "list", message: listMessage },
+				{ path: "scope", message: scopeMessage },
+			],
+		});
+	});
+
+	it("is refused in a PUT body and an import line with the same messages", async () => {
+		const put = await send("PUT", "/v1/suppressions/x%40example.com", {
+			body: { list: "vip", scope: "a@b.example" },
+		});
+		expect(put.status).toBe(400);
+		expect(((await put.json()) as ErrorBody).error.issues).toEqual([
+			{ path: "list", message: listMessage },
+			{ path: "scope", message: scopeMessage },
+		]);
+		const lines = [
+			{ email: "x@example.com", list: "vip", scope: "*" },
+			{ email: "x@example.com", list: "manual", scope: "a@b.example" },
+		];
+		const imported = await call("/v1/suppressions/import", {
+			method: "POST",
+			headers: { authorization: `Bearer ${tokens.admin}`, "content-type": "application/x-ndjson" },
+			body: lines.map((line) => JSON.stringify(line)).join("\n"),
+		});
+		expect(await imported.json()).toEqual({
+			imported: 0,
+			unchanged: 0,
+			failed: [
+				{ line: 1, message: `list ${listMessage}` },
+				{ line: 2, message: `scope ${scopeMessage}` },
+			],
+		});
+		expect(await entriesOf("x@example.com")).toEqual([]);
+	});
+});
