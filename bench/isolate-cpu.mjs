@@ -29,7 +29,9 @@ import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { quietEnv, signalTree, wranglerBin } from "../scripts/wrangler.mjs";
 import { MIX, makeEvent, prng } from "./events.mjs";
 
 const { values: opts } = parseArgs({
@@ -41,14 +43,9 @@ const { values: opts } = parseArgs({
 	},
 });
 const BASE = `http://127.0.0.1:${opts.port}`;
-const ROOT = new URL("..", import.meta.url).pathname;
-const WRANGLER = join(ROOT, "node_modules/wrangler/bin/wrangler.js");
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const persist = mkdtempSync(join(tmpdir(), "isolate-cpu-"));
-const env = {
-	...process.env,
-	WRANGLER_SEND_METRICS: "false",
-	CLOUDFLARE_CF_FETCH_ENABLED: "false",
-};
+const env = quietEnv;
 const TOKENS = {
 	CALLBACK_TOKENS: "bench-callback-token",
 	LOOKUP_TOKENS: "bench-lookup-token",
@@ -59,8 +56,18 @@ const DAY_MS = 86_400_000;
 const rows = [];
 const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 
+/** The process group of the wrangler dev running now: Ctrl-C or a kill stops it too. */
+let running = null;
+for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"]) {
+	process.on(signal, () => {
+		if (running !== null) signalTree(running, "SIGKILL");
+		rmSync(persist, { recursive: true, force: true });
+		process.exit(signal === "SIGINT" ? 130 : 143);
+	});
+}
+
 function wrangler(args, options) {
-	return spawn(process.execPath, [WRANGLER, ...args], { cwd: ROOT, env, ...options });
+	return spawn(process.execPath, [wranglerBin, ...args], { cwd: ROOT, env, ...options });
 }
 
 /** Starts `wrangler dev` with the given vars; resolves with {stop} once it serves. */
@@ -83,8 +90,9 @@ async function startServer(vars, entry = "src/index.ts") {
 			persist,
 			...flags,
 		],
-		{ stdio: ["ignore", "pipe", "pipe"], detached: true },
+		{ stdio: ["ignore", "pipe", "pipe"], detached: true, windowsHide: true },
 	);
+	running = child.pid;
 	let log = "";
 	await new Promise((resolve, reject) => {
 		const timer = setTimeout(
@@ -115,8 +123,9 @@ async function startServer(vars, entry = "src/index.ts") {
 		stop: async () => {
 			inspector.ws.close();
 			const exited = new Promise((resolve) => child.once("exit", resolve));
-			process.kill(-child.pid, "SIGTERM"); // its process group: wrangler and its workerd
+			signalTree(child.pid, "SIGTERM"); // its process group: wrangler and its workerd
 			await exited;
+			running = null;
 		},
 	};
 }
@@ -305,7 +314,7 @@ const cron = (atMs) =>
 
 spawnSync(
 	process.execPath,
-	[WRANGLER, "d1", "migrations", "apply", "DB", "--local", "--persist-to", persist],
+	[wranglerBin, "d1", "migrations", "apply", "DB", "--local", "--persist-to", persist],
 	{ cwd: ROOT, env, stdio: "ignore" },
 );
 if (opts.validate) {
