@@ -1,9 +1,11 @@
-// `npm run check`: Env types fresh, type check, lint and format, and the bundle within budget.
+// `npm run check`: a lockfile that installs on every platform, Env types fresh, type check, lint and
+// format, and the bundle within budget.
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import { missingPlatformBuilds } from "./lockfile.mjs";
 import { quietEnv } from "./wrangler.mjs";
 
 /** The deployed bundle's budget, in gzip bytes as `wrangler deploy --dry-run` reports them. */
@@ -39,6 +41,16 @@ try {
 console.log("\ncheck passed");
 
 function checkAll() {
+	console.log("\n== package-lock.json holds every platform's build");
+	const lockfile = join(import.meta.dirname, "..", "package-lock.json");
+	const missing = missingPlatformBuilds(JSON.parse(readFileSync(lockfile, "utf8")));
+	if (missing.length > 0) {
+		console.error(missing.join("\n"));
+		fail(
+			`package-lock.json lacks ${missing.length} platform build(s): the registry had none for that version, so \`npm ci\` fails on those platforms; keep the earlier version`,
+		);
+	}
+	console.log("every optional dependency is locked");
 	run("Env types are fresh", join(import.meta.dirname, "types.mjs"), ["--check"]);
 	run("type check (src)", bin("typescript", "bin/tsc"), ["--noEmit"]);
 	run("type check (test)", bin("typescript", "bin/tsc"), ["--noEmit", "-p", "test"]);

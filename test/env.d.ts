@@ -13,6 +13,11 @@ declare module "*.jsonl?raw" {
 	export default text;
 }
 
+declare module "*.json?raw" {
+	const text: string;
+	export default text;
+}
+
 declare module "*.toml?raw" {
 	const text: string;
 	export default text;
