@@ -25,7 +25,19 @@ const ERROR_TEXT: Record<number, string> = {
 	415: "Unsupported content type (`unsupported_media_type`)",
 	422: "The stored body still fails validation (`still_invalid`)",
 	500: "Unexpected failure (`internal`); details only in the log",
-	503: "A required setting is missing or invalid (`not_configured`), or storage is unavailable (`storage_unavailable`, with Retry-After)",
+	503: "A required setting is missing or invalid (`not_configured`)",
+};
+
+// A route that lists 503 among its own errors answers `storage_unavailable` with Retry-After when
+// D1 refuses its write (the callback, the replay); on any other route 503 is only a setting, and
+// a document that promised a retryable 503 there would have clients wait for one that never comes
+// (a storage failure there answers 500).
+const STORAGE_UNAVAILABLE_TEXT =
+	"A required setting is missing or invalid (`not_configured`), or storage is unavailable (`storage_unavailable`, with Retry-After)";
+const RETRY_AFTER = {
+	description:
+		"Seconds to wait before retrying; only with `storage_unavailable`, not `not_configured`",
+	schema: { type: "string", pattern: "^[0-9]+$" },
 };
 
 // What the query parameters shared by several routes mean; their schemas say what they accept.
@@ -44,8 +56,13 @@ const REQUEST_ID = {
 	schema: { type: "string" },
 };
 
+/** Whether a route answers 503 `storage_unavailable`, which its own errors then list. */
+function answersStorageUnavailable(route: RouteSpec): boolean {
+	return route.errors.includes(503);
+}
+
 /** Response headers: every answer's request id, and those some statuses add. */
-function headersOf(status: number): JsonObject {
+function headersOf(status: number, retryable = false): JsonObject {
 	return {
 		"X-Request-Id": REQUEST_ID,
 		...(status === 401
@@ -57,15 +74,7 @@ function headersOf(status: number): JsonObject {
 					},
 				}
 			: {}),
-		...(status === 503
-			? {
-					"Retry-After": {
-						description:
-							"Seconds to wait before retrying; only with `storage_unavailable`, not `not_configured`",
-						schema: { type: "string", pattern: "^[0-9]+$" },
-					},
-				}
-			: {}),
+		...(status === 503 && retryable ? { "Retry-After": RETRY_AFTER } : {}),
 	};
 }
 
@@ -127,12 +136,14 @@ function content(
 }
 
 function operation(route: RouteSpec): JsonObject {
+	const retryable = answersStorageUnavailable(route);
 	const errors = Object.fromEntries(
 		errorStatuses(route).map((status) => [
 			String(status),
 			{
-				description: ERROR_TEXT[status] ?? "Error",
-				headers: headersOf(status),
+				description:
+					status === 503 && retryable ? STORAGE_UNAVAILABLE_TEXT : (ERROR_TEXT[status] ?? "Error"),
+				headers: headersOf(status, retryable),
 				...(route.method === "HEAD"
 					? {}
 					: {

@@ -57,7 +57,11 @@ export interface RouteSpec {
 		| { schema: z.ZodMiniType; description?: string }
 		| { mediaTypes: string[]; description: string }
 	) & { headers?: Record<string, { description: string; pattern: string }> };
-	/** Error statuses this route answers besides those every route of its access may. */
+	/**
+	 * Error statuses this route answers besides those every route of its access may. 503 here
+	 * means `storage_unavailable` with Retry-After (D1 refused the write; the request may be sent
+	 * again), which the OpenAPI document then declares; 503 `not_configured` comes with access.
+	 */
 	errors: number[];
 }
 

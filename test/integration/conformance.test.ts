@@ -25,6 +25,7 @@ interface Header {
 	schema?: Schema;
 }
 interface DeclaredResponse {
+	description?: string;
 	headers?: Record<string, Header>;
 	content?: Record<string, { schema?: Schema }>;
 }
@@ -908,6 +909,24 @@ describe("answers conform to the OpenAPI document", () => {
 		expect(
 			Object.keys(UNREACHABLE).filter((key) => covered.has(key) || !declared.includes(key)),
 		).toEqual([]);
+	});
+
+	// A client retries a 503 `storage_unavailable` after its Retry-After, and treats any other 503
+	// (`not_configured`) as a setting to fix: an operation may promise the first only if a request
+	// to it can produce one.
+	it("only operations that can answer storage_unavailable declare it and its Retry-After", () => {
+		const produced = new Set(
+			cases.filter((c) => c.code === "storage_unavailable").map((c) => c.operation),
+		);
+		const promised = declaredOperations().filter((operation) => {
+			const declared = operationOf(operation).responses["503"];
+			return (
+				declared !== undefined &&
+				(declared.description?.includes("storage_unavailable") === true ||
+					"Retry-After" in (declared.headers ?? {}))
+			);
+		});
+		expect(promised.sort()).toEqual([...produced].sort());
 	});
 
 	// A client that checks its query against the document must not be refused for it. The
