@@ -5,6 +5,7 @@ import {
 } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import worker from "../src/index";
+import { forgetEdgeLag } from "../src/suppressions/edge-lag";
 import samplesText from "./fixtures/tencent-doc-samples.jsonl?raw";
 
 /** Tencent's published samples, as the objects they are. */
@@ -72,7 +73,10 @@ const TABLES = [
 	"soft_bounce_recheck",
 ];
 
-/** Deletes every row and KV key, so a test does not depend on what ran before it. */
+/**
+ * Deletes every row and KV key, and this isolate's memo of the lag mark, so a test does not depend
+ * on what ran before it.
+ */
 export async function resetDatabase(): Promise<void> {
 	await env.DB.batch(TABLES.map((table) => env.DB.prepare(`DELETE FROM ${table}`)));
 	let cursor: string | undefined;
@@ -81,6 +85,8 @@ export async function resetDatabase(): Promise<void> {
 		await Promise.all(page.keys.map((key) => env.SUPPRESSIONS.delete(key.name)));
 		cursor = page.list_complete ? undefined : page.cursor;
 	} while (cursor);
+	// The lag mark went with the keys; this isolate's memo of it must go too.
+	forgetEdgeLag(env.SUPPRESSIONS);
 }
 
 export async function countRows(table: string): Promise<number> {

@@ -4,6 +4,7 @@ import {
 	edgeKey,
 	KV_BATCH,
 	MAX_EDGE_VALUE_BYTES,
+	markLagging,
 	renderEdgeValue,
 	writeEdge,
 } from "../suppressions/edge";
@@ -114,6 +115,13 @@ export async function reconcile(
 	await queuePending(env.DB, repaired.failed, now);
 	const deferred = [...repaired.failed, ...unchecked];
 	let fixed = drained.fixed + repaired.fixed;
+	// Keys still to write after this run: lookups keep reading D1 for keyless addresses until a
+	// run finds none (edge-lag.ts). A queue that only holds keys already right (its requests wrote
+	// them) does not count, or a busy deployment's lookups would all go to D1.
+	if (drained.failed > 0 || deferred.length > 0 || (drained.fixed > 0 && drained.more)) {
+		budget.left -= 1;
+		await markLagging(env, now);
+	}
 
 	let listedCount = 0;
 	// A listing costs one operation and each orphan it finds one more.
@@ -164,17 +172,17 @@ export async function reconcile(
  * Brings the KV copy of queued addresses (each whose entries changed, migration 0010, and what an
  * earlier run had no budget for) up to date, oldest first, at most `limit` of them and as many as
  * `budget` allows, and takes those off the queue; only those last changed
- * {@link KV_WRITE_SETTLE_SECONDS} or more before `now`. `more` tells that some stay queued: the
- * budget stopped it before the queue or the limit ran out, or a write failed.
+ * {@link KV_WRITE_SETTLE_SECONDS} or more before `now`. `more` tells that some may stay queued:
+ * the budget stopped it before the queue or the limit ran out, a write failed, or it read `limit`.
  */
 async function drainPending(
 	env: Env,
 	now: number,
 	limit: number,
 	budget: KvBudget,
-): Promise<{ checked: number; fixed: number; more: boolean }> {
+): Promise<{ checked: number; fixed: number; failed: number; more: boolean }> {
 	const pending = await readPending(env.DB, limit, now - KV_WRITE_SETTLE_SECONDS);
-	if (pending.length === 0) return { checked: 0, fixed: 0, more: false };
+	if (pending.length === 0) return { checked: 0, fixed: 0, failed: 0, more: false };
 	const { checked, fixed, failed } = await repairKeys(
 		env,
 		pending.map((row) => row.email),
@@ -185,7 +193,13 @@ async function drainPending(
 	const done = pending.slice(0, checked).filter((row) => !failed.includes(row.email));
 	await clearPending(env.DB, done);
 	await queuePending(env.DB, failed, now);
-	return { checked, fixed, more: checked < pending.length || failed.length > 0 };
+	// A full read may have left more behind it.
+	return {
+		checked,
+		fixed,
+		failed: failed.length,
+		more: checked < pending.length || failed.length > 0 || pending.length === limit,
+	};
 }
 
 /**

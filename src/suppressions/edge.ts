@@ -1,4 +1,5 @@
 import { log } from "../log";
+import { markEdgeLagging } from "./edge-lag";
 import { type EntryJson, renderEntry, type StoredEntry } from "./entry";
 import { LISTS, type ListName } from "./policy";
 import { readEntries } from "./store";
@@ -121,9 +122,21 @@ function isEdgeEntry(entry: unknown): boolean {
 }
 
 /**
+ * Marks KV as lagging (edge-lag.ts) for the keys a request leaves to the cron, logging a failure:
+ * the keys stay queued in D1 either way.
+ */
+export async function markLagging(env: Env, now: number, requestId?: string): Promise<void> {
+	try {
+		await markEdgeLagging(env.SUPPRESSIONS, now);
+	} catch (error) {
+		log("warn", "edge lag mark failed", { requestId, error: String(error) });
+	}
+}
+
+/**
  * Makes the KV copy of each address match D1 (the first {@link EDGE_SYNC_AT_ONCE} of them; the
- * cron the others, which their change queued): puts its live entries, or deletes the key when none
- * applies. Entries come from `known` when it has the address (a callback's own transaction read
+ * cron the others, which their change queued, with KV marked as lagging until it has): puts its
+ * live entries, or deletes the key when none applies. Entries come from `known` when it has the address (a callback's own transaction read
  * them back), else from one read of D1. KV takes one write per key per second and may fail; a
  * failure is logged and left to the reconcile cron, never thrown, because the truth is already in
  * D1.
@@ -137,6 +150,7 @@ export async function syncEdge(
 ): Promise<{ written: number; deleted: number; failed: number }> {
 	const counts = { written: 0, deleted: 0, failed: 0 };
 	const emails = changed.slice(0, EDGE_SYNC_AT_ONCE);
+	if (emails.length < changed.length) await markLagging(env, now, requestId);
 	const unknown = emails.filter((email) => !known.has(email));
 	let entries: ReadonlyMap<string, readonly StoredEntry[]> = known;
 	if (unknown.length > 0) {
@@ -147,6 +161,7 @@ export async function syncEdge(
 			]);
 		} catch (error) {
 			log("error", "edge sync could not read D1", { requestId, error: String(error) });
+			await markLagging(env, now, requestId);
 			return { ...counts, failed: emails.length };
 		}
 	}
@@ -168,6 +183,7 @@ export async function syncEdge(
 	// invocation).
 	if (counts.failed > 0) {
 		log("warn", "edge write failed", { requestId, failed: counts.failed, error: firstError });
+		await markLagging(env, now, requestId);
 	}
 	return counts;
 }

@@ -14,6 +14,7 @@ import {
 import { domainParam, emailFromPath, parseBody } from "../validate";
 import { type EntryCursor, listEntries } from "./api-store";
 import { edgeKey, KV_BATCH, parseEdgeValue, plainEdgeKey } from "./edge";
+import { edgeLagging } from "./edge-lag";
 import { type EntryJson, lookupResult, renderEntry } from "./entry";
 import { listField, scopeField } from "./fields";
 import { type EntryScope, readEntries, readEntryScopes } from "./store";
@@ -52,7 +53,7 @@ async function entriesFromD1(
 
 /**
  * `GET /v1/suppressions/{email}`: one KV read at the edge; `consistent=true` reads D1, and so
- * does a lookup whose KV read fails.
+ * does a lookup whose KV read fails, or that finds no key while KV lags (edge-lag.ts).
  */
 export async function lookupRoute(request: RouteRequest, env: Env): Promise<Response> {
 	const email = emailFromPath(request.params.email);
@@ -62,8 +63,10 @@ export async function lookupRoute(request: RouteRequest, env: Env): Promise<Resp
 	if (query.consistent !== "true") {
 		try {
 			const text = await env.SUPPRESSIONS.get(await edgeKey(email), "text");
-			// No key: no entries. A value that is not entries (the D1 marker) leaves it to D1, below.
-			entries = (text === null ? [] : parseEdgeValue(text)) ?? undefined;
+			// No key: no entries, unless KV lags behind D1. A value that is not entries (the D1
+			// marker) leaves it to D1, below.
+			if (text !== null) entries = parseEdgeValue(text) ?? undefined;
+			else if (!(await edgeLagging(env.SUPPRESSIONS, at))) entries = [];
 		} catch (error) {
 			log("warn", "edge read failed, reading D1", {
 				requestId: request.requestId,
@@ -95,8 +98,9 @@ interface Decision {
 }
 
 /**
- * Decides many addresses from KV: bulk gets of 100 keys in parallel, D1 for any batch that fails
- * and for addresses whose value is not their entries (too large for KV, or unreadable). Each batch
+ * Decides many addresses from KV: bulk gets of 100 keys in parallel, D1 for any batch that fails,
+ * for addresses whose value is not their entries (too large for KV, or unreadable), and, while KV
+ * lags behind D1 (edge-lag.ts), for addresses KV has no key for. Each batch
  * is decided as it arrives and only the decisions are kept: an address may have many entries (one
  * per sender domain it unsubscribed from). The values of 1,000 keys take at most 25 MiB
  * (`MAX_EDGE_VALUE_BYTES`); from D1 only the list, scope and expiry of each entry are read.
@@ -118,6 +122,9 @@ async function decideMany(
 	};
 	const batches: string[][] = [];
 	for (let i = 0; i < emails.length; i += KV_BATCH) batches.push(emails.slice(i, i + KV_BATCH));
+	// Read beside the bulk gets, when this isolate's memo of it is stale.
+	const lagging = edgeLagging(env.SUPPRESSIONS, at);
+	const keyless: string[] = [];
 	await Promise.all(
 		batches.map(async (batch) => {
 			let inD1: string[] = [];
@@ -129,8 +136,11 @@ async function decideMany(
 				const values = await env.SUPPRESSIONS.get(keys, "text");
 				batch.forEach((email, i) => {
 					const text = values.get(keys[i] as string);
-					// An address without a key (nearly all of a list) is left out: no entries.
-					if (text === null || text === undefined) return;
+					// An address without a key (nearly all of a list) has no entries, unless KV lags.
+					if (text === null || text === undefined) {
+						keyless.push(email);
+						return;
+					}
 					const entries = parseEdgeValue(text);
 					if (entries) decide(email, entries);
 					else inD1.push(email);
@@ -144,6 +154,10 @@ async function decideMany(
 			for (const email of inD1) decide(email, stored.get(email) ?? []);
 		}),
 	);
+	if (keyless.length > 0 && (await lagging)) {
+		const stored = await readEntryScopes(env.DB, keyless, at);
+		for (const email of keyless) decide(email, stored.get(email) ?? []);
+	}
 	return decided;
 }
 

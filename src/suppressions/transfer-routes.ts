@@ -7,7 +7,7 @@ import { log } from "../log";
 import { parseQuery, type RawQuery } from "../query";
 import { listEntries } from "./api-store";
 import { CSV_HEADER, formatCsvRow } from "./csv";
-import { EDGE_SYNC_AT_ONCE } from "./edge";
+import { EDGE_SYNC_AT_ONCE, markLagging } from "./edge";
 import { renderEntry, type StoredEntry } from "./entry";
 import { listField, scopeField } from "./fields";
 import { readImport } from "./import-lines";
@@ -118,16 +118,24 @@ export async function importRoute(
 	const now = Math.floor(Date.now() / 1000);
 	const { entries, failed } = readImport(body.bytes, format, now);
 	const changed = await importEntries(env.DB, entries, now);
+	const addresses = [...new Set(changed)];
 	// The first EDGE_SYNC_AT_ONCE changed addresses go to KV at once; every one stays queued, and
-	// the cron checks them all once these writes have landed (KV failing, or more addresses).
-	const addresses = [...new Set(changed)].slice(0, EDGE_SYNC_AT_ONCE);
+	// the cron checks them all once these writes have landed (KV failing, or more addresses). Until
+	// it has written the others, lookups read D1 for addresses KV has no key for: marked before
+	// the answer, so that a check sent right after it in this location sees them.
+	if (addresses.length > EDGE_SYNC_AT_ONCE) await markLagging(env, now, request.requestId);
 	ctx.waitUntil(
-		repairKeys(env, addresses, now, { left: KV_OPERATIONS_PER_RUN }).catch((error: unknown) => {
-			log("warn", "import edge sync failed", {
-				requestId: request.requestId,
-				error: String(error),
-			});
-		}),
+		repairKeys(env, addresses.slice(0, EDGE_SYNC_AT_ONCE), now, { left: KV_OPERATIONS_PER_RUN })
+			.then((written) =>
+				written.failed.length > 0 ? markLagging(env, now, request.requestId) : undefined,
+			)
+			.catch(async (error: unknown) => {
+				log("warn", "import edge sync failed", {
+					requestId: request.requestId,
+					error: String(error),
+				});
+				await markLagging(env, now, request.requestId);
+			}),
 	);
 	return json({ imported: changed.length, unchanged: entries.length - changed.length, failed });
 }

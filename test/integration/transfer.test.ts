@@ -1,6 +1,7 @@
 import { env } from "cloudflare:workers";
 import { beforeEach, describe, expect, it, vi } from "vitest";
 import { KV_WRITE_SETTLE_SECONDS } from "../../src/cron/reconcile";
+import { LAG_KEY } from "../../src/suppressions/edge-lag";
 import {
 	call,
 	countingD1,
@@ -585,16 +586,20 @@ describe("import", () => {
 		expect((await lookup("two@example.com")).entries).toHaveLength(2);
 	});
 
-	it("leaves what one request cannot push to KV to the cron", async () => {
+	it("leaves what one request cannot push to KV to the cron, and lookups read D1 until then", async () => {
 		const lines = Array.from({ length: 450 }, (_, i) => `q${i}@example.com,complaint,*,,event,,,`);
 		await imported([HEADER, ...lines].join("\n"));
 		// 400 at once; all 450 queued for the cron's check.
-		expect((await lookup("q0@example.com")).suppressed).toBe(true);
-		expect((await lookup("q449@example.com")).suppressed).toBe(false);
+		expect(await env.SUPPRESSIONS.get("s:q0@example.com")).not.toBeNull();
+		expect(await env.SUPPRESSIONS.get("s:q449@example.com")).toBeNull();
 		expect(await countRows("edge_pending")).toBe(450);
+		// KV is marked as lagging: an address it has no key for is read from D1.
+		expect((await lookup("q449@example.com")).suppressed).toBe(true);
+		expect(await env.SUPPRESSIONS.get(LAG_KEY)).not.toBeNull();
 		// The cron's next run, once the import's own KV writes have landed.
 		await runCron(Date.now() + (KV_WRITE_SETTLE_SECONDS + 1) * 1000);
 		expect(await countRows("edge_pending")).toBe(0);
+		expect(await env.SUPPRESSIONS.get("s:q449@example.com")).not.toBeNull();
 		expect((await lookup("q449@example.com")).suppressed).toBe(true);
 	});
 
@@ -623,11 +628,13 @@ describe("import", () => {
 				error: expect.stringContaining("injected failure"),
 			}),
 		]);
-		expect(failing.counts.put).toBe(0);
-		expect((await lookup("late@example.com")).suppressed).toBe(false);
+		// No key written; only the mark that KV lags, so that lookups read the address from D1.
+		expect(failing.counts.put).toBe(1);
+		expect(await env.SUPPRESSIONS.get("s:late@example.com")).toBeNull();
+		expect((await lookup("late@example.com")).suppressed).toBe(true);
 		expect(await countRows("edge_pending")).toBe(1);
 		await runCron(Date.now() + (KV_WRITE_SETTLE_SECONDS + 1) * 1000);
-		expect((await lookup("late@example.com")).suppressed).toBe(true);
+		expect(await env.SUPPRESSIONS.get("s:late@example.com")).not.toBeNull();
 	});
 
 	it.each([

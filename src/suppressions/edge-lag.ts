@@ -1,0 +1,88 @@
+/**
+ * Whether KV may lack keys that D1 has entries for, beyond the minute KV itself takes.
+ *
+ * A request writes the keys of at most EDGE_SYNC_AT_ONCE addresses; the reconcile cron writes the
+ * rest, a batch every 5 minutes, and those whose write failed. Until then a missing key reads as
+ * "no entries", and an address imported a moment ago would be deliverable for an hour after an
+ * import of 10,000. So whatever leaves keys unwritten marks KV as lagging, for
+ * {@link LAG_SECONDS}, and lookups and checks read D1 for the addresses KV has no key for while
+ * the mark lasts. The cron renews it while it still finds keys to write; it then lapses.
+ *
+ * One key holds the mark: its value is the Unix second until which it lasts, and KV expires it
+ * then. Writers only ever push it later, so two of them never undo each other, and nobody deletes
+ * it. Readers keep what they read for {@link MEMO_SECONDS} per isolate: a lookup costs one KV read,
+ * not two (KV bills each key read).
+ */
+
+/** The mark's key: neither an address's (`s:`) nor a hashed one's (`h:`), so sweeps leave it. */
+export const LAG_KEY = "edge:lagging";
+
+/**
+ * How long a mark lasts: past the next cron run (every 5 minutes) that finds the addresses the
+ * writer left, which waits 2 minutes for writes to land (KV_WRITE_SETTLE_SECONDS), with room for
+ * a run that comes late.
+ */
+export const LAG_SECONDS = 15 * 60;
+
+/** How long an isolate trusts what it read of the mark, in seconds. */
+const MEMO_SECONDS = 30;
+/** How long an isolate trusts its own mark: KV may take a minute to show it even here. */
+const OWN_MARK_SECONDS = 90;
+
+interface Memo {
+	/** Wall-clock milliseconds until which the memo is trusted. */
+	freshUntil: number;
+	/** Unix seconds until which KV lags; 0 when unmarked. */
+	until: number;
+}
+
+// Keyed by the binding, which is the same object for every request of an isolate.
+const memos = new WeakMap<KVNamespace, Memo>();
+
+/**
+ * Marks KV as lagging until {@link LAG_SECONDS} after `now`. Throws what KV throws; the caller
+ * logs it (the keys it left are queued in D1 either way, and the cron writes them).
+ */
+export async function markEdgeLagging(kv: KVNamespace, now: number): Promise<void> {
+	const until = now + LAG_SECONDS;
+	const memo = memos.get(kv);
+	// This isolate sees its own mark at once; others within about a minute, as KV propagates it.
+	memos.set(kv, {
+		freshUntil: Date.now() + OWN_MARK_SECONDS * 1000,
+		until: Math.max(until, memo?.until ?? 0),
+	});
+	// KV refuses an expiration less than a minute ahead of its clock (`now` may be a cron run's
+	// scheduled time, a while ago).
+	const expiration = Math.max(until, Math.floor(Date.now() / 1000) + 120);
+	await kv.put(LAG_KEY, String(until), { expiration });
+}
+
+/**
+ * Whether KV lags at `now`: then an address without a key must be read from D1. A mark that
+ * cannot be read counts as set.
+ */
+export async function edgeLagging(kv: KVNamespace, now: number): Promise<boolean> {
+	let memo = memos.get(kv);
+	if (!memo || Date.now() > memo.freshUntil) {
+		let until: number;
+		try {
+			const text = await kv.get(LAG_KEY, "text");
+			until = text === null ? 0 : Number(text);
+		} catch {
+			return true;
+		}
+		// A value this code did not write reads as a mark, for as long as a mark lasts.
+		if (!Number.isSafeInteger(until)) until = now + LAG_SECONDS;
+		memo = { freshUntil: Date.now() + MEMO_SECONDS * 1000, until };
+		memos.set(kv, memo);
+	}
+	return memo.until > now;
+}
+
+/**
+ * Drops this isolate's memo of the mark, so that the next reader reads KV: for when the mark was
+ * deleted by hand (`wrangler kv key delete edge:lagging`, or a test that empties KV).
+ */
+export function forgetEdgeLag(kv: KVNamespace): void {
+	memos.delete(kv);
+}

@@ -1,0 +1,220 @@
+import { env } from "cloudflare:workers";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { KV_WRITE_SETTLE_SECONDS } from "../../src/cron/reconcile";
+import { EDGE_SYNC_AT_ONCE } from "../../src/suppressions/edge";
+import { LAG_KEY, LAG_SECONDS } from "../../src/suppressions/edge-lag";
+import {
+	call,
+	countingD1,
+	countingKv,
+	countRows,
+	lookup,
+	parkSweeps,
+	postCallback,
+	resetDatabase,
+	runCron,
+	tokens,
+} from "../helpers";
+
+const HEADER = "email,list,scope,reason,source,created_at,updated_at,expires_at";
+const admin = { authorization: `Bearer ${tokens.admin}` };
+
+/** Imports `count` new manual entries, `i0@example.com` on. */
+async function importNew(count: number, testEnv: Env = env): Promise<void> {
+	const lines = Array.from({ length: count }, (_, i) => `i${i}@example.com,manual,*,,api,,,`);
+	const response = await call(
+		"/v1/suppressions/import",
+		{
+			method: "POST",
+			headers: { ...admin, "content-type": "text/csv" },
+			body: [HEADER, ...lines].join("\n"),
+		},
+		testEnv,
+	);
+	expect(await response.json()).toEqual({ imported: count, unchanged: 0, failed: [] });
+}
+
+async function check(emails: string[], testEnv: Env = env) {
+	const response = await call(
+		"/v1/suppressions/check",
+		{
+			method: "POST",
+			headers: { authorization: `Bearer ${tokens.lookup}` },
+			body: JSON.stringify({ emails }),
+		},
+		testEnv,
+	);
+	expect(response.status).toBe(200);
+	return (await response.json()) as { suppressedCount: number; deliverableCount: number };
+}
+
+/** How many of the addresses have a KV key. */
+async function keysIn(emails: string[]): Promise<number> {
+	let found = 0;
+	for (let i = 0; i < emails.length; i += 100) {
+		const values = await env.SUPPRESSIONS.get(
+			emails.slice(i, i + 100).map((email) => `s:${email}`),
+			"text",
+		);
+		for (const value of values.values()) if (value !== null) found++;
+	}
+	return found;
+}
+
+/** An env whose KV refuses the puts of address keys (not the lag mark's), as in a 429 storm. */
+function envRefusingKeyWrites(): Env {
+	const kv = new Proxy(env.SUPPRESSIONS, {
+		get(target, property) {
+			if (property === "put") {
+				return (key: string, ...rest: unknown[]) =>
+					key.startsWith("s:")
+						? Promise.reject(new Error("KV: injected failure (429 Too Many Requests)"))
+						: Reflect.apply(target.put, target, [key, ...rest]);
+			}
+			const value = Reflect.get(target, property);
+			return typeof value === "function" ? value.bind(target) : value;
+		},
+	});
+	return { ...env, SUPPRESSIONS: kv };
+}
+
+const emails = (count: number) => Array.from({ length: count }, (_, i) => `i${i}@example.com`);
+
+describe("while KV lags behind D1, lookups and checks read D1 for addresses KV has no key for", () => {
+	beforeEach(resetDatabase);
+	afterEach(() => {
+		vi.useRealTimers();
+	});
+
+	it("an import larger than one request writes to KV is suppressed at once, in the check and the lookup", async () => {
+		await importNew(1000);
+		// One request writes 400 keys; the cron writes the rest, 500 a run.
+		expect(await keysIn(emails(1000))).toBe(EDGE_SYNC_AT_ONCE);
+		expect(await check(emails(1000))).toMatchObject({ suppressedCount: 1000, deliverableCount: 0 });
+		expect((await lookup("i999@example.com")).suppressed).toBe(true);
+		// Another isolate, with no memo of its own, reads the mark from KV.
+		const fresh = countingKv();
+		expect((await lookup("i998@example.com", "", fresh.env)).suppressed).toBe(true);
+		expect(await check(emails(1000), fresh.env)).toMatchObject({ suppressedCount: 1000 });
+		// An address D1 has no entry for is still deliverable.
+		expect(await check(["nobody@example.com"])).toMatchObject({ deliverableCount: 1 });
+	});
+
+	it("reads D1 in one query for all of a check's keyless addresses, and not at all once the mark lapses", async () => {
+		await importNew(EDGE_SYNC_AT_ONCE + 1);
+		const d1 = countingD1();
+		expect(await check(emails(1000), d1.env)).toMatchObject({
+			suppressedCount: EDGE_SYNC_AT_ONCE + 1,
+		});
+		expect(d1.counts).toMatchObject({ single: 1, batches: 0 });
+		// Every key written; then, past the mark, a keyless address is "no entries" again.
+		await runCron(Date.now() + (KV_WRITE_SETTLE_SECONDS + 1) * 1000);
+		expect(await countRows("edge_pending")).toBe(0);
+		expect(await keysIn(emails(EDGE_SYNC_AT_ONCE + 1))).toBe(EDGE_SYNC_AT_ONCE + 1);
+		vi.useFakeTimers({ toFake: ["Date"] });
+		vi.setSystemTime(Date.now() + (LAG_SECONDS + 60) * 1000);
+		const after = countingD1();
+		expect(await check(emails(1000), after.env)).toMatchObject({
+			suppressedCount: EDGE_SYNC_AT_ONCE + 1,
+		});
+		expect((await lookup("nobody@example.com", "", after.env)).suppressed).toBe(false);
+		expect(after.counts).toMatchObject({ single: 0, batches: 0 });
+	});
+
+	it("the cron renews the mark while it still writes keys, and leaves it to lapse after", async () => {
+		await importNew(1000);
+		const marked = Number(await env.SUPPRESSIONS.get(LAG_KEY));
+		const start = Date.now();
+		expect(marked).toBeGreaterThanOrEqual(Math.floor(start / 1000) + LAG_SECONDS - 1);
+		// 500 queued addresses a run, oldest first: a run that writes keys and leaves some queued
+		// renews the mark; the run after the last key is written does not.
+		let at = start + (KV_WRITE_SETTLE_SECONDS + 1) * 1000;
+		let renewed = marked;
+		for (let run = 0; (await keysIn(emails(1000))) < 1000; run++) {
+			expect(run).toBeLessThan(5);
+			await parkSweeps();
+			await runCron(at);
+			const mark = Number(await env.SUPPRESSIONS.get(LAG_KEY));
+			expect(mark).toBe(Math.floor(at / 1000) + LAG_SECONDS);
+			renewed = mark;
+			at += 300_000;
+		}
+		await parkSweeps();
+		await runCron(at);
+		expect(await countRows("edge_pending")).toBe(0);
+		expect(Number(await env.SUPPRESSIONS.get(LAG_KEY))).toBe(renewed);
+	});
+
+	it("a queue of keys the requests already wrote does not mark KV, however long", async () => {
+		await postCallback(
+			["a", "b", "c"].map((name) => ({
+				event: "spamreport",
+				email: `${name}@example.com`,
+				timestamp: 1,
+			})),
+		);
+		expect(await keysIn(["a@example.com", "b@example.com", "c@example.com"])).toBe(3);
+		await parkSweeps();
+		// Two of three a run: more stay queued, but none needed a write.
+		await runCron(Date.now() + (KV_WRITE_SETTLE_SECONDS + 1) * 1000, {
+			...env,
+			RECONCILE_BATCH_SIZE: "2",
+		});
+		expect(await countRows("edge_pending")).toBe(1);
+		expect(await env.SUPPRESSIONS.get(LAG_KEY)).toBeNull();
+	});
+
+	it("a callback whose KV write failed is suppressed at once, elsewhere too", async () => {
+		const refusing = envRefusingKeyWrites();
+		expect(
+			(
+				await postCallback(
+					{ event: "bounce", bounceType: "hard_bounce", email: "hb@example.com", timestamp: 1 },
+					{ env: refusing },
+				)
+			).status,
+		).toBe(200);
+		expect(await env.SUPPRESSIONS.get("s:hb@example.com")).toBeNull();
+		expect(await env.SUPPRESSIONS.get(LAG_KEY)).not.toBeNull();
+		expect((await lookup("hb@example.com")).suppressed).toBe(true);
+		expect((await lookup("hb@example.com", "", countingKv().env)).suppressed).toBe(true);
+	});
+
+	it("a cron run whose KV writes fail marks KV", async () => {
+		await postCallback({ event: "spamreport", email: "lost@example.com", timestamp: 1 });
+		// The key goes missing (written by hand, say); only the sweep finds it.
+		await env.SUPPRESSIONS.delete("s:lost@example.com");
+		await env.DB.prepare("DELETE FROM edge_pending").run();
+		await runCron(Date.now(), envRefusingKeyWrites());
+		expect(await env.SUPPRESSIONS.get(LAG_KEY)).not.toBeNull();
+		expect((await lookup("lost@example.com", "", countingKv().env)).suppressed).toBe(true);
+	});
+
+	it("an unreadable mark counts as set; a readable one is read once per isolate for a while", async () => {
+		await postCallback({ event: "spamreport", email: "s@example.com", timestamp: 1 });
+		await env.SUPPRESSIONS.delete("s:s@example.com");
+		// KV refuses the read of the mark alone.
+		const kv = new Proxy(env.SUPPRESSIONS, {
+			get(target, property) {
+				if (property === "get") {
+					return (key: unknown, ...rest: unknown[]) =>
+						key === LAG_KEY
+							? Promise.reject(new Error("KV: injected failure"))
+							: Reflect.apply(target.get, target, [key, ...rest]);
+				}
+				const value = Reflect.get(target, property);
+				return typeof value === "function" ? value.bind(target) : value;
+			},
+		});
+		expect((await lookup("s@example.com", "", { ...env, SUPPRESSIONS: kv })).suppressed).toBe(true);
+		await env.SUPPRESSIONS.put(LAG_KEY, "not a time");
+		expect((await lookup("s@example.com", "", countingKv().env)).suppressed).toBe(true);
+		// No mark: the key's absence is the answer, and the second lookup reads only the key.
+		await env.SUPPRESSIONS.delete(LAG_KEY);
+		const counting = countingKv();
+		expect((await lookup("s@example.com", "", counting.env)).suppressed).toBe(false);
+		expect(counting.counts.get).toBe(2);
+		expect((await lookup("s@example.com", "", counting.env)).suppressed).toBe(false);
+		expect(counting.counts.get).toBe(3);
+	});
+});
