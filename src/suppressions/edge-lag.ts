@@ -1,12 +1,13 @@
 /**
- * Whether KV may lack keys that D1 has entries for, beyond the minute KV itself takes.
+ * Whether KV may lag behind D1's entries, beyond the minute KV itself takes.
  *
  * A request writes the keys of at most EDGE_SYNC_AT_ONCE addresses; the reconcile cron writes the
  * rest, a batch every 5 minutes, and those whose write failed. Until then a missing key reads as
  * "no entries", and an address imported a moment ago would be deliverable for an hour after an
  * import of 10,000. So whatever leaves keys unwritten marks KV as lagging, for
- * {@link LAG_SECONDS}, and lookups and checks read D1 for the addresses KV has no key for while
- * the mark lasts. The cron renews it while it still finds keys to write; it then lapses.
+ * {@link LAG_SECONDS}, and while the mark lasts lookups and checks read D1 for the addresses KV
+ * would call deliverable (no key, or a key older than a change). The cron renews it while it
+ * still finds keys to write; it then lapses.
  *
  * One key holds the mark: its value is the Unix second until which it lasts, and KV expires it
  * then. Writers only ever push it later, so two of them never undo each other, and nobody deletes
@@ -58,7 +59,7 @@ export async function markEdgeLagging(kv: KVNamespace, now: number): Promise<voi
 }
 
 /**
- * Whether KV lags at `now`: then an address without a key must be read from D1. A mark that
+ * Whether KV lags at `now`: then an address KV calls deliverable must be read from D1. A mark that
  * cannot be read counts as set.
  */
 export async function edgeLagging(kv: KVNamespace, now: number): Promise<boolean> {

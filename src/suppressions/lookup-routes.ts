@@ -53,20 +53,22 @@ async function entriesFromD1(
 
 /**
  * `GET /v1/suppressions/{email}`: one KV read at the edge; `consistent=true` reads D1, and so
- * does a lookup whose KV read fails, or that finds no key while KV lags (edge-lag.ts).
+ * does a lookup whose KV read fails, or that KV would answer "not suppressed" while KV lags
+ * (edge-lag.ts): its key may be missing, or older than D1's entries.
  */
 export async function lookupRoute(request: RouteRequest, env: Env): Promise<Response> {
 	const email = emailFromPath(request.params.email);
 	const query = parseQuery(lookupQuery, request.query);
 	const at = now();
-	let entries: EntryJson[] | undefined;
 	if (query.consistent !== "true") {
 		try {
 			const text = await env.SUPPRESSIONS.get(await edgeKey(email), "text");
-			// No key: no entries, unless KV lags behind D1. A value that is not entries (the D1
-			// marker) leaves it to D1, below.
-			if (text !== null) entries = parseEdgeValue(text) ?? undefined;
-			else if (!(await edgeLagging(env.SUPPRESSIONS, at))) entries = [];
+			// No key: no entries. A value that is not entries (the D1 marker) leaves it to D1, below.
+			const entries = text === null ? [] : parseEdgeValue(text);
+			if (entries) {
+				const result = lookupResult(email, entries, at, query.fromDomain);
+				if (result.suppressed || !(await edgeLagging(env.SUPPRESSIONS, at))) return json(result);
+			}
 		} catch (error) {
 			log("warn", "edge read failed, reading D1", {
 				requestId: request.requestId,
@@ -74,7 +76,7 @@ export async function lookupRoute(request: RouteRequest, env: Env): Promise<Resp
 			});
 		}
 	}
-	entries ??= (await entriesFromD1(env, [email], at)).get(email) ?? [];
+	const entries = (await entriesFromD1(env, [email], at)).get(email) ?? [];
 	return json(lookupResult(email, entries, at, query.fromDomain));
 }
 
@@ -100,7 +102,7 @@ interface Decision {
 /**
  * Decides many addresses from KV: bulk gets of 100 keys in parallel, D1 for any batch that fails,
  * for addresses whose value is not their entries (too large for KV, or unreadable), and, while KV
- * lags behind D1 (edge-lag.ts), for addresses KV has no key for. Each batch
+ * lags behind D1 (edge-lag.ts), for those KV would call deliverable, in one query. Each batch
  * is decided as it arrives and only the decisions are kept: an address may have many entries (one
  * per sender domain it unsubscribed from). The values of 1,000 keys take at most 25 MiB
  * (`MAX_EDGE_VALUE_BYTES`); from D1 only the list, scope and expiry of each entry are read.
@@ -124,7 +126,6 @@ async function decideMany(
 	for (let i = 0; i < emails.length; i += KV_BATCH) batches.push(emails.slice(i, i + KV_BATCH));
 	// Read beside the bulk gets, when this isolate's memo of it is stale.
 	const lagging = edgeLagging(env.SUPPRESSIONS, at);
-	const keyless: string[] = [];
 	await Promise.all(
 		batches.map(async (batch) => {
 			let inD1: string[] = [];
@@ -136,11 +137,8 @@ async function decideMany(
 				const values = await env.SUPPRESSIONS.get(keys, "text");
 				batch.forEach((email, i) => {
 					const text = values.get(keys[i] as string);
-					// An address without a key (nearly all of a list) has no entries, unless KV lags.
-					if (text === null || text === undefined) {
-						keyless.push(email);
-						return;
-					}
+					// An address without a key (nearly all of a list) is left out: no entries.
+					if (text === null || text === undefined) return;
 					const entries = parseEdgeValue(text);
 					if (entries) decide(email, entries);
 					else inD1.push(email);
@@ -154,9 +152,10 @@ async function decideMany(
 			for (const email of inD1) decide(email, stored.get(email) ?? []);
 		}),
 	);
-	if (keyless.length > 0 && (await lagging)) {
-		const stored = await readEntryScopes(env.DB, keyless, at);
-		for (const email of keyless) decide(email, stored.get(email) ?? []);
+	const deliverable = emails.filter((email) => !decided.get(email)?.suppressed);
+	if (deliverable.length > 0 && (await lagging)) {
+		const stored = await readEntryScopes(env.DB, deliverable, at);
+		for (const email of deliverable) decide(email, stored.get(email) ?? []);
 	}
 	return decided;
 }

@@ -180,6 +180,39 @@ describe("while KV lags behind D1, lookups and checks read D1 for addresses KV h
 		expect((await lookup("hb@example.com", "", countingKv().env)).suppressed).toBe(true);
 	});
 
+	it("an address whose key predates a change is read from D1 when KV calls it deliverable", async () => {
+		// Its key holds an unsubscribe from one sender ...
+		await postCallback({
+			event: "unsubscribe",
+			email: "old@example.com",
+			timestamp: 1,
+			fromDomain: "a.example.com",
+		});
+		// ... and the hard bounce after it never reached KV.
+		await postCallback(
+			{ event: "bounce", bounceType: "hard_bounce", email: "old@example.com", timestamp: 2 },
+			{ env: envRefusingKeyWrites() },
+		);
+		const key = JSON.parse((await env.SUPPRESSIONS.get("s:old@example.com")) as string);
+		expect(key).toMatchObject([{ list: "unsubscribe" }]);
+		const other = countingKv().env;
+		expect((await lookup("old@example.com", "?fromDomain=b.example.com", other)).entries).toEqual([
+			expect.objectContaining({ list: "bounce" }),
+		]);
+		const response = await call(
+			"/v1/suppressions/check",
+			{
+				method: "POST",
+				headers: { authorization: `Bearer ${tokens.lookup}` },
+				body: JSON.stringify({ emails: ["old@example.com"], fromDomain: "b.example.com" }),
+			},
+			other,
+		);
+		expect(await response.json()).toMatchObject({
+			results: [{ suppressed: true, lists: ["bounce"] }],
+		});
+	});
+
 	it("a cron run whose KV writes fail marks KV", async () => {
 		await postCallback({ event: "spamreport", email: "lost@example.com", timestamp: 1 });
 		// The key goes missing (written by hand, say); only the sweep finds it.
