@@ -8,6 +8,7 @@ import {
 	renderEdgeValue,
 	writeEdge,
 } from "../suppressions/edge";
+import { edgeLagging } from "../suppressions/edge-lag";
 import type { StoredEntry } from "../suppressions/entry";
 import {
 	listAddresses,
@@ -117,8 +118,15 @@ export async function reconcile(
 	let fixed = drained.fixed + repaired.fixed;
 	// Keys still to write after this run: lookups keep reading D1 for keyless addresses until a
 	// run finds none (edge-lag.ts). A queue that only holds keys already right (its requests wrote
-	// them) does not count, or a busy deployment's lookups would all go to D1.
-	if (drained.failed > 0 || deferred.length > 0 || (drained.fixed > 0 && drained.more)) {
+	// them) does not mark KV, or a busy deployment's lookups would all go to D1; but while a mark
+	// lasts, a queue still to drain keeps it, since the keys a writer left may wait behind such
+	// keys (the queue is drained oldest first), and the run reached none of them.
+	let lagging = drained.failed > 0 || deferred.length > 0 || (drained.fixed > 0 && drained.more);
+	if (!lagging && drained.more) {
+		budget.left -= 1; // the read of the mark, unless this isolate knows it
+		lagging = await edgeLagging(env.SUPPRESSIONS, now);
+	}
+	if (lagging) {
 		budget.left -= 1;
 		await markLagging(env, now);
 	}

@@ -7,7 +7,8 @@
  * import of 10,000. So whatever leaves keys unwritten marks KV as lagging, for
  * {@link LAG_SECONDS}, and while the mark lasts lookups and checks read D1 for the addresses KV
  * would call deliverable (no key, or a key older than a change). The cron renews it while it
- * still finds keys to write; it then lapses.
+ * still finds keys to write, and while its queue, drained oldest first, still holds addresses
+ * that may be the ones left; it then lapses.
  *
  * One key holds the mark: its value is the Unix second until which it lasts, and KV expires it
  * then. Writers only ever push it later, so two of them never undo each other, and nobody deletes

@@ -19,9 +19,12 @@ import {
 const HEADER = "email,list,scope,reason,source,created_at,updated_at,expires_at";
 const admin = { authorization: `Bearer ${tokens.admin}` };
 
-/** Imports `count` new manual entries, `i0@example.com` on. */
-async function importNew(count: number, testEnv: Env = env): Promise<void> {
-	const lines = Array.from({ length: count }, (_, i) => `i${i}@example.com,manual,*,,api,,,`);
+/** Imports `count` new manual entries, `i0@example.com` on (another `prefix` than `i`). */
+async function importNew(count: number, testEnv: Env = env, prefix = "i"): Promise<void> {
+	const lines = Array.from(
+		{ length: count },
+		(_, i) => `${prefix}${i}@example.com,manual,*,,api,,,`,
+	);
 	const response = await call(
 		"/v1/suppressions/import",
 		{
@@ -143,6 +146,43 @@ describe("while KV lags behind D1, lookups and checks read D1 for addresses KV h
 		await runCron(at);
 		expect(await countRows("edge_pending")).toBe(0);
 		expect(Number(await env.SUPPRESSIONS.get(LAG_KEY))).toBe(renewed);
+	});
+
+	it("the mark lasts while an import's keys wait behind a queue of keys the requests already wrote", async () => {
+		// 2,000 changes whose requests wrote their keys (400 each, so none marked KV) ...
+		for (let i = 0; i < 5; i++) await importNew(EDGE_SYNC_AT_ONCE, env, `a${i}-`);
+		expect(await env.SUPPRESSIONS.get(LAG_KEY)).toBeNull();
+		// ... queued ahead of an import whose keys past the first 400 wait for the cron.
+		await importNew(1000);
+		const start = Date.now();
+		// Four runs of 500 take the queue's first 2,000, all already right: meanwhile the mark
+		// must not lapse, or 600 imported addresses read as deliverable.
+		let at = start + (KV_WRITE_SETTLE_SECONDS + 1) * 1000;
+		for (let run = 0; run < 4; run++) {
+			await parkSweeps();
+			await runCron(at);
+			at += 300_000;
+		}
+		expect(await keysIn(emails(1000))).toBe(EDGE_SYNC_AT_ONCE);
+		vi.useFakeTimers({ toFake: ["Date"] });
+		vi.setSystemTime(at - 1000);
+		const elsewhere = countingKv().env;
+		expect(await check(emails(1000), elsewhere)).toMatchObject({ suppressedCount: 1000 });
+		expect((await lookup("i999@example.com", "", elsewhere)).suppressed).toBe(true);
+		// Once the queue is drained the mark lapses.
+		vi.useRealTimers();
+		for (let run = 0; run < 3; run++) {
+			await parkSweeps();
+			await runCron(at);
+			at += 300_000;
+		}
+		expect(await countRows("edge_pending")).toBe(0);
+		expect(await keysIn(emails(1000))).toBe(1000);
+		vi.useFakeTimers({ toFake: ["Date"] });
+		vi.setSystemTime(at + LAG_SECONDS * 1000);
+		const after = countingD1();
+		expect((await lookup("nobody@example.com", "", after.env)).suppressed).toBe(false);
+		expect(after.counts.single).toBe(0);
 	});
 
 	it("a queue of keys the requests already wrote does not mark KV, however long", async () => {
