@@ -126,6 +126,8 @@ async function decideMany(
 	for (let i = 0; i < emails.length; i += KV_BATCH) batches.push(emails.slice(i, i + KV_BATCH));
 	// Read beside the bulk gets, when this isolate's memo of it is stale.
 	const lagging = edgeLagging(env.SUPPRESSIONS, at);
+	// Addresses already decided from D1 (a failed batch, the marker), which the lag leaves alone.
+	const fromD1 = new Set<string>();
 	await Promise.all(
 		batches.map(async (batch) => {
 			let inD1: string[] = [];
@@ -149,10 +151,15 @@ async function decideMany(
 			}
 			if (inD1.length === 0) return;
 			const stored = await readEntryScopes(env.DB, inD1, at);
-			for (const email of inD1) decide(email, stored.get(email) ?? []);
+			for (const email of inD1) {
+				decide(email, stored.get(email) ?? []);
+				fromD1.add(email);
+			}
 		}),
 	);
-	const deliverable = emails.filter((email) => !decided.get(email)?.suppressed);
+	const deliverable = emails.filter(
+		(email) => !fromD1.has(email) && !decided.get(email)?.suppressed,
+	);
 	if (deliverable.length > 0 && (await lagging)) {
 		const stored = await readEntryScopes(env.DB, deliverable, at);
 		for (const email of deliverable) decide(email, stored.get(email) ?? []);

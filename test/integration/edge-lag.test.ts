@@ -185,6 +185,19 @@ describe("while KV lags behind D1, lookups and checks read D1 for addresses KV h
 		expect(after.counts.single).toBe(0);
 	});
 
+	it("a check reads each address from D1 once, when KV fails as well as lags", async () => {
+		await importNew(EDGE_SYNC_AT_ONCE + 1);
+		// KV refuses every read, the mark's included: each batch of 100 goes to D1, and the mark
+		// counts as set.
+		const d1 = countingD1();
+		const testEnv = { ...d1.env, SUPPRESSIONS: countingKv({ get: true }).env.SUPPRESSIONS };
+		expect(await check(emails(1000), testEnv)).toMatchObject({
+			suppressedCount: EDGE_SYNC_AT_ONCE + 1,
+			deliverableCount: 1000 - EDGE_SYNC_AT_ONCE - 1,
+		});
+		expect(d1.counts).toMatchObject({ single: 10, batches: 0 });
+	});
+
 	it("a queue of keys the requests already wrote does not mark KV, however long", async () => {
 		await postCallback(
 			["a", "b", "c"].map((name) => ({
