@@ -42,21 +42,23 @@ interface Memo {
 const memos = new WeakMap<KVNamespace, Memo>();
 
 /**
- * Marks KV as lagging until {@link LAG_SECONDS} after `now`. Throws what KV throws; the caller
- * logs it (the keys it left are queued in D1 either way, and the cron writes them).
+ * Marks KV as lagging until {@link LAG_SECONDS} after `now`, or after the put if that is later.
+ * Throws what KV throws; the caller logs it (the keys it left are queued in D1 either way, and
+ * the cron writes them).
  */
 export async function markEdgeLagging(kv: KVNamespace, now: number): Promise<void> {
-	const until = now + LAG_SECONDS;
+	// From the put, not from `now`: a cron run's `now` is its scheduled time, and a request's is
+	// when it came in, both a while before the put. A mark put later then never ends sooner than
+	// one put before it, which it replaces.
+	const until = Math.max(now, Math.floor(Date.now() / 1000)) + LAG_SECONDS;
 	const memo = memos.get(kv);
 	// This isolate sees its own mark at once; others within about a minute, as KV propagates it.
 	memos.set(kv, {
 		freshUntil: Date.now() + OWN_MARK_SECONDS * 1000,
 		until: Math.max(until, memo?.until ?? 0),
 	});
-	// KV refuses an expiration less than a minute ahead of its clock (`now` may be a cron run's
-	// scheduled time, a while ago).
-	const expiration = Math.max(until, Math.floor(Date.now() / 1000) + 120);
-	await kv.put(LAG_KEY, String(until), { expiration });
+	// KV refuses an expiration less than a minute ahead of its clock: LAG_SECONDS is far more.
+	await kv.put(LAG_KEY, String(until), { expiration: until });
 }
 
 /**

@@ -276,6 +276,16 @@ describe("while KV lags behind D1, lookups and checks read D1 for addresses KV h
 		expect((await lookup("lost@example.com", "", countingKv().env)).suppressed).toBe(true);
 	});
 
+	it("a writer whose time is older than another's never moves the mark earlier", async () => {
+		await importNew(1000);
+		const marked = Number(await env.SUPPRESSIONS.get(LAG_KEY));
+		// A cron run scheduled a minute ago (its retention took that long, say) fails the writes
+		// of its sweep and marks KV after the import did.
+		await runCron(Date.now() - 60_000, envRefusingKeyWrites());
+		expect(await countRows("edge_pending")).toBeGreaterThan(0);
+		expect(Number(await env.SUPPRESSIONS.get(LAG_KEY))).toBeGreaterThanOrEqual(marked);
+	});
+
 	it("an unreadable mark counts as set; a readable one is read once per isolate for a while", async () => {
 		await postCallback({ event: "spamreport", email: "s@example.com", timestamp: 1 });
 		await env.SUPPRESSIONS.delete("s:s@example.com");
