@@ -100,6 +100,25 @@ export async function reconcile(
 	const rechecked = await recheckSoftBounces(env.DB, queued, policy, now);
 	const retired = await retireExpired(env.DB, now, batchSize);
 	const drained = await drainPending(env, now, batchSize, budget);
+	// Keys still to write after this run: lookups keep reading D1 for what KV calls deliverable
+	// until a run finds none (edge-lag.ts). A queue that only holds keys already right (its
+	// requests wrote them) does not mark KV, or a busy deployment's lookups would all go to D1; but
+	// while a mark lasts, a queue still to drain keeps it, since the keys a writer left may wait
+	// behind such keys (the queue is drained oldest first), and the run reached none of them. The
+	// drain's part is decided at once, so that a run failing later still keeps the mark; one put a
+	// run at most, as KV takes one write per key per second.
+	let marked = false;
+	const mark = async () => {
+		if (marked) return;
+		marked = true;
+		budget.left -= 1;
+		await markLagging(env, now);
+	};
+	if (drained.failed > 0 || (drained.fixed > 0 && drained.more)) await mark();
+	else if (drained.more) {
+		budget.left -= 1; // the read of the mark, unless this isolate knows it
+		if (await edgeLagging(env.SUPPRESSIONS, now)) await mark();
+	}
 	const state = parseState(await readCronState(env.DB, STATE));
 
 	let addresses: string[] = [];
@@ -116,20 +135,7 @@ export async function reconcile(
 	await queuePending(env.DB, repaired.failed, now);
 	const deferred = [...repaired.failed, ...unchecked];
 	let fixed = drained.fixed + repaired.fixed;
-	// Keys still to write after this run: lookups keep reading D1 for keyless addresses until a
-	// run finds none (edge-lag.ts). A queue that only holds keys already right (its requests wrote
-	// them) does not mark KV, or a busy deployment's lookups would all go to D1; but while a mark
-	// lasts, a queue still to drain keeps it, since the keys a writer left may wait behind such
-	// keys (the queue is drained oldest first), and the run reached none of them.
-	let lagging = drained.failed > 0 || deferred.length > 0 || (drained.fixed > 0 && drained.more);
-	if (!lagging && drained.more) {
-		budget.left -= 1; // the read of the mark, unless this isolate knows it
-		lagging = await edgeLagging(env.SUPPRESSIONS, now);
-	}
-	if (lagging) {
-		budget.left -= 1;
-		await markLagging(env, now);
-	}
+	if (deferred.length > 0) await mark();
 
 	let listedCount = 0;
 	// A listing costs one operation and each orphan it finds one more.

@@ -8,6 +8,7 @@ import {
 	countingD1,
 	countingKv,
 	countRows,
+	envWithFailingSql,
 	lookup,
 	parkSweeps,
 	postCallback,
@@ -83,7 +84,7 @@ function envRefusingKeyWrites(): Env {
 
 const emails = (count: number) => Array.from({ length: count }, (_, i) => `i${i}@example.com`);
 
-describe("while KV lags behind D1, lookups and checks read D1 for addresses KV has no key for", () => {
+describe("while KV lags behind D1, lookups and checks read D1 for what KV would call deliverable", () => {
 	beforeEach(resetDatabase);
 	afterEach(() => {
 		vi.useRealTimers();
@@ -196,6 +197,20 @@ describe("while KV lags behind D1, lookups and checks read D1 for addresses KV h
 			deliverableCount: 1000 - EDGE_SYNC_AT_ONCE - 1,
 		});
 		expect(d1.counts).toMatchObject({ single: 10, batches: 0 });
+	});
+
+	it("a cron run that fails after its drain has still renewed the mark", async () => {
+		await importNew(1000);
+		const marked = Number(await env.SUPPRESSIONS.get(LAG_KEY));
+		await parkSweeps();
+		// The drain writes keys and leaves more; then D1 refuses the read of the sweeps' position.
+		const later = Date.now() + (KV_WRITE_SETTLE_SECONDS + 1) * 1000;
+		await expect(runCron(later, envWithFailingSql("FROM cron_state"))).rejects.toThrow("injected");
+		expect(await keysIn(emails(1000))).toBeGreaterThan(EDGE_SYNC_AT_ONCE);
+		expect(Number(await env.SUPPRESSIONS.get(LAG_KEY))).toBe(
+			Math.floor(later / 1000) + LAG_SECONDS,
+		);
+		expect(Number(await env.SUPPRESSIONS.get(LAG_KEY))).toBeGreaterThan(marked);
 	});
 
 	it("a queue of keys the requests already wrote does not mark KV, however long", async () => {
