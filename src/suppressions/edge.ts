@@ -136,8 +136,8 @@ export async function markLagging(env: Env, now: number, requestId?: string): Pr
 /**
  * Makes the KV copy of each address match D1 (the first {@link EDGE_SYNC_AT_ONCE} of them; the
  * cron the others, which their change queued, with KV marked as lagging until it has): puts its
- * live entries, or deletes the key when none applies. Entries come from `known` when it has the address (a callback's own transaction read
- * them back), else from one read of D1. KV takes one write per key per second and may fail; a
+ * live entries, or deletes the key when none applies. Entries come from `known` when it has the
+ * address (a callback's own transaction read them back), else from one read of D1. KV takes one write per key per second and may fail; a
  * failure is logged and left to the reconcile cron, never thrown, because the truth is already in
  * D1.
  */
