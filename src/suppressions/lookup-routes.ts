@@ -157,10 +157,11 @@ async function decideMany(
 			}
 		}),
 	);
+	if (!(await lagging)) return decided;
 	const deliverable = emails.filter(
 		(email) => !fromD1.has(email) && !decided.get(email)?.suppressed,
 	);
-	if (deliverable.length > 0 && (await lagging)) {
+	if (deliverable.length > 0) {
 		const stored = await readEntryScopes(env.DB, deliverable, at);
 		for (const email of deliverable) decide(email, stored.get(email) ?? []);
 	}
