@@ -52,13 +52,21 @@ export async function markEdgeLagging(kv: KVNamespace, now: number): Promise<voi
 	// one put before it, which it replaces.
 	const until = Math.max(now, Math.floor(Date.now() / 1000)) + LAG_SECONDS;
 	const memo = memos.get(kv);
-	// This isolate sees its own mark at once; others within about a minute, as KV propagates it.
-	memos.set(kv, {
+	const own = {
 		freshUntil: Date.now() + OWN_MARK_SECONDS * 1000,
 		until: Math.max(until, memo?.until ?? 0),
-	});
-	// KV refuses an expiration less than a minute ahead of its clock: LAG_SECONDS is far more.
-	await kv.put(LAG_KEY, String(until), { expiration: until });
+	};
+	// This isolate sees its own mark at once; others within about a minute, as KV propagates it.
+	memos.set(kv, own);
+	try {
+		// KV refuses an expiration less than a minute ahead of its clock: LAG_SECONDS is far more.
+		await kv.put(LAG_KEY, String(until), { expiration: until });
+	} catch (error) {
+		// KV will not show the mark (an outage, the Free plan's daily writes used up), so this
+		// isolate keeps what it knows for the whole mark rather than read KV again after 90 s.
+		own.freshUntil = own.until * 1000;
+		throw error;
+	}
 }
 
 /**

@@ -281,6 +281,26 @@ describe("while KV lags behind D1, lookups and checks read D1 for what KV would 
 		});
 	});
 
+	it("an isolate whose mark KV refused too keeps it for the whole mark", async () => {
+		// KV takes no write at all, the mark's included (an outage, the Free plan's daily writes).
+		const failing = countingKv({ put: true });
+		await postCallback(
+			{ event: "bounce", bounceType: "hard_bounce", email: "lost@example.com", timestamp: 1 },
+			{ env: failing.env },
+		);
+		expect(await env.SUPPRESSIONS.get(LAG_KEY)).toBeNull();
+		expect((await lookup("lost@example.com", "", failing.env)).suppressed).toBe(true);
+		// Past the 90 seconds an isolate trusts its own mark for, KV still shows none.
+		vi.useFakeTimers({ toFake: ["Date"] });
+		vi.setSystemTime(Date.now() + 5 * 60_000);
+		expect((await lookup("lost@example.com", "", failing.env)).suppressed).toBe(true);
+		// Other isolates never learnt of it: the documented lag (docs/storage.md).
+		expect((await lookup("lost@example.com", "", countingKv().env)).suppressed).toBe(false);
+		// And it ends with the mark.
+		vi.setSystemTime(Date.now() + LAG_SECONDS * 1000);
+		expect((await lookup("lost@example.com", "", failing.env)).suppressed).toBe(false);
+	});
+
 	it("a cron run whose KV writes fail marks KV", async () => {
 		await postCallback({ event: "spamreport", email: "lost@example.com", timestamp: 1 });
 		// The key goes missing (written by hand, say); only the sweep finds it.
