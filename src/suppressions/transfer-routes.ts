@@ -121,7 +121,7 @@ export async function importRoute(
 	const addresses = [...new Set(changed)];
 	// The first EDGE_SYNC_AT_ONCE changed addresses go to KV at once; every one stays queued, and
 	// the cron checks them all once these writes have landed (KV failing, or more addresses). Until
-	// it has written the others, lookups read D1 for addresses KV has no key for: marked before
+	// it has written the others, lookups read D1 for what KV would call deliverable: marked before
 	// the answer, so that a check sent right after it in this location sees them.
 	if (addresses.length > EDGE_SYNC_AT_ONCE) await markLagging(env, now, request.requestId);
 	ctx.waitUntil(
