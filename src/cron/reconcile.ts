@@ -1,12 +1,14 @@
 import type { PolicySettings } from "../config";
 import { log } from "../log";
 import {
+	type EdgeWrites,
 	edgeKey,
 	KV_BATCH,
 	MAX_EDGE_VALUE_BYTES,
 	markLagging,
 	renderEdgeValue,
 	writeEdge,
+	writesOvertaken,
 } from "../suppressions/edge";
 import { edgeLagging } from "../suppressions/edge-lag";
 import type { StoredEntry } from "../suppressions/entry";
@@ -137,9 +139,10 @@ export async function reconcile(
 	let fixed = drained.fixed + repaired.fixed;
 	if (deferred.length > 0) await mark();
 
+	const written = new Map([...drained.written, ...repaired.written]);
 	let listedCount = 0;
-	// A listing costs one operation and each orphan it finds one more.
-	const listLimit = Math.min(batchSize, 1000, budget.left - 1);
+	// A listing costs one operation and each orphan it finds one more; one is kept for the mark.
+	const listLimit = Math.min(batchSize, 1000, budget.left - 2);
 	if (state.kv !== true && listLimit > 0) {
 		const cursor = state.kv;
 		const listed = await env.SUPPRESSIONS.list<{ email?: string }>({
@@ -155,10 +158,18 @@ export async function reconcile(
 		});
 		budget.left -= 1;
 		if (listed) {
-			fixed += await deleteOrphans(env, listed.keys, now);
+			fixed += await deleteOrphans(env, listed.keys, now, written);
 			listedCount = listed.keys.length;
 			state.kv = listed.list_complete ? true : listed.cursor;
 		} else state.kv = "";
+	}
+
+	// A request that changed an address after this run read it may have written its key before
+	// this run did, which left the older entries there: the change queued the address for a later
+	// run, and until then the mark sends lookups to D1. D1 failing to tell counts as such a change.
+	if (!marked && written.size > 0) {
+		const overtaken = await writesOvertaken(env.DB, written, now).catch(() => true);
+		if (overtaken) await mark();
 	}
 
 	// A cycle whose sweeps reached their end starts again at once, whatever the queues hold, so a
@@ -194,10 +205,11 @@ async function drainPending(
 	now: number,
 	limit: number,
 	budget: KvBudget,
-): Promise<{ checked: number; fixed: number; failed: number; more: boolean }> {
+): Promise<{ checked: number; fixed: number; failed: number; more: boolean; written: EdgeWrites }> {
 	const pending = await readPending(env.DB, limit, now - KV_WRITE_SETTLE_SECONDS);
-	if (pending.length === 0) return { checked: 0, fixed: 0, failed: 0, more: false };
-	const { checked, fixed, failed } = await repairKeys(
+	if (pending.length === 0)
+		return { checked: 0, fixed: 0, failed: 0, more: false, written: new Map() };
+	const { checked, fixed, failed, written } = await repairKeys(
 		env,
 		pending.map((row) => row.email),
 		now,
@@ -213,6 +225,7 @@ async function drainPending(
 		fixed,
 		failed: failed.length,
 		more: checked < pending.length || failed.length > 0 || pending.length === limit,
+		written,
 	};
 }
 
@@ -228,10 +241,11 @@ export async function repairKeys(
 	emails: string[],
 	now: number,
 	budget: KvBudget,
-): Promise<{ checked: number; fixed: number; failed: string[] }> {
+): Promise<{ checked: number; fixed: number; failed: string[]; written: EdgeWrites }> {
 	let checked = 0;
 	let fixed = 0;
 	const failed: string[] = [];
+	const written: EdgeWrites = new Map();
 	let firstError = "";
 	let entries = new Map<string, StoredEntry[]>();
 	for (let i = 0; i < emails.length; i += KV_BATCH) {
@@ -253,7 +267,7 @@ export async function repairKeys(
 			const expected = live.length > 0 ? renderEdgeValue(live) : null;
 			if ((values.get(keys[j] as string) ?? null) !== expected) {
 				try {
-					await writeEdge(env.SUPPRESSIONS, email, live, now);
+					written.set(email, await writeEdge(env.SUPPRESSIONS, email, live, now));
 					fixed++;
 				} catch (error) {
 					failed.push(email);
@@ -267,14 +281,15 @@ export async function repairKeys(
 	// logs hold 128 KB per invocation, past which the run's own line would be lost.
 	if (failed.length > 0)
 		log("warn", "edge write failed", { failed: failed.length, error: firstError });
-	return { checked, fixed, failed };
+	return { checked, fixed, failed, written };
 }
 
-/** Deletes listed KV keys whose address has no live entry in D1. */
+/** Deletes listed KV keys whose address has no live entry in D1, adding them to `written`. */
 async function deleteOrphans(
 	env: Env,
 	keys: ReadonlyArray<{ name: string; metadata?: { email?: string } }>,
 	now: number,
+	written: EdgeWrites,
 ): Promise<number> {
 	const owners = keys.map((key) =>
 		key.name.startsWith("s:") ? key.name.slice(2) : (key.metadata?.email ?? null),
@@ -288,6 +303,7 @@ async function deleteOrphans(
 		if (!key.name.startsWith("s:") && !key.name.startsWith("h:")) continue;
 		if (email && entries.has(email)) continue;
 		await env.SUPPRESSIONS.delete(key.name);
+		if (email) written.set(email, null);
 		fixed++;
 	}
 	return fixed;

@@ -150,7 +150,8 @@ export async function syncEdge(
 ): Promise<{ written: number; deleted: number; failed: number }> {
 	const counts = { written: 0, deleted: 0, failed: 0 };
 	const emails = changed.slice(0, EDGE_SYNC_AT_ONCE);
-	if (emails.length < changed.length) await markLagging(env, now, requestId);
+	const overflow = emails.length < changed.length;
+	if (overflow) await markLagging(env, now, requestId);
 	const unknown = emails.filter((email) => !known.has(email));
 	let entries: ReadonlyMap<string, readonly StoredEntry[]> = known;
 	if (unknown.length > 0) {
@@ -166,11 +167,12 @@ export async function syncEdge(
 		}
 	}
 	let firstError = "";
+	const written: EdgeWrites = new Map();
 	await Promise.all(
 		emails.map(async (email) => {
 			const live = entries.get(email) ?? [];
 			try {
-				await writeEdge(env.SUPPRESSIONS, email, live, now);
+				written.set(email, await writeEdge(env.SUPPRESSIONS, email, live, now));
 				if (live.length > 0) counts.written++;
 				else counts.deleted++;
 			} catch (error) {
@@ -184,21 +186,70 @@ export async function syncEdge(
 	if (counts.failed > 0) {
 		log("warn", "edge write failed", { requestId, failed: counts.failed, error: firstError });
 		await markLagging(env, now, requestId);
-	}
+	} else if (!overflow) await markIfOvertaken(env, written, now, requestId);
 	return counts;
 }
 
-/** Puts or deletes one address's KV key so that it holds exactly `live`. */
+/** What a writer put in addresses' KV keys: each address's value, or null for a deleted key. */
+export type EdgeWrites = Map<string, string | null>;
+
+/**
+ * Whether D1 has moved on from what a writer just put in KV: an address whose entries, read again
+ * now, render otherwise. The writer read D1 before its writes, and a change between that read and
+ * a write (a callback's, a PUT's) may have had its own write land first, only to be overwritten
+ * with the older entries. The change queued its address (migration 0010), so the cron repairs the
+ * key, but not before KV_WRITE_SETTLE_SECONDS and its next run: minutes in which KV might call a
+ * just-suppressed address deliverable. Read after the writes have landed, a change made later
+ * writes its own key after them. Throws what D1 throws.
+ */
+export async function writesOvertaken(
+	db: D1Database,
+	written: EdgeWrites,
+	now: number,
+): Promise<boolean> {
+	const entries = await readEntries(db, [...written.keys()], now, MAX_EDGE_VALUE_BYTES);
+	for (const [email, value] of written) {
+		const live = entries.get(email) ?? [];
+		if ((live.length > 0 ? renderEdgeValue(live) : null) !== value) return true;
+	}
+	return false;
+}
+
+/**
+ * Marks KV as lagging when D1 has moved on from what a request just wrote to it
+ * ({@link writesOvertaken}), or when D1 cannot tell: lookups then read D1 for what KV would call
+ * deliverable until the cron has repaired the keys.
+ */
+export async function markIfOvertaken(
+	env: Env,
+	written: EdgeWrites,
+	now: number,
+	requestId?: string,
+): Promise<void> {
+	if (written.size === 0) return;
+	let overtaken = true;
+	try {
+		overtaken = await writesOvertaken(env.DB, written, now);
+	} catch (error) {
+		log("warn", "edge write check could not read D1", { requestId, error: String(error) });
+	}
+	if (overtaken) await markLagging(env, now, requestId);
+}
+
+/**
+ * Puts or deletes one address's KV key so that it holds exactly `live`; returns the value put, or
+ * null when it deleted the key.
+ */
 export async function writeEdge(
 	kv: KVNamespace,
 	email: string,
 	live: readonly StoredEntry[],
 	now: number,
-): Promise<void> {
+): Promise<string | null> {
 	const key = await edgeKey(email);
 	if (live.length === 0) {
 		await kv.delete(key);
-		return;
+		return null;
 	}
 	const value = renderEdgeValue(live);
 	// `now` decides which entries apply, but the write may come long after it: a cron run's `now`
@@ -213,4 +264,5 @@ export async function writeEdge(
 		...(expiration === undefined ? {} : { expiration }),
 		...(key.startsWith("h:") ? { metadata: { email } } : {}),
 	});
+	return value;
 }

@@ -7,7 +7,7 @@ import { log } from "../log";
 import { parseQuery, type RawQuery } from "../query";
 import { listEntries } from "./api-store";
 import { CSV_HEADER, formatCsvRow } from "./csv";
-import { EDGE_SYNC_AT_ONCE, markLagging } from "./edge";
+import { EDGE_SYNC_AT_ONCE, markIfOvertaken, markLagging } from "./edge";
 import { renderEntry, type StoredEntry } from "./entry";
 import { listField, scopeField } from "./fields";
 import { readImport } from "./import-lines";
@@ -126,9 +126,12 @@ export async function importRoute(
 	if (addresses.length > EDGE_SYNC_AT_ONCE) await markLagging(env, now, request.requestId);
 	ctx.waitUntil(
 		repairKeys(env, addresses.slice(0, EDGE_SYNC_AT_ONCE), now, { left: KV_OPERATIONS_PER_RUN })
-			.then((written) =>
-				written.failed.length > 0 ? markLagging(env, now, request.requestId) : undefined,
-			)
+			.then(async ({ failed, written }) => {
+				if (failed.length > 0) await markLagging(env, now, request.requestId);
+				// Marked already when it left addresses to the cron.
+				else if (addresses.length <= EDGE_SYNC_AT_ONCE)
+					await markIfOvertaken(env, written, now, request.requestId);
+			})
 			.catch(async (error: unknown) => {
 				log("warn", "import edge sync failed", {
 					requestId: request.requestId,

@@ -1,0 +1,151 @@
+import { env } from "cloudflare:workers";
+import { beforeEach, describe, expect, it } from "vitest";
+import { KV_WRITE_SETTLE_SECONDS } from "../../src/cron/reconcile";
+import { LAG_KEY } from "../../src/suppressions/edge-lag";
+import {
+	call,
+	countingKv,
+	lookup,
+	postCallback,
+	putSuppression,
+	resetDatabase,
+	runCron,
+	tokens,
+} from "../helpers";
+
+const admin = { authorization: `Bearer ${tokens.admin}` };
+
+/** A hard bounce of `email`, sent through the Worker with the plain bindings. */
+async function hardBounce(email: string): Promise<void> {
+	const response = await postCallback({
+		event: "bounce",
+		bounceType: "hard_bounce",
+		email,
+		timestamp: 2,
+		fromDomain: "c.example.com",
+	});
+	expect(response.status).toBe(200);
+}
+
+/**
+ * An env whose KV runs `meanwhile` (another request, start to end) the first time `method` is
+ * called for `key`, before doing it: a change that comes between a writer's read of D1 and its
+ * write of the key.
+ */
+function envRacing(method: "put" | "get" | "delete", key: string, meanwhile: () => Promise<void>) {
+	let raced = false;
+	const kv = new Proxy(env.SUPPRESSIONS, {
+		get(target, property) {
+			const value = Reflect.get(target, property);
+			if (property !== method) return typeof value === "function" ? value.bind(target) : value;
+			return async (...args: unknown[]) => {
+				const keys = Array.isArray(args[0]) ? args[0] : [args[0]];
+				if (!raced && keys.includes(key)) {
+					raced = true;
+					await meanwhile();
+				}
+				return Reflect.apply(value, target, args);
+			};
+		},
+	});
+	return { ...env, SUPPRESSIONS: kv } as Env;
+}
+
+/** The address's key, parsed, or null. */
+async function keyOf(email: string): Promise<Array<{ list: string }> | null> {
+	const text = await env.SUPPRESSIONS.get(`s:${email}`);
+	return text === null ? null : JSON.parse(text);
+}
+
+/** A lookup for a sender the older entries do not cover, through a binding that reads the mark. */
+async function lookupElsewhere(email: string) {
+	return lookup(email, "?fromDomain=b.example.com", countingKv().env);
+}
+
+describe("a writer whose KV write overwrote a newer change's marks KV as lagging", () => {
+	beforeEach(resetDatabase);
+
+	it("a callback whose write lands after a later callback's", async () => {
+		const racing = envRacing("put", "s:x@example.com", () => hardBounce("x@example.com"));
+		await postCallback(
+			{ event: "unsubscribe", email: "x@example.com", timestamp: 1, fromDomain: "a.example.com" },
+			{ env: racing },
+		);
+		// The unsubscribe's entries, without the hard bounce, are what KV kept ...
+		expect(await keyOf("x@example.com")).toEqual([
+			expect.objectContaining({ list: "unsubscribe" }),
+		]);
+		// ... and the lookup does not believe them.
+		expect(await env.SUPPRESSIONS.get(LAG_KEY)).not.toBeNull();
+		expect(await lookupElsewhere("x@example.com")).toMatchObject({
+			suppressed: true,
+			entries: [expect.objectContaining({ list: "bounce" })],
+		});
+	});
+
+	it("an import whose write lands after a callback's", async () => {
+		const racing = envRacing("put", "s:x@example.com", () => hardBounce("x@example.com"));
+		const response = await call(
+			"/v1/suppressions/import",
+			{
+				method: "POST",
+				headers: { ...admin, "content-type": "text/csv" },
+				body: "email,list,scope,reason,source,created_at,updated_at,expires_at\nx@example.com,manual,a.example.com,,api,,,",
+			},
+			racing,
+		);
+		expect(await response.json()).toEqual({ imported: 1, unchanged: 0, failed: [] });
+		expect(await keyOf("x@example.com")).toEqual([expect.objectContaining({ list: "manual" })]);
+		expect((await lookupElsewhere("x@example.com")).suppressed).toBe(true);
+	});
+
+	it("a cron run that read an address before a callback changed it", async () => {
+		await putSuppression("x@example.com", { scope: "a.example.com" });
+		// The run reads D1, then KV, then writes: the bounce comes between the two reads.
+		await runCron(
+			Date.now(),
+			envRacing("get", "s:x@example.com", () => hardBounce("x@example.com")),
+		);
+		expect(await keyOf("x@example.com")).toEqual([expect.objectContaining({ list: "manual" })]);
+		expect((await lookupElsewhere("x@example.com")).suppressed).toBe(true);
+		// The bounce queued the address, and a run after it settles writes the key.
+		await runCron(Date.now() + (KV_WRITE_SETTLE_SECONDS + 1) * 1000);
+		expect(await keyOf("x@example.com")).toEqual([
+			expect.objectContaining({ list: "bounce" }),
+			expect.objectContaining({ list: "manual" }),
+		]);
+	});
+
+	it("a cron run that deleted an orphan key after a callback gave it entries", async () => {
+		await env.SUPPRESSIONS.put("s:y@example.com", "[]");
+		await runCron(
+			Date.now(),
+			envRacing("delete", "s:y@example.com", () => hardBounce("y@example.com")),
+		);
+		expect(await keyOf("y@example.com")).toBeNull();
+		expect((await lookupElsewhere("y@example.com")).suppressed).toBe(true);
+	});
+
+	it("writers that D1 has not moved on from put no mark", async () => {
+		const callback = countingKv();
+		await postCallback(
+			{ event: "bounce", bounceType: "hard_bounce", email: "z@example.com", timestamp: 1 },
+			{ env: callback.env },
+		);
+		const put = await call(
+			"/v1/suppressions/w@example.com",
+			{ method: "PUT", headers: admin, body: JSON.stringify({ scope: "a.example.com" }) },
+			callback.env,
+		);
+		expect(put.status).toBe(200);
+		expect(callback.counts.put).toBe(2);
+		expect(await env.SUPPRESSIONS.get(LAG_KEY)).toBeNull();
+		// A key the cron finds wrong and writes again.
+		await env.SUPPRESSIONS.put("s:z@example.com", "[]");
+		await env.SUPPRESSIONS.put("s:v@example.com", "[]");
+		await runCron(Date.now() + (KV_WRITE_SETTLE_SECONDS + 1) * 1000);
+		expect(await keyOf("z@example.com")).toEqual([expect.objectContaining({ list: "bounce" })]);
+		expect(await keyOf("v@example.com")).toBeNull();
+		expect(await env.SUPPRESSIONS.get(LAG_KEY)).toBeNull();
+	});
+});
