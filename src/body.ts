@@ -1,4 +1,5 @@
 import { ApiError } from "./errors";
+import { parseUniqueJson } from "./json";
 
 /** The raw bytes of a request body, read up to a limit. */
 export interface RawBody {
@@ -72,8 +73,9 @@ export function parseJsonBytes(
 }
 
 /**
- * Reads a JSON request body of at most `maxBytes` for the API routes. A route whose body fields
- * are all optional passes `whenEmpty`, the value that no body at all stands for.
+ * Reads a JSON request body of at most `maxBytes` for the API routes, refusing an object that
+ * names a member twice. A route whose body fields are all optional passes `whenEmpty`, the value
+ * that no body at all stands for.
  *
  * @throws ApiError 413 `payload_too_large`, 400 `invalid_json`
  */
@@ -87,5 +89,5 @@ export async function readJson(
 		throw new ApiError(413, "payload_too_large", `The body exceeds ${maxBytes} bytes`);
 	}
 	if (whenEmpty !== undefined && body.bytes.byteLength === 0) return whenEmpty;
-	return parseJsonBytes(body.bytes);
+	return parseJsonBytes(body.bytes, parseUniqueJson);
 }

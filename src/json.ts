@@ -133,6 +133,15 @@ export function repeatedMemberName(text: string): string | null {
 	return null;
 }
 
+/** @throws SyntaxError when some object of the valid JSON `text` names a member twice */
+function refuseRepeatedMembers(text: string): void {
+	const repeated = repeatedMemberName(text);
+	if (repeated !== null) {
+		const shown = repeated.length > 100 ? `${repeated.slice(0, 100)}…` : repeated;
+		throw new SyntaxError(`an object names the member ${JSON.stringify(shown)} more than once`);
+	}
+}
+
 /**
  * {@link parseJson} for a callback body, refusing an object that names a member twice: which of
  * its values Tencent meant is unknowable, and keeping one would silently drop the other.
@@ -141,10 +150,22 @@ export function repeatedMemberName(text: string): string | null {
  */
 export function parseCallbackJson(text: string): unknown {
 	const value = parseJson(text);
-	const repeated = repeatedMemberName(text);
-	if (repeated !== null) {
-		const shown = repeated.length > 100 ? `${repeated.slice(0, 100)}…` : repeated;
-		throw new SyntaxError(`an object names the member ${JSON.stringify(shown)} more than once`);
-	}
+	refuseRepeatedMembers(text);
+	return value;
+}
+
+/**
+ * JSON.parse for an API request body or an imported line, refusing an object that names a member
+ * twice, as a repeated query parameter is refused: JSON.parse would keep the last value without a
+ * trace, so `{"expiresAt":"2030-01-01","expiresAt":null}` would store an entry that never expires
+ * and an import line naming two addresses would import one of them.
+ *
+ * @throws SyntaxError as JSON.parse, and for a repeated member name
+ * @example
+ * parseUniqueJson('{"list":"manual","list":"bounce"}') // throws
+ */
+export function parseUniqueJson(text: string): unknown {
+	const value = JSON.parse(text);
+	refuseRepeatedMembers(text);
 	return value;
 }

@@ -366,6 +366,35 @@ describe("API bodies are JSON objects, parsed plainly", () => {
 		expect(await entriesOf("strict@example.com")).toEqual([]);
 	});
 
+	// JSON.parse keeps a repeated name's last value and drops the others without a trace.
+	it.each([
+		["PUT", "expiresAt", '{"expiresAt":"2030-01-01T00:00:00Z","expiresAt":null}'],
+		["PUT", "list", '{"list":"manual","list":"bounce"}'],
+		[
+			"POST",
+			"fromDomain",
+			'{"emails":["a@example.com"],"fromDomain":"a.com","fromDomain":"b.com"}',
+		],
+		["POST", "emails", '{"emails":["twice@example.com"],"emails":["a@example.com"]}'],
+	])(
+		"%s refuses a body naming %s twice, whichever value would pass",
+		async (method, name, body) => {
+			const response = await call(
+				method === "PUT" ? "/v1/suppressions/twice%40example.com" : "/v1/suppressions/check",
+				{
+					method,
+					headers: { authorization: `Bearer ${method === "PUT" ? tokens.admin : tokens.lookup}` },
+					body,
+				},
+			);
+			expect(response.status).toBe(400);
+			const error = ((await response.json()) as ErrorBody).error;
+			expect(error.code).toBe("invalid_json");
+			expect(error.message).toContain(`"${name}" more than once`);
+			expect(await entriesOf("twice@example.com")).toEqual([]);
+		},
+	);
+
 	it("POST /v1/suppressions/check refuses a misspelt field", async () => {
 		const response = await send("POST", "/v1/suppressions/check", {
 			body: { emails: ["a@example.com"], from_domain: "news.example.com" },
