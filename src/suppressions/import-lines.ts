@@ -1,5 +1,6 @@
 import * as z from "zod/mini";
 import { ApiError } from "../errors";
+import { repeatedMemberName } from "../json";
 import { timeValue } from "../query";
 import { mailboxField, reasonField, wellFormed } from "../validate";
 import { CSV_HEADER, parseCsv, restoreCsvField } from "./csv";
@@ -118,7 +119,16 @@ function records(bytes: Uint8Array, format: "csv" | "ndjson") {
 			// Said here: the schema would only say "Invalid input" of the line as a whole.
 			if (value === null || typeof value !== "object" || Array.isArray(value)) {
 				failed.push({ line, message: "is not a JSON object" });
-			} else found.push({ line, value });
+				continue;
+			}
+			// JSON.parse keeps a repeated name's last value: the line would import one of two
+			// addresses, or an entry without the expiry it also names.
+			const repeated = repeatedMemberName(raw);
+			if (repeated === null) found.push({ line, value });
+			else {
+				const shown = repeated.length > 100 ? `${repeated.slice(0, 100)}…` : repeated;
+				failed.push({ line, message: `names the field ${JSON.stringify(shown)} more than once` });
+			}
 		}
 	}
 	if (found.length + failed.length > MAX_IMPORT_LINES) {

@@ -740,6 +740,23 @@ describe("import", () => {
 		expect(await countRows("suppressions")).toBe(0);
 	});
 
+	it("fails an NDJSON line that names a field twice, importing neither value", async () => {
+		// JSON.parse would keep the last: one of the two addresses, an entry that never expires.
+		const body = [
+			'{"email":"p@example.com","email":"q@example.com","list":"manual","scope":"*"}',
+			'{"email":"r@example.com","list":"manual","scope":"*","expiresAt":"2099-01-01T00:00:00Z","expiresAt":null}',
+		].join("\n");
+		expect(await imported(body, "application/x-ndjson")).toEqual({
+			imported: 0,
+			unchanged: 0,
+			failed: [
+				{ line: 1, message: 'names the field "email" more than once' },
+				{ line: 2, message: 'names the field "expiresAt" more than once' },
+			],
+		});
+		expect(await countRows("suppressions")).toBe(0);
+	});
+
 	it("fails an NDJSON line whose bulkId is not well-formed Unicode, storing nothing", async () => {
 		// JSON may escape a lone surrogate; D1 would have stored it as three U+FFFD.
 		const body = [
