@@ -47,7 +47,8 @@ function rate(numerator: number, denominator: number): number | null {
 export async function statsRoute(request: { query: RawQuery }, env: Env): Promise<Response> {
 	const query = parseQuery(statsQuery, request.query);
 	const until = query.until ?? Math.floor(Date.now() / 1000);
-	const since = query.since ?? until - DEFAULT_DAYS * DAY;
+	// No time before 1970 is a valid parameter, so the range an answer names never starts earlier.
+	const since = query.since ?? Math.max(0, until - DEFAULT_DAYS * DAY);
 	const fromDay = Math.floor(since / DAY);
 	const toDay = Math.ceil(until / DAY);
 	if (until <= since || toDay - fromDay > MAX_DAYS) {

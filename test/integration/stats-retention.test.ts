@@ -132,6 +132,14 @@ describe("GET /v1/stats", () => {
 		}
 	});
 
+	it("starts the default range at 1970-01-01 at the earliest, a since it accepts back", async () => {
+		await postCallback([ev("open", 0, { timestamp: 0 })]);
+		const result = await stats("?until=1000");
+		expect(result).toMatchObject({ since: "1970-01-01T00:00:00Z", until: "1970-01-02T00:00:00Z" });
+		expect(result.totals.open).toBe(1);
+		expect(await stats(`?since=${result.since}&until=${result.until}`)).toEqual(result);
+	});
+
 	it("covers every UTC day the range overlaps, from its midnight", async () => {
 		await postCallback([ev("open", 0)]); // 01:00 on 2026-01-01
 		const result = await stats("?since=2026-01-01T12:00:00Z&until=2026-01-01T13:00:00Z");
