@@ -133,12 +133,21 @@ export function repeatedMemberName(text: string): string | null {
 	return null;
 }
 
+/**
+ * A member name as a message quotes it: in JSON, cut at 100 characters.
+ *
+ * @example
+ * quotedName("list") // "\"list\""
+ */
+export function quotedName(name: string): string {
+	return JSON.stringify(name.length > 100 ? `${name.slice(0, 100)}…` : name);
+}
+
 /** @throws SyntaxError when some object of the valid JSON `text` names a member twice */
 function refuseRepeatedMembers(text: string): void {
 	const repeated = repeatedMemberName(text);
 	if (repeated !== null) {
-		const shown = repeated.length > 100 ? `${repeated.slice(0, 100)}…` : repeated;
-		throw new SyntaxError(`an object names the member ${JSON.stringify(shown)} more than once`);
+		throw new SyntaxError(`an object names the member ${quotedName(repeated)} more than once`);
 	}
 }
 

@@ -1,6 +1,6 @@
 import * as z from "zod/mini";
 import { ApiError } from "../errors";
-import { repeatedMemberName } from "../json";
+import { quotedName, repeatedMemberName } from "../json";
 import { timeValue } from "../query";
 import { mailboxField, reasonField, wellFormed } from "../validate";
 import { CSV_HEADER, parseCsv, restoreCsvField } from "./csv";
@@ -125,10 +125,7 @@ function records(bytes: Uint8Array, format: "csv" | "ndjson") {
 			// addresses, or an entry without the expiry it also names.
 			const repeated = repeatedMemberName(raw);
 			if (repeated === null) found.push({ line, value });
-			else {
-				const shown = repeated.length > 100 ? `${repeated.slice(0, 100)}…` : repeated;
-				failed.push({ line, message: `names the field ${JSON.stringify(shown)} more than once` });
-			}
+			else failed.push({ line, message: `names the field ${quotedName(repeated)} more than once` });
 		}
 	}
 	if (found.length + failed.length > MAX_IMPORT_LINES) {
