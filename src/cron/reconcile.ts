@@ -87,9 +87,10 @@ function parseState(raw: string): SweepState {
  * of addresses that have entries, and deletes keys of a batch of KV keys whose address has no
  * live entry. It makes at most {@link KV_OPERATIONS_PER_RUN} KV operations: addresses it has no
  * budget for are queued in `edge_pending`, which the next run drains after its rechecks and
- * expiries, before its sweeps. A run that dies half way leaves D1 consistent (each step is one
- * transaction) and KV no worse; the next run redoes the batch, since the position is saved only
- * at the end.
+ * expiries, before its sweeps. Keys it leaves to a later run, or that a request changed under
+ * its writes, mark KV as lagging (edge-lag.ts). A run that dies half way leaves D1 consistent
+ * (each step is one transaction) and KV no worse; the next run redoes the batch, since the
+ * position is saved only at the end.
  */
 export async function reconcile(
 	env: Env,
