@@ -97,14 +97,20 @@ type Read<T> = { ok: true; value: T } | { ok: false; message: string };
  * Parses CSV text (RFC 4180, CRLF or LF line ends, an optional BOM). Empty lines are skipped. A
  * bad record becomes an error and parsing resumes on the next line, except after an unterminated
  * quote, which takes the rest of the input. Parsing stops once `maxRecords` records, good or bad,
- * are read. Fields are returned raw: pass them to restoreCsvField.
+ * are read, and a record stops being read at its field past `maxFields`: a line of 8 MiB of
+ * commas would otherwise become eight million fields in a Worker's 128 MB. Fields are returned
+ * raw: pass them to restoreCsvField.
  *
  * @example
  * parseCsv('email,reason\r\na@example.com,"bounced, twice"\r\n')
  * // { rows: [{ line: 1, fields: ["email", "reason"] },
  * //          { line: 2, fields: ["a@example.com", "bounced, twice"] }], errors: [] }
  */
-export function parseCsv(text: string, maxRecords = Number.POSITIVE_INFINITY): CsvParseResult {
+export function parseCsv(
+	text: string,
+	maxRecords = Number.POSITIVE_INFINITY,
+	maxFields = Number.POSITIVE_INFINITY,
+): CsvParseResult {
 	const cursor: Cursor = {
 		text: text.startsWith("\uFEFF") ? text.slice(1) : text,
 		pos: 0,
@@ -115,7 +121,7 @@ export function parseCsv(text: string, maxRecords = Number.POSITIVE_INFINITY): C
 		if (result.rows.length + result.errors.length >= maxRecords) break;
 		if (skipLineEnd(cursor)) continue;
 		const line = cursor.line;
-		const record = readRecord(cursor);
+		const record = readRecord(cursor, maxFields);
 		if (record.ok) {
 			result.rows.push({ line, fields: record.value });
 		} else {
@@ -142,13 +148,16 @@ function skipRestOfLine(cursor: Cursor): void {
 	if (end !== -1) cursor.line += 1;
 }
 
-/** Reads fields up to and including the record's line end. */
-function readRecord(cursor: Cursor): Read<string[]> {
+/** Reads fields up to and including the record's line end, or until it has too many. */
+function readRecord(cursor: Cursor, maxFields: number): Read<string[]> {
 	const fields: string[] = [];
 	for (;;) {
 		const quoted = cursor.text[cursor.pos] === '"';
 		const field = quoted ? readQuoted(cursor) : readUnquoted(cursor);
 		if (!field.ok) return field;
+		if (fields.length === maxFields) {
+			return { ok: false, message: `A record may have at most ${maxFields} fields.` };
+		}
 		fields.push(field.value);
 		if (cursor.pos >= cursor.text.length || skipLineEnd(cursor)) return { ok: true, value: fields };
 		const next = cursor.text[cursor.pos];

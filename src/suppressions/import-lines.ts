@@ -9,6 +9,8 @@ import { ANY_SCOPE } from "./policy";
 import type { ImportedEntry } from "./transfer-store";
 
 export const MAX_IMPORT_LINES = 10_000;
+/** The most fields of a CSV line read: a line with more fails as one with 9 does, only sooner. */
+const MAX_CSV_FIELDS = 100;
 
 /**
  * One imported entry, in the export's vocabulary (NDJSON may carry every field of an entry, and
@@ -82,8 +84,9 @@ function records(bytes: Uint8Array, format: "csv" | "ndjson") {
 	// Reading stops at the first line past the limit: an 8 MiB body of short lines holds four
 	// million of them, which would cost seconds of CPU and more than a Worker's 128 MB to read.
 	if (format === "csv") {
-		// The header, then one line more than an import holds.
-		const parsed = parseCsv(text, MAX_IMPORT_LINES + 2);
+		// The header, then one line more than an import holds; a line of far more fields than the
+		// header's fails without them all being kept.
+		const parsed = parseCsv(text, MAX_IMPORT_LINES + 2, MAX_CSV_FIELDS);
 		failed.push(...parsed.errors);
 		const [header, ...rows] = parsed.rows;
 		if (header?.fields.join(",") !== CSV_HEADER.join(",")) {

@@ -560,6 +560,26 @@ describe("import", () => {
 		expect((await lookup("ok1@example.com", "?consistent=true")).entries[0]?.reason).toBe("fine");
 	});
 
+	it("fails a CSV line of too few or too many fields, reading no more than 100 of them", async () => {
+		const body = [
+			HEADER,
+			"f1@example.com,manual,*,,api,,,",
+			"f2@example.com,manual,*,,api,,,,",
+			"f3@example.com,manual,*,,api,,",
+			`f4@example.com${",".repeat(100_000)}`,
+			"f5@example.com,manual,*,,api,,,",
+		].join("\n");
+		expect(await imported(body)).toEqual({
+			imported: 2,
+			unchanged: 0,
+			failed: [
+				{ line: 3, message: "has 9 fields, expected 8" },
+				{ line: 4, message: "has 7 fields, expected 8" },
+				{ line: 5, message: "A record may have at most 100 fields." },
+			],
+		});
+	});
+
 	it("puts imported entries in KV", async () => {
 		await imported([HEADER, "kv@example.com,manual,*,,api,,,"].join("\n"));
 		expect((await lookup("kv@example.com")).suppressed).toBe(true);

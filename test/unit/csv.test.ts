@@ -271,6 +271,17 @@ describe("parseCsv", () => {
 		});
 	});
 
+	it("stops reading a record at its field past maxFields, and goes on at the next line", () => {
+		expect(parseCsv('a,b,c\n,,,,\n"x",y\n"p,q",r,"s"\n', Number.POSITIVE_INFINITY, 2)).toEqual({
+			rows: [{ line: 3, fields: ["x", "y"] }],
+			errors: [
+				{ line: 1, message: "A record may have at most 2 fields." },
+				{ line: 2, message: "A record may have at most 2 fields." },
+				{ line: 4, message: "A record may have at most 2 fields." },
+			],
+		});
+	});
+
 	it("reads the last record without a line end", () => {
 		expect(parseCsv("a\nb")).toEqual({
 			rows: [
