@@ -99,24 +99,56 @@ export async function reconcile(
 	policy: PolicySettings,
 ): Promise<ReconcileResult> {
 	const budget: KvBudget = { left: KV_OPERATIONS_PER_RUN };
+	const lag = { marked: false };
+	// One put a run at most, as KV takes one write per key per second.
+	const mark = async () => {
+		if (lag.marked) return;
+		lag.marked = true;
+		budget.left -= 1;
+		await markLagging(env, now);
+	};
+	const written: EdgeWrites = new Map();
+	try {
+		return await reconcileSteps(env, now, batchSize, policy, { budget, mark, written });
+	} finally {
+		// A request that changed an address after this run read it may have written its key before
+		// this run did, which left the older entries there: the change queued the address for a
+		// later run, and until then the mark sends lookups to D1. A run that fails half way checks
+		// the keys it wrote too, or they would stand unmarked until that later run. D1 failing to
+		// tell counts as such a change.
+		if (!lag.marked && written.size > 0) {
+			const overtaken = await writesOvertaken(env.DB, written, now).catch(() => true);
+			if (overtaken) await mark();
+		}
+	}
+}
+
+/** What the steps of one reconcile run share: its KV budget, its mark, and the keys it wrote. */
+interface RunState {
+	budget: KvBudget;
+	/** Marks KV as lagging, once a run. */
+	mark: () => Promise<void>;
+	written: EdgeWrites;
+}
+
+/** The steps of {@link reconcile}. */
+async function reconcileSteps(
+	env: Env,
+	now: number,
+	batchSize: number,
+	policy: PolicySettings,
+	{ budget, mark, written }: RunState,
+): Promise<ReconcileResult> {
 	const queued = await readSoftBounceRecheck(env.DB, batchSize);
 	const rechecked = await recheckSoftBounces(env.DB, queued, policy, now);
 	const retired = await retireExpired(env.DB, now, batchSize);
-	const drained = await drainPending(env, now, batchSize, budget);
+	const drained = await drainPending(env, now, batchSize, budget, written);
 	// Keys still to write after this run: lookups keep reading D1 for what KV calls deliverable
 	// until a run finds none (edge-lag.ts). A queue that only holds keys already right (its
 	// requests wrote them) does not mark KV, or a busy deployment's lookups would all go to D1; but
 	// while a mark lasts, a queue still to drain keeps it, since the keys a writer left may wait
 	// behind such keys (the queue is drained oldest first), and the run reached none of them. The
-	// drain's part is decided at once, so that a run failing later still keeps the mark; one put a
-	// run at most, as KV takes one write per key per second.
-	let marked = false;
-	const mark = async () => {
-		if (marked) return;
-		marked = true;
-		budget.left -= 1;
-		await markLagging(env, now);
-	};
+	// drain's part is decided at once, so that a run failing later still keeps the mark.
 	if (drained.failed > 0 || (drained.fixed > 0 && drained.more)) await mark();
 	else if (drained.more) {
 		budget.left -= 1; // the read of the mark, unless this isolate knows it
@@ -130,7 +162,7 @@ export async function reconcile(
 		state.d1 = addresses.length < batchSize ? true : (addresses[addresses.length - 1] ?? true);
 	}
 	const toCheck = [...new Set([...rechecked, ...retired.emails, ...addresses])];
-	const repaired = await repairKeys(env, toCheck, now, budget);
+	const repaired = await repairKeys(env, toCheck, now, budget, written);
 	// Addresses the budget left unchecked wait in the queue, due at once; those whose write failed
 	// wait behind the others.
 	const unchecked = toCheck.slice(repaired.checked);
@@ -140,7 +172,6 @@ export async function reconcile(
 	let fixed = drained.fixed + repaired.fixed;
 	if (deferred.length > 0) await mark();
 
-	const written = new Map([...drained.written, ...repaired.written]);
 	let listedCount = 0;
 	// A listing costs one operation and each orphan it finds one more; one is kept for the mark.
 	const listLimit = Math.min(batchSize, 1000, budget.left - 2);
@@ -163,14 +194,6 @@ export async function reconcile(
 			listedCount = listed.keys.length;
 			state.kv = listed.list_complete ? true : listed.cursor;
 		} else state.kv = "";
-	}
-
-	// A request that changed an address after this run read it may have written its key before
-	// this run did, which left the older entries there: the change queued the address for a later
-	// run, and until then the mark sends lookups to D1. D1 failing to tell counts as such a change.
-	if (!marked && written.size > 0) {
-		const overtaken = await writesOvertaken(env.DB, written, now).catch(() => true);
-		if (overtaken) await mark();
 	}
 
 	// A cycle whose sweeps reached their end starts again at once, whatever the queues hold, so a
@@ -206,15 +229,16 @@ async function drainPending(
 	now: number,
 	limit: number,
 	budget: KvBudget,
-): Promise<{ checked: number; fixed: number; failed: number; more: boolean; written: EdgeWrites }> {
+	written: EdgeWrites,
+): Promise<{ checked: number; fixed: number; failed: number; more: boolean }> {
 	const pending = await readPending(env.DB, limit, now - KV_WRITE_SETTLE_SECONDS);
-	if (pending.length === 0)
-		return { checked: 0, fixed: 0, failed: 0, more: false, written: new Map() };
-	const { checked, fixed, failed, written } = await repairKeys(
+	if (pending.length === 0) return { checked: 0, fixed: 0, failed: 0, more: false };
+	const { checked, fixed, failed } = await repairKeys(
 		env,
 		pending.map((row) => row.email),
 		now,
 		budget,
+		written,
 	);
 	// An address whose write failed stays queued, behind the others, for a later run to try again.
 	const done = pending.slice(0, checked).filter((row) => !failed.includes(row.email));
@@ -226,7 +250,6 @@ async function drainPending(
 		fixed,
 		failed: failed.length,
 		more: checked < pending.length || failed.length > 0 || pending.length === limit,
-		written,
 	};
 }
 
@@ -235,18 +258,19 @@ async function drainPending(
  * read of up to 100 at a time, while `budget` covers a read and a write for each address of the
  * next batch. Returns how many addresses it checked (a prefix of `emails`) and fixed, and those
  * whose write failed (KV refuses a second write to a key within a second): logged, not thrown, so
- * that one refused key does not stop the rest.
+ * that one refused key does not stop the rest. What it writes goes into `written` at once, which
+ * it also returns: a caller that fails later still knows the keys it wrote.
  */
 export async function repairKeys(
 	env: Env,
 	emails: string[],
 	now: number,
 	budget: KvBudget,
+	written: EdgeWrites = new Map(),
 ): Promise<{ checked: number; fixed: number; failed: string[]; written: EdgeWrites }> {
 	let checked = 0;
 	let fixed = 0;
 	const failed: string[] = [];
-	const written: EdgeWrites = new Map();
 	let firstError = "";
 	let entries = new Map<string, StoredEntry[]>();
 	for (let i = 0; i < emails.length; i += KV_BATCH) {

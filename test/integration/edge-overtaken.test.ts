@@ -5,6 +5,7 @@ import { LAG_KEY } from "../../src/suppressions/edge-lag";
 import {
 	call,
 	countingKv,
+	envWithFailingSql,
 	lookup,
 	postCallback,
 	putSuppression,
@@ -124,6 +125,22 @@ describe("a writer whose KV write overwrote a newer change's marks KV as lagging
 		);
 		expect(await keyOf("y@example.com")).toBeNull();
 		expect((await lookupElsewhere("y@example.com")).suppressed).toBe(true);
+	});
+
+	it("a cron run that fails after a write a callback overtook", async () => {
+		await putSuppression("x@example.com", { scope: "a.example.com" });
+		// The key went missing, so the drain writes it once the PUT has settled.
+		await env.SUPPRESSIONS.delete("s:x@example.com");
+		// The bounce comes between the drain's two reads; then D1 refuses the sweeps' position.
+		const racing = envRacing("get", "s:x@example.com", () => hardBounce("x@example.com"));
+		await expect(
+			runCron(Date.now() + (KV_WRITE_SETTLE_SECONDS + 1) * 1000, {
+				...racing,
+				DB: envWithFailingSql("FROM cron_state").DB,
+			}),
+		).rejects.toThrow("injected");
+		expect(await keyOf("x@example.com")).toEqual([expect.objectContaining({ list: "manual" })]);
+		expect((await lookupElsewhere("x@example.com")).suppressed).toBe(true);
 	});
 
 	it("writers that D1 has not moved on from put no mark", async () => {
