@@ -85,7 +85,13 @@ export async function edgeLagging(kv: KVNamespace, now: number): Promise<boolean
 		}
 		// A value this code did not write reads as a mark, for as long as a mark lasts.
 		if (!Number.isSafeInteger(until)) until = now + LAG_SECONDS;
-		memo = { freshUntil: Date.now() + MEMO_SECONDS * 1000, until };
+		// A mark this isolate put while the read was under way is newer than what the read found
+		// (KV may even take a minute to show it here): it stands, unless KV showed a later one.
+		const meanwhile = memos.get(kv);
+		memo =
+			meanwhile && meanwhile !== memo && meanwhile.until >= until
+				? meanwhile
+				: { freshUntil: Date.now() + MEMO_SECONDS * 1000, until };
 		memos.set(kv, memo);
 	}
 	return memo.until > now;

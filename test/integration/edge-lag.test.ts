@@ -348,4 +348,56 @@ describe("while KV lags behind D1, lookups and checks read D1 for what KV would 
 		expect((await lookup("s@example.com", "", counting.env)).suppressed).toBe(false);
 		expect(counting.counts.get).toBe(3);
 	});
+
+	it("a read of the mark that was under way while this isolate put it does not undo it", async () => {
+		await postCallback({
+			event: "unsubscribe",
+			email: "u@example.com",
+			timestamp: 1,
+			fromDomain: "a.example.com",
+		});
+		// One isolate's binding: its reads of the mark may answer what KV held when they began, and
+		// its writes of address keys fail while `refusing` is on.
+		let meanwhile: (() => Promise<unknown>) | null = null;
+		let refusing = false;
+		const kv: KVNamespace = new Proxy(env.SUPPRESSIONS, {
+			get(target, property) {
+				if (property === "get") {
+					return async (key: unknown, ...rest: unknown[]) => {
+						const value = await Reflect.apply(target.get, target, [key, ...rest]);
+						if (key === LAG_KEY && meanwhile) {
+							const run = meanwhile;
+							meanwhile = null;
+							await run();
+						}
+						return value;
+					};
+				}
+				if (property === "put") {
+					return (key: string, ...rest: unknown[]) =>
+						refusing && key.startsWith("s:")
+							? Promise.reject(new Error("KV: injected failure (429 Too Many Requests)"))
+							: Reflect.apply(target.put, target, [key, ...rest]);
+				}
+				const value = Reflect.get(target, property);
+				return typeof value === "function" ? value.bind(target) : value;
+			},
+		});
+		const isolate = { ...env, SUPPRESSIONS: kv };
+		// While a lookup reads the mark, a hard bounce of the address fails its key write and marks.
+		meanwhile = async () => {
+			refusing = true;
+			await postCallback(
+				{ event: "bounce", bounceType: "hard_bounce", email: "u@example.com", timestamp: 2 },
+				{ env: isolate },
+			);
+			refusing = false;
+		};
+		const query = "?fromDomain=b.example.com";
+		// Its key was read before the bounce: either answer is right for it.
+		await lookup("u@example.com", query, isolate);
+		expect(await env.SUPPRESSIONS.get(LAG_KEY)).not.toBeNull();
+		// The key still holds the unsubscribe alone; the next lookup here must read D1.
+		expect((await lookup("u@example.com", query, isolate)).suppressed).toBe(true);
+	});
 });
