@@ -4,9 +4,8 @@ import { loadSettings, requireTokens } from "../config";
 import { ApiError, json, notFound } from "../errors";
 import { parseCallbackJson } from "../json";
 import { log } from "../log";
-import { syncEdge } from "../suppressions/edge";
 import { parseCallback } from "../tencent/normalise";
-import { type StoredCallback, storageUnavailable, storeCallback } from "./ingest";
+import { type StoredCallback, storageUnavailable, storeCallback, syncCallbackEdge } from "./ingest";
 import { recordRejected } from "./rejected-store";
 
 /** Largest callback body accepted. */
@@ -85,10 +84,10 @@ export async function receiveCallback(
 		log("error", "callback not stored", { requestId: request.requestId, error: String(error) });
 		throw storageUnavailable();
 	}
-	const { stored, changed, entries } = result;
+	const { stored, changed, resent } = result;
 	// The KV copy follows the D1 commit; a failure there is repaired by the reconcile cron.
-	if (changed.size > 0) {
-		ctx.waitUntil(syncEdge(env, [...changed], receivedAt, request.requestId, entries));
+	if (changed.size > 0 || resent.length > 0) {
+		ctx.waitUntil(syncCallbackEdge(env, result, receivedAt, request.requestId));
 	}
 	const duplicates = events.length - stored;
 	// A callback that only stored new events is routine and not logged; redeliveries and

@@ -1,7 +1,14 @@
 import type { PolicySettings } from "../config";
 import { ApiError } from "../errors";
 import { log } from "../log";
-import { MAX_EDGE_VALUE_BYTES } from "../suppressions/edge";
+import {
+	EDGE_SYNC_AT_ONCE,
+	edgeKey,
+	KV_BATCH,
+	MAX_EDGE_VALUE_BYTES,
+	renderEdgeValue,
+	syncEdge,
+} from "../suppressions/edge";
 import type { StoredEntry } from "../suppressions/entry";
 import { evidenceFrom, softBounceAddresses } from "../suppressions/policy";
 import {
@@ -21,9 +28,17 @@ export interface StoredCallback {
 	/** Addresses whose entries changed. */
 	changed: Set<string>;
 	/**
-	 * The live entries of changed addresses as the callback's own transaction left them (an empty
-	 * list when none is left), for the addresses that transaction read back; the edge sync reads
-	 * the others.
+	 * Addresses of bounces, spam reports and unsubscribes already stored, which this request did not
+	 * change. D1 may commit a batch and still fail to answer it ("Network connection lost"): the
+	 * callback answers 503 and writes no key, and the redelivery changes nothing, so their keys are
+	 * checked ({@link syncCallbackEdge}) rather than left to the cron while KV calls them
+	 * deliverable.
+	 */
+	resent: string[];
+	/**
+	 * The live entries of changed and resent addresses as the callback's own transaction left them
+	 * (an empty list when none is left), for the addresses that transaction read back; the edge
+	 * sync reads the others.
 	 */
 	entries: Map<string, StoredEntry[]>;
 }
@@ -64,7 +79,7 @@ export async function storeCallback(
 		insert: first.length + (evidence.length > 0 ? 1 : 0),
 		read: mayChange.length > 0 ? statements.length - 1 : statements.length,
 	};
-	const inserted = (results[at.insert]?.results ?? []) as { recheck: string | null }[];
+	const inserted = (results[at.insert]?.results ?? []) as { id: string; recheck: string | null }[];
 	const changed = new Set<string>();
 	results.slice(first.length, at.read).forEach((result, i) => {
 		if (first.length + i === at.insert) return; // ids, not changed addresses
@@ -73,6 +88,18 @@ export async function storeCallback(
 	const read = groupEntries((results[at.read]?.results ?? []) as StoredEntry[]);
 	const entries = new Map<string, StoredEntry[]>();
 	for (const email of changed) entries.set(email, read.get(email) ?? []);
+	// A redelivered event that may suppress: its first delivery may have committed without an
+	// answer, which wrote no key.
+	const storedIds = new Set(inserted.map((row) => row.id));
+	const evidenceIds = new Set(evidence.map((item) => item.eventId));
+	const resent = new Set<string>();
+	for (const event of events) {
+		const suppressing = evidenceIds.has(event.id) || event.event === "bounce";
+		if (suppressing && !storedIds.has(event.id) && !changed.has(event.email)) {
+			resent.add(event.email);
+			entries.set(event.email, read.get(event.email) ?? []);
+		}
+	}
 
 	const recheck = new Set<string>();
 	for (const row of inserted) if (row.recheck) recheck.add(row.recheck);
@@ -87,13 +114,67 @@ export async function storeCallback(
 			log("warn", "soft-bounce recheck left to the cron", { requestId, error: String(error) });
 		}
 	}
-	return { stored: inserted.length, changed, entries };
+	return {
+		stored: inserted.length,
+		changed,
+		resent: [...resent].filter((email) => !changed.has(email)),
+		entries,
+	};
+}
+
+/**
+ * Brings a stored callback's KV keys up to date, after its answer: those of the addresses it
+ * changed, and those of its resent addresses whose key differs from what D1 holds (bulk reads of
+ * 100 keys; a redelivery after a 200 finds its keys right and writes none). Resent addresses
+ * beyond what the request writes itself, or whose keys cannot be read, go to the edge sync as if
+ * stale. Never throws.
+ */
+export async function syncCallbackEdge(
+	env: Env,
+	{ changed, resent, entries }: StoredCallback,
+	now: number,
+	requestId: string,
+): Promise<void> {
+	const room = Math.max(0, EDGE_SYNC_AT_ONCE - changed.size);
+	const checked = resent.slice(0, room);
+	let stale = checked;
+	try {
+		stale = await staleKeys(env.SUPPRESSIONS, checked, entries);
+	} catch (error) {
+		log("warn", "edge read failed, writing the keys", { requestId, error: String(error) });
+	}
+	const emails = [...changed, ...stale, ...resent.slice(room)];
+	if (emails.length > 0) await syncEdge(env, emails, now, requestId, entries);
+}
+
+/** Those of `emails` whose KV value is not what their `known` entries render. Throws what KV throws. */
+async function staleKeys(
+	kv: KVNamespace,
+	emails: readonly string[],
+	known: ReadonlyMap<string, readonly StoredEntry[]>,
+): Promise<string[]> {
+	const stale: string[] = [];
+	for (let i = 0; i < emails.length; i += KV_BATCH) {
+		const batch = emails.slice(i, i + KV_BATCH);
+		const keys = await Promise.all(batch.map(edgeKey));
+		const values = await kv.get(keys, "text");
+		batch.forEach((email, j) => {
+			const live = known.get(email) ?? [];
+			const expected = live.length > 0 ? renderEdgeValue(live) : null;
+			if ((values.get(keys[j] as string) ?? null) !== expected) stale.push(email);
+		});
+	}
+	return stale;
 }
 
 /** Seconds a sender should wait before retrying after a storage failure. */
 const RETRY_AFTER_SECONDS = 30;
 
-/** 503 with Retry-After: nothing was stored, so the sender may send the same request again. */
+/**
+ * 503 with Retry-After: nothing was acknowledged, so the sender may send the same request again.
+ * D1 may have committed the batch all the same (its answer lost); the retry then finds the events
+ * stored and counts them as duplicates.
+ */
 export function storageUnavailable(): ApiError {
 	return new ApiError(
 		503,

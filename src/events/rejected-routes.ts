@@ -5,10 +5,9 @@ import { ApiError, json, notFound } from "../errors";
 import { parseCallbackJson } from "../json";
 import { log } from "../log";
 import { decodeCursor, encodeCursor, limitParam, parseQuery, type RawQuery } from "../query";
-import { syncEdge } from "../suppressions/edge";
 import { parseCallback } from "../tencent/normalise";
 import { isoTime } from "./event";
-import { type StoredCallback, storageUnavailable, storeCallback } from "./ingest";
+import { type StoredCallback, storageUnavailable, storeCallback, syncCallbackEdge } from "./ingest";
 import { listRejected, markReplayed, type RejectedRow, readRejected } from "./rejected-store";
 
 interface RouteRequest {
@@ -135,8 +134,10 @@ export async function replayRoute(
 		log("error", "replay not stored", { requestId: request.requestId, error: String(error) });
 		throw storageUnavailable();
 	}
-	const { stored, changed, entries } = result;
-	if (changed.size > 0) ctx.waitUntil(syncEdge(env, [...changed], now, request.requestId, entries));
+	const { stored, changed, resent } = result;
+	if (changed.size > 0 || resent.length > 0) {
+		ctx.waitUntil(syncCallbackEdge(env, result, now, request.requestId));
+	}
 	return json({
 		ok: true,
 		id: row.id,
