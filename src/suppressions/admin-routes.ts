@@ -42,7 +42,7 @@ const MAX_PUT_BYTES = 64 * 1024;
 
 /**
  * `PUT /v1/suppressions/{email}`: adds or updates an operator's entry (idempotent) and answers
- * the address's lookup result; the KV copy follows in the background.
+ * the address's lookup result; the KV copy follows in the background, changed or not.
  */
 export async function putRoute(
 	request: RouteRequest,
@@ -58,8 +58,10 @@ export async function putRoute(
 			{ path: "expiresAt", message: "must be in the future" },
 		]);
 	}
-	const changed = await putEntry(env.DB, email, body, at);
-	if (changed) ctx.waitUntil(syncEdge(env, [email], at, request.requestId));
+	await putEntry(env.DB, email, body, at);
+	// Even when this PUT changed nothing: it may repeat one that failed after D1 committed it (D1
+	// can lose a write's answer), which wrote no key. PUTs are rare; a key write each is cheap.
+	ctx.waitUntil(syncEdge(env, [email], at, request.requestId));
 	return json(await currentLookup(env, email, at));
 }
 

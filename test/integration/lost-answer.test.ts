@@ -1,6 +1,6 @@
 import { env } from "cloudflare:workers";
 import { beforeEach, describe, expect, it } from "vitest";
-import { envWithBatch, lookup, postCallback, resetDatabase } from "../helpers";
+import { call, envWithBatch, lookup, postCallback, resetDatabase, tokens } from "../helpers";
 
 /**
  * D1 in production may commit a write and still fail to answer it (its documented
@@ -16,6 +16,37 @@ function envLosingFirstBatchAnswer(): Env {
 		lost = true;
 		throw new Error("D1_ERROR: Network connection lost.");
 	});
+}
+
+/** An env whose D1 runs the first statement whose SQL starts with `prefix`, then throws. */
+function envLosingFirstAnswerOf(prefix: string): Env {
+	let lost = false;
+	const losing = (statement: D1PreparedStatement, sql: string): D1PreparedStatement =>
+		new Proxy(statement, {
+			get(target, property) {
+				if (property === "bind") {
+					return (...values: unknown[]) => losing(target.bind(...values), sql);
+				}
+				if (property === "all" && sql.trimStart().startsWith(prefix)) {
+					return async () => {
+						const results = await target.all();
+						if (lost) return results;
+						lost = true;
+						throw new Error("D1_ERROR: Network connection lost.");
+					};
+				}
+				const value = Reflect.get(target, property);
+				return typeof value === "function" ? value.bind(target) : value;
+			},
+		});
+	const db = new Proxy(env.DB, {
+		get(target, property) {
+			if (property === "prepare") return (sql: string) => losing(target.prepare(sql), sql);
+			const value = Reflect.get(target, property);
+			return typeof value === "function" ? value.bind(target) : value;
+		},
+	});
+	return { ...env, DB: db };
 }
 
 const bounce = {
@@ -46,5 +77,27 @@ describe("a callback whose batch committed but whose answer D1 lost", () => {
 		await postCallback(open);
 		await postCallback(open);
 		expect((await env.SUPPRESSIONS.list()).keys).toEqual([]);
+	});
+});
+
+describe("a PUT whose write committed but whose answer D1 lost", () => {
+	it("fails, and the operator's retry writes the KV key the failed PUT never wrote", async () => {
+		const email = "operator-put@example.com";
+		const put = (testEnv?: Env) =>
+			call(
+				`/v1/suppressions/${email}`,
+				{
+					method: "PUT",
+					headers: { authorization: `Bearer ${tokens.admin}` },
+					body: JSON.stringify({ list: "manual", reason: "asked by phone" }),
+				},
+				testEnv,
+			);
+		expect((await put(envLosingFirstAnswerOf("INSERT INTO suppressions"))).status).toBe(500);
+		expect((await lookup(email, "?consistent=true")).suppressed).toBe(true);
+
+		expect((await put()).status).toBe(200);
+		expect(await env.SUPPRESSIONS.get(`s:${email}`)).not.toBeNull();
+		expect((await lookup(email)).suppressed).toBe(true);
 	});
 });
