@@ -161,7 +161,12 @@ async function reconcileSteps(
 		addresses = await listAddresses(env.DB, state.d1, batchSize);
 		state.d1 = addresses.length < batchSize ? true : (addresses[addresses.length - 1] ?? true);
 	}
-	const toCheck = [...new Set([...rechecked, ...retired.emails, ...addresses])];
+	// An address the drain has just checked is left out: KV may show a second read so soon the
+	// value the drain replaced, and it refuses a second write to a key within a second.
+	const drainedEmails = new Set(drained.emails);
+	const toCheck = [...new Set([...rechecked, ...retired.emails, ...addresses])].filter(
+		(email) => !drainedEmails.has(email),
+	);
 	const repaired = await repairKeys(env, toCheck, now, budget, written);
 	// Addresses the budget left unchecked wait in the queue, due at once; those whose write failed
 	// wait behind the others.
@@ -230,9 +235,9 @@ async function drainPending(
 	limit: number,
 	budget: KvBudget,
 	written: EdgeWrites,
-): Promise<{ checked: number; fixed: number; failed: number; more: boolean }> {
+): Promise<{ checked: number; fixed: number; failed: number; more: boolean; emails: string[] }> {
 	const pending = await readPending(env.DB, limit, now - KV_WRITE_SETTLE_SECONDS);
-	if (pending.length === 0) return { checked: 0, fixed: 0, failed: 0, more: false };
+	if (pending.length === 0) return { checked: 0, fixed: 0, failed: 0, more: false, emails: [] };
 	const { checked, fixed, failed } = await repairKeys(
 		env,
 		pending.map((row) => row.email),
@@ -250,6 +255,7 @@ async function drainPending(
 		fixed,
 		failed: failed.length,
 		more: checked < pending.length || failed.length > 0 || pending.length === limit,
+		emails: pending.slice(0, checked).map((row) => row.email),
 	};
 }
 
