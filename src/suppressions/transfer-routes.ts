@@ -122,7 +122,8 @@ export async function importRoute(
 	// The first EDGE_SYNC_AT_ONCE changed addresses go to KV at once; every one stays queued, and
 	// the cron checks them all once these writes have landed (KV failing, or more addresses). Until
 	// it has written the others, lookups read D1 for what KV would call deliverable: marked before
-	// the answer, so that a check sent right after it in this location sees them.
+	// the answer, so that this isolate sees the mark at once, and others in this location usually
+	// do (KV makes a write visible where it was made usually at once, not always).
 	if (addresses.length > EDGE_SYNC_AT_ONCE) await markLagging(env, now, request.requestId);
 	ctx.waitUntil(
 		repairKeys(env, addresses.slice(0, EDGE_SYNC_AT_ONCE), now, { left: KV_OPERATIONS_PER_RUN })
