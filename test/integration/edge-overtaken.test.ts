@@ -52,6 +52,41 @@ function envRacing(method: "put" | "get" | "delete", key: string, meanwhile: () 
 	return { ...env, SUPPRESSIONS: kv } as Env;
 }
 
+/**
+ * An env whose D1 fails the reads of addresses' entries run on their own (`all`), after the first
+ * `after` of them: a writer's check of its KV writes that D1 cannot answer.
+ */
+function envFailingEntryReads(after: number): Env {
+	let reads = 0;
+	const failing = (statement: D1PreparedStatement): D1PreparedStatement => {
+		const all = Reflect.get(statement, "all") as (...args: unknown[]) => Promise<unknown>;
+		Object.defineProperty(statement, "all", {
+			value: (...args: unknown[]) =>
+				++reads > after
+					? Promise.reject(new Error("D1_ERROR: injected"))
+					: Reflect.apply(all, statement, args),
+		});
+		const bind = statement.bind.bind(statement);
+		Object.defineProperty(statement, "bind", {
+			value: (...values: unknown[]) => failing(bind(...values)),
+		});
+		return statement;
+	};
+	const db = new Proxy(env.DB, {
+		get(target, property) {
+			if (property === "prepare") {
+				return (sql: string) => {
+					const statement = target.prepare(sql);
+					return sql.includes("PARTITION BY email") ? failing(statement) : statement;
+				};
+			}
+			const value = Reflect.get(target, property);
+			return typeof value === "function" ? value.bind(target) : value;
+		},
+	});
+	return { ...env, DB: db };
+}
+
 /** The address's key, parsed, or null. */
 async function keyOf(email: string): Promise<Array<{ list: string }> | null> {
 	const text = await env.SUPPRESSIONS.get(`s:${email}`);
@@ -141,6 +176,15 @@ describe("a writer whose KV write overwrote a newer change's marks KV as lagging
 		).rejects.toThrow("injected");
 		expect(await keyOf("x@example.com")).toEqual([expect.objectContaining({ list: "manual" })]);
 		expect((await lookupElsewhere("x@example.com")).suppressed).toBe(true);
+	});
+
+	it("a callback whose check of its write D1 cannot answer", async () => {
+		await postCallback(
+			{ event: "bounce", bounceType: "hard_bounce", email: "x@example.com", timestamp: 1 },
+			{ env: envFailingEntryReads(0) },
+		);
+		expect(await keyOf("x@example.com")).toEqual([expect.objectContaining({ list: "bounce" })]);
+		expect(await env.SUPPRESSIONS.get(LAG_KEY)).not.toBeNull();
 	});
 
 	it("writers that D1 has not moved on from put no mark", async () => {
