@@ -7,6 +7,7 @@ import {
 	countingKv,
 	envWithFailingSql,
 	lookup,
+	parkSweeps,
 	postCallback,
 	putSuppression,
 	resetDatabase,
@@ -184,6 +185,16 @@ describe("a writer whose KV write overwrote a newer change's marks KV as lagging
 			{ env: envFailingEntryReads(0) },
 		);
 		expect(await keyOf("x@example.com")).toEqual([expect.objectContaining({ list: "bounce" })]);
+		expect(await env.SUPPRESSIONS.get(LAG_KEY)).not.toBeNull();
+	});
+
+	it("a cron run whose check of its writes D1 cannot answer", async () => {
+		await putSuppression("x@example.com", { scope: "a.example.com" });
+		await env.SUPPRESSIONS.delete("s:x@example.com");
+		await parkSweeps();
+		// The drain reads the entries and writes the key; the read after the write fails.
+		await runCron(Date.now() + (KV_WRITE_SETTLE_SECONDS + 1) * 1000, envFailingEntryReads(1));
+		expect(await keyOf("x@example.com")).toEqual([expect.objectContaining({ list: "manual" })]);
 		expect(await env.SUPPRESSIONS.get(LAG_KEY)).not.toBeNull();
 	});
 
