@@ -1,6 +1,6 @@
 import { env } from "cloudflare:workers";
 import { beforeEach, describe, expect, it } from "vitest";
-import { KV_WRITE_SETTLE_SECONDS } from "../../src/cron/reconcile";
+import { KV_OPERATIONS_PER_RUN, KV_WRITE_SETTLE_SECONDS } from "../../src/cron/reconcile";
 import { LAG_KEY } from "../../src/suppressions/edge-lag";
 import {
 	call,
@@ -86,6 +86,22 @@ function envFailingEntryReads(after: number): Env {
 		},
 	});
 	return { ...env, DB: db };
+}
+
+/** `testEnv` with its KV wrapped to count the operations a Worker invocation is allowed. */
+function countingOperations(testEnv: Env) {
+	const counts = { operations: 0 };
+	const kv = new Proxy(testEnv.SUPPRESSIONS, {
+		get(target, property) {
+			const value = Reflect.get(target, property);
+			if (typeof value !== "function") return value;
+			return (...args: unknown[]) => {
+				if (["get", "put", "delete", "list"].includes(String(property))) counts.operations++;
+				return Reflect.apply(value, target, args);
+			};
+		},
+	});
+	return { counts, env: { ...testEnv, SUPPRESSIONS: kv } as Env };
 }
 
 /** The address's key, parsed, or null. */
@@ -196,6 +212,28 @@ describe("a writer whose KV write overwrote a newer change's marks KV as lagging
 		await runCron(Date.now() + (KV_WRITE_SETTLE_SECONDS + 1) * 1000, envFailingEntryReads(1));
 		expect(await keyOf("x@example.com")).toEqual([expect.objectContaining({ list: "manual" })]);
 		expect(await env.SUPPRESSIONS.get(LAG_KEY)).not.toBeNull();
+	});
+
+	it("a run whose sweep of KV takes the rest of its budget keeps one operation for the mark", async () => {
+		await putSuppression("x@example.com", { scope: "a.example.com" });
+		// 1,000 keys of addresses without entries, listed before x's.
+		for (let i = 0; i < 1000; i += 100) {
+			await Promise.all(
+				Array.from({ length: 100 }, (_, j) =>
+					env.SUPPRESSIONS.put(`s:o${String(i + j).padStart(4, "0")}@example.com`, "[]"),
+				),
+			);
+		}
+		const counting = countingOperations(
+			envRacing("get", "s:x@example.com", () => hardBounce("x@example.com")),
+		);
+		await runCron(Date.now(), { ...counting.env, RECONCILE_BATCH_SIZE: "5000" });
+		// The sweep of D1 reads x's key and writes it (2); the listing (1) deletes 896 orphans, all
+		// the budget leaves it but the one the mark then takes.
+		expect(await env.SUPPRESSIONS.get(LAG_KEY)).not.toBeNull();
+		expect(counting.counts.operations).toBe(KV_OPERATIONS_PER_RUN);
+		expect(await env.SUPPRESSIONS.get("s:o0895@example.com")).toBeNull();
+		expect(await env.SUPPRESSIONS.get("s:o0896@example.com")).toBe("[]");
 	});
 
 	it("writers that D1 has not moved on from put no mark", async () => {
