@@ -258,4 +258,15 @@ describe("a writer whose KV write overwrote a newer change's marks KV as lagging
 		expect(await keyOf("v@example.com")).toBeNull();
 		expect(await env.SUPPRESSIONS.get(LAG_KEY)).toBeNull();
 	});
+
+	it("a removal that D1 has not moved on from puts no mark", async () => {
+		await putSuppression("x@example.com", { scope: "a.example.com" });
+		const response = await call("/v1/suppressions/x%40example.com", {
+			method: "DELETE",
+			headers: admin,
+		});
+		expect(response.status).toBe(200);
+		expect(await keyOf("x@example.com")).toBeNull();
+		expect(await env.SUPPRESSIONS.get(LAG_KEY)).toBeNull();
+	});
 });
