@@ -400,4 +400,18 @@ describe("while KV lags behind D1, lookups and checks read D1 for what KV would 
 		// The key still holds the unsubscribe alone; the next lookup here must read D1.
 		expect((await lookup("u@example.com", query, isolate)).suppressed).toBe(true);
 	});
+
+	it("a mark read again once its memo went stale is trusted for another while", async () => {
+		await env.SUPPRESSIONS.put(LAG_KEY, String(Math.floor(Date.now() / 1000) + LAG_SECONDS));
+		const counting = countingKv();
+		// An address KV has no key for: each lookup reads its key, and the mark unless it knows it.
+		expect((await lookup("nobody@example.com", "", counting.env)).suppressed).toBe(false);
+		expect(counting.counts.get).toBe(2);
+		vi.useFakeTimers({ toFake: ["Date"] });
+		vi.setSystemTime(Date.now() + 60_000);
+		expect((await lookup("nobody@example.com", "", counting.env)).suppressed).toBe(false);
+		expect(counting.counts.get).toBe(4);
+		expect((await lookup("nobody@example.com", "", counting.env)).suppressed).toBe(false);
+		expect(counting.counts.get).toBe(5);
+	});
 });
