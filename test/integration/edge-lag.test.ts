@@ -414,4 +414,51 @@ describe("while KV lags behind D1, lookups and checks read D1 for what KV would 
 		expect((await lookup("nobody@example.com", "", counting.env)).suppressed).toBe(false);
 		expect(counting.counts.get).toBe(5);
 	});
+
+	it("a read of the mark that began before it was put, ending during a read that found it, does not undo it", async () => {
+		// An address D1 suppresses that KV has no key for.
+		await postCallback({ event: "spamreport", email: "s@example.com", timestamp: 1 });
+		await env.SUPPRESSIONS.delete("s:s@example.com");
+		// One isolate's binding: the answer of its first read of the mark comes only once a second
+		// read has its own, and the second answers once the first lookup has ended.
+		let reads = 0;
+		let firstRead = () => {};
+		const firstReadDone = new Promise<void>((resolve) => {
+			firstRead = resolve;
+		});
+		let release = () => {};
+		const released = new Promise<void>((resolve) => {
+			release = resolve;
+		});
+		let first: Promise<unknown> = Promise.resolve();
+		const kv: KVNamespace = new Proxy(env.SUPPRESSIONS, {
+			get(target, property) {
+				if (property === "get") {
+					return async (key: unknown, ...rest: unknown[]) => {
+						const value = await Reflect.apply(target.get, target, [key, ...rest]);
+						if (key === LAG_KEY && ++reads === 1) {
+							firstRead();
+							await released;
+						} else if (key === LAG_KEY && reads === 2) {
+							release();
+							await first;
+						}
+						return value;
+					};
+				}
+				const value = Reflect.get(target, property);
+				return typeof value === "function" ? value.bind(target) : value;
+			},
+		});
+		const isolate = { ...env, SUPPRESSIONS: kv };
+		first = lookup("s@example.com", "", isolate);
+		await firstReadDone;
+		// Another isolate marks KV between the two reads.
+		const until = Math.floor(Date.now() / 1000) + LAG_SECONDS;
+		await env.SUPPRESSIONS.put(LAG_KEY, String(until), { expiration: until });
+		expect((await lookup("s@example.com", "", isolate)).suppressed).toBe(true);
+		expect(reads).toBe(2);
+		// The first read found no mark: either answer is right for it.
+		await first;
+	});
 });
