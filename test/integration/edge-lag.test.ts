@@ -461,4 +461,29 @@ describe("while KV lags behind D1, lookups and checks read D1 for what KV would 
 		// The first read found no mark: either answer is right for it.
 		await first;
 	});
+
+	it("a run puts the mark once, however many of its steps leave keys to a later run", async () => {
+		await postCallback({ event: "spamreport", email: "lost@example.com", timestamp: 1 });
+		await env.SUPPRESSIONS.delete("s:lost@example.com");
+		// Its write fails in the drain, then in the sweep of D1 (a new cycle): both leave it queued.
+		const refusing = envRefusingKeyWrites();
+		let marks = 0;
+		const kv = new Proxy(refusing.SUPPRESSIONS, {
+			get(target, property) {
+				const value = Reflect.get(target, property);
+				if (property !== "put") return typeof value === "function" ? value.bind(target) : value;
+				return (key: string, ...rest: unknown[]) => {
+					if (key === LAG_KEY) marks++;
+					return Reflect.apply(value, target, [key, ...rest]);
+				};
+			},
+		});
+		await runCron(Date.now() + (KV_WRITE_SETTLE_SECONDS + 1) * 1000, {
+			...refusing,
+			SUPPRESSIONS: kv,
+		});
+		expect(await countRows("edge_pending")).toBe(1);
+		expect(marks).toBe(1);
+		expect(await env.SUPPRESSIONS.get(LAG_KEY)).not.toBeNull();
+	});
 });
