@@ -1,6 +1,7 @@
 import { env } from "cloudflare:workers";
 import { beforeEach, describe, expect, it } from "vitest";
 import { KV_OPERATIONS_PER_RUN, KV_WRITE_SETTLE_SECONDS } from "../../src/cron/reconcile";
+import { EDGE_SYNC_AT_ONCE } from "../../src/suppressions/edge";
 import { LAG_KEY } from "../../src/suppressions/edge-lag";
 import {
 	call,
@@ -150,6 +151,32 @@ describe("a writer whose KV write overwrote a newer change's marks KV as lagging
 		expect(await response.json()).toEqual({ imported: 1, unchanged: 0, failed: [] });
 		expect(await keyOf("x@example.com")).toEqual([expect.objectContaining({ list: "manual" })]);
 		expect((await lookupElsewhere("x@example.com")).suppressed).toBe(true);
+	});
+
+	it("an import of as many addresses as one request writes, whose write lands after a callback's", async () => {
+		const lines = Array.from(
+			{ length: EDGE_SYNC_AT_ONCE },
+			(_, i) => `x${i}@example.com,manual,a.example.com,,api,,,`,
+		);
+		const racing = envRacing("put", "s:x0@example.com", () => hardBounce("x0@example.com"));
+		const response = await call(
+			"/v1/suppressions/import",
+			{
+				method: "POST",
+				headers: { ...admin, "content-type": "text/csv" },
+				body: ["email,list,scope,reason,source,created_at,updated_at,expires_at", ...lines].join(
+					"\n",
+				),
+			},
+			racing,
+		);
+		expect(await response.json()).toEqual({
+			imported: EDGE_SYNC_AT_ONCE,
+			unchanged: 0,
+			failed: [],
+		});
+		expect(await keyOf("x0@example.com")).toEqual([expect.objectContaining({ list: "manual" })]);
+		expect((await lookupElsewhere("x0@example.com")).suppressed).toBe(true);
 	});
 
 	it("a cron run that read an address before a callback changed it", async () => {
