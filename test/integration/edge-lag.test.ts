@@ -248,6 +248,13 @@ describe("while KV lags behind D1, lookups and checks read D1 for what KV would 
 		expect((await lookup("hb@example.com", "", countingKv().env)).suppressed).toBe(true);
 	});
 
+	it("an import whose KV writes failed is suppressed at once, elsewhere too", async () => {
+		await importNew(3, envRefusingKeyWrites());
+		expect(await keysIn(emails(3))).toBe(0);
+		expect(await env.SUPPRESSIONS.get(LAG_KEY)).not.toBeNull();
+		expect((await lookup("i2@example.com", "", countingKv().env)).suppressed).toBe(true);
+	});
+
 	it("an address whose key predates a change is read from D1 when KV calls it deliverable", async () => {
 		// Its key holds an unsubscribe from one sender ...
 		await postCallback({
