@@ -395,6 +395,18 @@ describe("API bodies are JSON objects, parsed plainly", () => {
 		},
 	);
 
+	it("names a repeated member of 100 characters whole in its message", async () => {
+		const name = "a".repeat(100);
+		const response = await call("/v1/suppressions/twice%40example.com", {
+			method: "PUT",
+			headers: { authorization: `Bearer ${tokens.admin}` },
+			body: `{"${name}":1,"${name}":2}`,
+		});
+		expect(response.status).toBe(400);
+		const error = ((await response.json()) as ErrorBody).error;
+		expect(error.message).toContain(`"${name}" more than once`);
+	});
+
 	it("POST /v1/suppressions/check refuses a misspelt field", async () => {
 		const response = await send("POST", "/v1/suppressions/check", {
 			body: { emails: ["a@example.com"], from_domain: "news.example.com" },
