@@ -777,6 +777,16 @@ describe("import", () => {
 		expect(await countRows("suppressions")).toBe(0);
 	});
 
+	it("names a long repeated field of an NDJSON line by its first 100 characters only", async () => {
+		const name = `${"b".repeat(100)}c`;
+		const body = `{"email":"p@example.com","list":"manual","scope":"*","${name}":1,"${name}":2}`;
+		expect(await imported(body, "application/x-ndjson")).toEqual({
+			imported: 0,
+			unchanged: 0,
+			failed: [{ line: 1, message: `names the field "${"b".repeat(100)}…" more than once` }],
+		});
+	});
+
 	it("fails an NDJSON line whose bulkId is not well-formed Unicode, storing nothing", async () => {
 		// JSON may escape a lone surrogate; D1 would have stored it as three U+FFFD.
 		const body = [
