@@ -140,6 +140,11 @@ describe("GET /v1/stats", () => {
 		expect(await stats(`?since=${result.since}&until=${result.until}`)).toEqual(result);
 	});
 
+	it("takes a default range ending in 1970's first second, which still holds that second", async () => {
+		const result = await stats("?until=1");
+		expect(result).toMatchObject({ since: "1970-01-01T00:00:00Z", until: "1970-01-02T00:00:00Z" });
+	});
+
 	it("covers every UTC day the range overlaps, from its midnight", async () => {
 		await postCallback([ev("open", 0)]); // 01:00 on 2026-01-01
 		const result = await stats("?since=2026-01-01T12:00:00Z&until=2026-01-01T13:00:00Z");
