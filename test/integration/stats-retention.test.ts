@@ -145,6 +145,11 @@ describe("GET /v1/stats", () => {
 		expect(result).toMatchObject({ since: "1970-01-01T00:00:00Z", until: "1970-01-02T00:00:00Z" });
 	});
 
+	it("defaults since to 30 days before until: a midnight until covers 30 whole days", async () => {
+		const result = await stats("?until=2026-01-31T00:00:00Z");
+		expect(result).toMatchObject({ since: "2026-01-01T00:00:00Z", until: "2026-01-31T00:00:00Z" });
+	});
+
 	it("covers every UTC day the range overlaps, from its midnight", async () => {
 		await postCallback([ev("open", 0)]); // 01:00 on 2026-01-01
 		const result = await stats("?since=2026-01-01T12:00:00Z&until=2026-01-01T13:00:00Z");
