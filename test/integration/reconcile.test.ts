@@ -1,6 +1,7 @@
 import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { KV_OPERATIONS_PER_RUN, KV_WRITE_SETTLE_SECONDS } from "../../src/cron/reconcile";
+import { LAG_KEY } from "../../src/suppressions/edge-lag";
 import {
 	call,
 	countingKv,
@@ -296,6 +297,42 @@ describe("the reconcile cron", () => {
 		for (const email of emails)
 			if ((await env.SUPPRESSIONS.get(`s:${email}`)) === null) missing.push(email);
 		expect(missing).toEqual([]);
+	});
+
+	it("counts the mark it put before its sweeps against its KV budget", async () => {
+		await putSuppression("x@example.com", {});
+		// 888 entries whose keys were never written, which only the sweep of D1 finds.
+		await env.DB.prepare(
+			`WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 887)
+			INSERT INTO suppressions (email, list, scope, origin, event_count, created_at, updated_at)
+			SELECT printf('q%03d@example.com', i), 'complaint', '*', 'event', 1, 1, 1 FROM n`,
+		).run();
+		await env.DB.prepare("DELETE FROM edge_pending WHERE email <> 'x@example.com'").run();
+		await env.SUPPRESSIONS.delete("s:x@example.com");
+		// KV refuses x's key: the drain's write fails (2 operations) and marks KV (1). The sweep's
+		// 889 addresses then need 8 batches of 101 operations and one of 90, one more than is left.
+		let operations = 0;
+		const kv = new Proxy(env.SUPPRESSIONS, {
+			get(target, property) {
+				const value = Reflect.get(target, property);
+				if (typeof value !== "function") return value;
+				return (...args: unknown[]) => {
+					if (["get", "put", "delete", "list"].includes(String(property))) operations++;
+					if (property === "put" && args[0] === "s:x@example.com") {
+						return Promise.reject(new Error("KV: injected failure (429 Too Many Requests)"));
+					}
+					return Reflect.apply(value, target, args);
+				};
+			},
+		});
+		const run = await cron(Date.now() + (KV_WRITE_SETTLE_SECONDS + 1) * 1000, {
+			...env,
+			SUPPRESSIONS: kv,
+			RECONCILE_BATCH_SIZE: "5000",
+		});
+		expect(operations).toBeLessThanOrEqual(KV_OPERATIONS_PER_RUN);
+		expect(run).toMatchObject({ fixed: 800, done: false });
+		expect(await env.SUPPRESSIONS.get(LAG_KEY)).not.toBeNull();
 	});
 
 	it.each([
