@@ -1,6 +1,7 @@
 import { env } from "cloudflare:workers";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import { EVENT_TYPES } from "../../src/tencent/schema";
 import {
 	call,
 	envWithBatch,
@@ -54,17 +55,8 @@ const FILTERS: Array<[string | undefined, string | undefined]> = [
 	["news.example.com.", "news.example.com."],
 	["shop.example.net", "shop.example.net"],
 ];
-const TYPES = [
-	"processed",
-	"deferred",
-	"delivered",
-	"dropped",
-	"open",
-	"click",
-	"bounce",
-	"spamreport",
-	"unsubscribe",
-] as const;
+// Every type the schema takes, so that a type added there is sent here too.
+const TYPES = EVENT_TYPES;
 const BOUNCE_TYPES = ["hard_bounce", "soft_bounce", "hard", "soft", "", null, undefined] as const;
 
 type Spec = {
