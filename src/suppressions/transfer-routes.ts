@@ -117,9 +117,12 @@ export async function importRoute(
 		throw new ApiError(413, "payload_too_large", `The body exceeds ${MAX_IMPORT_BYTES} bytes`);
 	const now = Math.floor(Date.now() / 1000);
 	const { entries, failed } = readImport(body.bytes, format, now);
-	const changed = await importEntries(env.DB, entries, now);
-	const addresses = [...new Set(changed)];
-	// The first EDGE_SYNC_AT_ONCE changed addresses go to KV at once; every one stays queued, and
+	const { changed, queued } = await importEntries(env.DB, entries, now);
+	// The changed addresses, then those of unchanged lines still queued: this may repeat an import
+	// that D1 committed without answering (its `Network connection lost.`), which wrote no key, and
+	// until the cron's next run KV would call those addresses deliverable.
+	const addresses = [...new Set([...changed, ...queued])];
+	// The first EDGE_SYNC_AT_ONCE of these addresses go to KV at once; every one stays queued, and
 	// the cron checks them all once these writes have landed (KV failing, or more addresses). Until
 	// it has written the others, lookups read D1 for what KV would call deliverable: marked before
 	// the answer, so that this isolate sees the mark at once, and others in this location usually

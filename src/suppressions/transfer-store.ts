@@ -93,23 +93,35 @@ export function jsonChunks(values: readonly unknown[]): string[] {
 	return chunks;
 }
 
+// The addresses of an import's chunk that wait for the cron to check their KV keys.
+const SELECT_QUEUED =
+	"SELECT email FROM edge_pending WHERE email IN (SELECT value FROM json_each(?1))";
+
 /**
  * Upserts imported entries (one statement per chunk, all in one batch: an 8 MiB import is about
  * nine statements, inside the Free plan's 50 queries); each changed entry queues its address for
  * the KV copy (migration 0010). An entry identical to the stored one is left untouched and records
- * no history. Returns the address of each row inserted or changed.
+ * no history. Returns the address of each row inserted or changed, and, read at the end of the
+ * same batch, the import's addresses still queued: those it changed, and those of unchanged lines
+ * that an earlier change left for the cron, such as an earlier attempt of this import that D1
+ * committed without answering, which wrote no key and put no lag mark.
  */
 export async function importEntries(
 	db: D1Database,
 	entries: ImportedEntry[],
 	now: number,
-): Promise<string[]> {
-	const statements = jsonChunks(entries).map((chunk) =>
-		db.prepare(UPSERT_IMPORTED).bind(chunk, now),
-	);
-	if (statements.length === 0) return [];
-	const results = await db.batch<{ email: string }>(statements);
-	return results.flatMap((result) => result.results.map((row) => row.email));
+): Promise<{ changed: string[]; queued: string[] }> {
+	const upserts = jsonChunks(entries).map((chunk) => db.prepare(UPSERT_IMPORTED).bind(chunk, now));
+	if (upserts.length === 0) return { changed: [], queued: [] };
+	const emails = [...new Set(entries.map((entry) => entry.email))];
+	const reads = jsonChunks(emails).map((chunk) => db.prepare(SELECT_QUEUED).bind(chunk));
+	const results = await db.batch<{ email: string }>([...upserts, ...reads]);
+	const emailsOf = (part: typeof results) =>
+		part.flatMap((result) => result.results.map((row) => row.email));
+	return {
+		changed: emailsOf(results.slice(0, upserts.length)),
+		queued: emailsOf(results.slice(upserts.length)),
+	};
 }
 
 /**

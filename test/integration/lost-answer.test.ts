@@ -101,3 +101,32 @@ describe("a PUT whose write committed but whose answer D1 lost", () => {
 		expect((await lookup(email)).suppressed).toBe(true);
 	});
 });
+
+describe("an import whose batch committed but whose answer D1 lost", () => {
+	it("fails, and the operator's retry writes the KV keys the failed import never wrote", async () => {
+		const body = [
+			"email,list,scope,reason,source,created_at,updated_at,expires_at",
+			"imported-a@example.com,manual,*,,api,,,",
+			"imported-b@example.com,complaint,*,,event,,,",
+		].join("\n");
+		const post = (testEnv?: Env) =>
+			call(
+				"/v1/suppressions/import",
+				{
+					method: "POST",
+					headers: { authorization: `Bearer ${tokens.admin}`, "content-type": "text/csv" },
+					body,
+				},
+				testEnv,
+			);
+		expect((await post(envLosingFirstBatchAnswer())).status).toBe(500);
+		expect((await lookup("imported-a@example.com", "?consistent=true")).suppressed).toBe(true);
+
+		// Idempotent: the retry changes nothing in D1, but brings KV up to what D1 holds.
+		expect(await (await post()).json()).toEqual({ imported: 0, unchanged: 2, failed: [] });
+		for (const email of ["imported-a@example.com", "imported-b@example.com"]) {
+			expect(await env.SUPPRESSIONS.get(`s:${email}`)).not.toBeNull();
+			expect((await lookup(email)).suppressed).toBe(true);
+		}
+	});
+});
