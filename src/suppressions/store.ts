@@ -19,6 +19,13 @@ const NEWER = `(excluded.last_event_at > coalesce(suppressions.last_event_at, -1
 	(excluded.last_event_at = suppressions.last_event_at
 		AND excluded.event_id > coalesce(suppressions.event_id, '')))`;
 
+// A row that has expired (the cron has not retired it yet) is gone: evidence that reaches it still
+// applies (expired evidence is skipped before), so it makes a new entry, older or not, as it would
+// once the cron had deleted the row. An older event can outlast the latest one's expiry when
+// HARD_BOUNCE_SUPPRESS_DAYS was raised since, or an import shortened the entry.
+const LAPSED = "suppressions.expires_at <= excluded.updated_at";
+const TAKES = `(${LAPSED} OR ${NEWER})`;
+
 /**
  * Merges single-event evidence into entries. It must run in the batch *before* the events are
  * inserted: it skips evidence whose event is already stored, so a redelivery never counts twice.
@@ -49,23 +56,19 @@ export function applyEvidence(
 					AND (e.value ->> 'expiresAt' IS NULL OR e.value ->> 'expiresAt' > ?2)
 				GROUP BY 1, 2, 3
 			) WHERE true
-			-- An entry that has expired (the cron has not retired it yet) is gone: the evidence makes
-			-- a new one, as it would once the cron had deleted the row.
 			ON CONFLICT (email, list, scope, origin) DO UPDATE SET
-				event_count = iif(suppressions.expires_at <= excluded.updated_at, excluded.event_count,
+				event_count = iif(${LAPSED}, excluded.event_count,
 					suppressions.event_count + excluded.event_count),
-				created_at = iif(suppressions.expires_at <= excluded.updated_at, excluded.created_at,
-					suppressions.created_at),
-				reason = iif(${NEWER}, excluded.reason, suppressions.reason),
-				bulk_id = iif(${NEWER}, excluded.bulk_id, suppressions.bulk_id),
-				expires_at = iif(${NEWER}, excluded.expires_at, suppressions.expires_at),
-				event_id = iif(${NEWER}, excluded.event_id, suppressions.event_id),
-				last_event_at = max(excluded.last_event_at, coalesce(suppressions.last_event_at, -1)),
+				created_at = iif(${LAPSED}, excluded.created_at, suppressions.created_at),
+				reason = iif(${TAKES}, excluded.reason, suppressions.reason),
+				bulk_id = iif(${TAKES}, excluded.bulk_id, suppressions.bulk_id),
+				expires_at = iif(${TAKES}, excluded.expires_at, suppressions.expires_at),
+				event_id = iif(${TAKES}, excluded.event_id, suppressions.event_id),
+				last_event_at = iif(${LAPSED}, excluded.last_event_at,
+					max(excluded.last_event_at, coalesce(suppressions.last_event_at, -1))),
 				updated_at = excluded.updated_at,
 				change_event_id = excluded.change_event_id,
 				change_note = excluded.change_note
-			-- Older evidence does not touch an entry that has already expired.
-			WHERE ${NEWER} OR suppressions.expires_at IS NULL OR suppressions.expires_at > excluded.updated_at
 			RETURNING email`,
 		)
 		.bind(JSON.stringify(evidence), now);

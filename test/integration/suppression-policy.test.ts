@@ -112,7 +112,7 @@ describe("hard bounces", () => {
 		expect(rows.results).toEqual([{ email: "ends-later@example.com" }]);
 	});
 
-	it("an older bounce leaves an entry that runs out in the second it arrives as it was", async () => {
+	it("an older bounce whose own suppression is not over brings back an entry that runs out in the second it arrives", async () => {
 		const now = Math.floor(Date.now() / 1000) + 10;
 		await post(hard("runs-out@example.com", now - 30 * DAY), {
 			...env,
@@ -132,26 +132,52 @@ describe("hard bounces", () => {
 		const row = await env.DB.prepare(
 			"SELECT event_count AS n, expires_at AS expiresAt FROM suppressions",
 		).first();
-		expect(row).toEqual({ n: 1, expiresAt: now });
+		// A new entry, as once the cron had retired the row: the older bounce's count and expiry.
+		expect(row).toEqual({ n: 1, expiresAt: now + 30 * DAY - 10 });
 	});
 
-	it("an older bounce leaves an entry that has run out as it was", async () => {
-		const days30 = { ...env, HARD_BOUNCE_SUPPRESS_DAYS: "30" };
-		await post(hard("ran@example.com", daysAgo(1), "550 latest"), days30);
-		// The entry ran out a minute ago and the cron has not retired it yet.
+	it("an older bounce under a raised HARD_BOUNCE_SUPPRESS_DAYS brings back a run-out entry, whether or not the cron retired it", async () => {
+		const days30 = { ...env, HARD_BOUNCE_SUPPRESS_DAYS: "30" } as Env;
+		const days60 = { ...env, HARD_BOUNCE_SUPPRESS_DAYS: "60" } as Env;
 		const now = Math.floor(Date.now() / 1000);
-		await env.DB.prepare("UPDATE suppressions SET expires_at = ?1, updated_at = ?1 - 3600")
-			.bind(now - 60)
-			.run();
-		await env.DB.prepare("DELETE FROM suppression_history WHERE action != 'added'").run();
-		// Older, but its own 30 days are not over: it must not renew what has run out.
-		await post(hard("ran@example.com", daysAgo(2), "550 older"), days30);
-		const stored = await env.DB.prepare(
-			"SELECT event_count AS n, reason, expires_at AS expiresAt FROM suppressions",
-		).first();
-		expect(stored).toEqual({ n: 1, reason: "550 latest", expiresAt: now - 60 });
-		const history = await env.DB.prepare("SELECT action FROM suppression_history").all();
-		expect(history.results).toEqual([{ action: "added" }]);
+		// Two addresses bounced 31 days ago under 30 days: their entries ran out a day ago.
+		vi.useFakeTimers({ toFake: ["Date"] });
+		try {
+			vi.setSystemTime((now - 2 * DAY) * 1000);
+			for (const email of ["retired@example.com", "waiting@example.com"]) {
+				await post(hard(email, now - 31 * DAY, "550 latest"), days30);
+			}
+		} finally {
+			vi.useRealTimers();
+		}
+		// The cron retires one row; the other waits for its next run.
+		await env.DB.prepare("DELETE FROM suppressions WHERE email = 'retired@example.com'").run();
+		// The setting is raised to 60 days, and an older bounce of each arrives: 28 days to go.
+		for (const email of ["retired@example.com", "waiting@example.com"]) {
+			await post(hard(email, now - 32 * DAY, "550 older"), days60);
+		}
+		const expected = [
+			{
+				list: "bounce",
+				scope: "*",
+				reason: "550 older",
+				source: "event",
+				eventCount: 1,
+				lastEventAt: iso(now - 32 * DAY),
+				bulkId: null,
+				expiresAt: iso(now + 28 * DAY),
+			},
+		];
+		expect(await entriesOf("retired@example.com")).toEqual(expected);
+		expect(await entriesOf("waiting@example.com")).toEqual(expected);
+		// The edge copy says so too, and the history dates the expiry before the entry's return.
+		const kv = JSON.parse((await env.SUPPRESSIONS.get("s:waiting@example.com")) ?? "[]");
+		expect(kv).toEqual([expect.objectContaining({ expiresAt: iso(now + 28 * DAY) })]);
+		const history = await env.DB.prepare(
+			"SELECT action, at FROM suppression_history WHERE email = 'waiting@example.com' ORDER BY seq",
+		).all<{ action: string; at: number }>();
+		expect(history.results.map((line) => line.action)).toEqual(["added", "expired", "added"]);
+		expect(history.results[1]?.at).toBe(now - DAY);
 	});
 
 	it("a soft bounce after a delivery leaves an expiring hard-bounce entry alone", async () => {
