@@ -198,6 +198,23 @@ describe("hard bounces", () => {
 		expect(history.results).toEqual([{ action: "added" }]);
 	});
 
+	it("lowering HARD_BOUNCE_SUPPRESS_DAYS from 0 leaves an entry for ever until the address bounces again", async () => {
+		const days30 = { ...env, HARD_BOUNCE_SUPPRESS_DAYS: "30" } as Env;
+		await post(hard("ever@example.com", daysAgo(400)));
+		// Cron runs a year apart under the new value retire nothing, and an older bounce, whose own
+		// 30 days are over, changes nothing.
+		await runCron(Date.now(), days30);
+		await runCron(Date.now() + 365 * DAY * 1000, days30);
+		await post(hard("ever@example.com", daysAgo(401)), days30);
+		expect(await entriesOf("ever@example.com")).toMatchObject([{ eventCount: 1, expiresAt: null }]);
+		// A later bounce gives the entry its expiry under the new value.
+		const at = daysAgo(1);
+		await post(hard("ever@example.com", at), days30);
+		expect(await entriesOf("ever@example.com")).toMatchObject([
+			{ eventCount: 2, expiresAt: iso(at + 30 * DAY) },
+		]);
+	});
+
 	it("a run decided again under a new SOFT_BOUNCE_SUPPRESS_DAYS takes its new expiry", async () => {
 		const t = daysAgo(2);
 		await post([soft("ns@example.com", t + 1), soft("ns@example.com", t + 2)]);
@@ -662,6 +679,28 @@ describe("soft bounces", () => {
 			wide,
 		);
 		expect((await entriesOf("wide@example.com"))[0]?.eventCount).toBe(3);
+	});
+
+	it("a changed soft-bounce setting applies when the address is next decided; an entry no run makes any more stands", async () => {
+		const t = daysAgo(12);
+		// Two soft bounces under a limit of 3: no entry, even after a cron run under a limit of 2.
+		const two = { ...env, SOFT_BOUNCE_LIMIT: "2" } as Env;
+		await post([soft("lowered@example.com", t), soft("lowered@example.com", t + 60)]);
+		await runCron(Date.now(), two);
+		expect(await entriesOf("lowered@example.com")).toEqual([]);
+		// The next soft bounce of the address, a redelivered one too, decides it under the new limit.
+		await post(soft("lowered@example.com", t + 60), two);
+		expect(await entriesOf("lowered@example.com")).toMatchObject([
+			{ eventCount: 2, expiresAt: iso(t + 60 + 14 * DAY) },
+		]);
+		// A run over 10 days, then a window of 3 days: no run of 3 is left, and the entry stands.
+		await post([soft("narrowed@example.com", t), soft("narrowed@example.com", t + 5 * DAY)]);
+		await post(soft("narrowed@example.com", t + 10 * DAY));
+		const [entry] = await entriesOf("narrowed@example.com");
+		const three = { ...env, SOFT_BOUNCE_WINDOW_DAYS: "3" } as Env;
+		await post(soft("narrowed@example.com", t + 11 * DAY), three);
+		await runCron(Date.now(), three);
+		expect(await entriesOf("narrowed@example.com")).toEqual([entry]);
 	});
 });
 
