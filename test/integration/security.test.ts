@@ -283,7 +283,7 @@ describe("headers", () => {
 });
 
 describe("logs", () => {
-	it("never contain a token, over a cycle of every route", async () => {
+	it("never contain a token or an address, over a cycle of every route", async () => {
 		const lines: string[] = [];
 		for (const method of ["log", "warn", "error", "info", "debug"] as const) {
 			vi.spyOn(console, method).mockImplementation((...args: unknown[]) => {
@@ -311,6 +311,8 @@ describe("logs", () => {
 		for (const line of lines) {
 			for (const secret of [tokens.callback, tokens.lookup, tokens.admin])
 				expect(line).not.toContain(secret);
+			// Nor an address: the callback's and every route's address is at example.com.
+			expect(line).not.toMatch(/example\.com/i);
 			const entry = JSON.parse(line) as { requestId?: unknown };
 			expect(typeof entry.requestId === "string" || entry.requestId === undefined).toBe(true);
 		}
