@@ -3,6 +3,7 @@ import { log } from "../log";
 import {
 	type EdgeWrites,
 	edgeKey,
+	hashedKeyOwner,
 	KV_BATCH,
 	MAX_EDGE_VALUE_BYTES,
 	markLagging,
@@ -182,7 +183,7 @@ async function reconcileSteps(
 	const listLimit = Math.min(batchSize, 1000, budget.left - 2);
 	if (state.kv !== true && listLimit > 0) {
 		const cursor = state.kv;
-		const listed = await env.SUPPRESSIONS.list<{ email?: string }>({
+		const listed = await env.SUPPRESSIONS.list<{ email?: unknown }>({
 			limit: listLimit,
 			...(cursor ? { cursor } : {}),
 		}).catch((error: unknown) => {
@@ -315,26 +316,35 @@ export async function repairKeys(
 	return { checked, fixed, failed, written };
 }
 
-/** Deletes listed KV keys whose address has no live entry in D1, adding them to `written`. */
+/**
+ * Deletes listed KV keys whose address has no live entry in D1, adding them to `written`. An `h:`
+ * key whose metadata does not name its address is left alone: it cannot be checked, and deleting a
+ * live address's key would call it deliverable. Writers replace it whenever the address changes.
+ */
 async function deleteOrphans(
 	env: Env,
-	keys: ReadonlyArray<{ name: string; metadata?: { email?: string } }>,
+	keys: ReadonlyArray<{ name: string; metadata?: { email?: unknown } }>,
 	now: number,
 	written: EdgeWrites,
 ): Promise<number> {
-	const owners = keys.map((key) =>
-		key.name.startsWith("s:") ? key.name.slice(2) : (key.metadata?.email ?? null),
+	const owners = await Promise.all(
+		keys.map((key) =>
+			key.name.startsWith("s:")
+				? key.name.slice(2)
+				: key.name.startsWith("h:")
+					? hashedKeyOwner(key.name, key.metadata)
+					: null,
+		),
 	);
 	const emails = owners.filter((email): email is string => email !== null);
 	const entries = await readEntries(env.DB, emails, now, MAX_EDGE_VALUE_BYTES);
 	let fixed = 0;
 	for (const [i, key] of keys.entries()) {
 		const email = owners[i];
-		// Keys this service did not write are left alone.
-		if (!key.name.startsWith("s:") && !key.name.startsWith("h:")) continue;
-		if (email && entries.has(email)) continue;
+		// Keys this service did not write, and `h:` keys it cannot check, are left alone.
+		if (!email || entries.has(email)) continue;
 		await env.SUPPRESSIONS.delete(key.name);
-		if (email) written.set(email, null);
+		written.set(email, null);
 		fixed++;
 	}
 	return fixed;

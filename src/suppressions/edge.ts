@@ -63,6 +63,20 @@ export async function edgeKey(email: string): Promise<string> {
 }
 
 /**
+ * The address an `h:` key belongs to, from its metadata, or null unless that address hashes to
+ * the key's name. Every address long enough for an `h:` key is non-ASCII (254 characters of ASCII
+ * fit a plain key), and KV carries metadata in an HTTP header, so metadata that came back altered
+ * names no address this key can be checked against.
+ */
+export async function hashedKeyOwner(
+	name: string,
+	metadata: { email?: unknown } | null | undefined,
+): Promise<string | null> {
+	const email = metadata?.email;
+	return typeof email === "string" && (await edgeKey(email)) === name ? email : null;
+}
+
+/**
  * The key of an address short enough to need no hashing, or null: 166 UTF-16 units are at most
  * 498 bytes of UTF-8, so such an address is always a plain key. Synchronous, for the bulk check.
  */

@@ -179,4 +179,44 @@ describe("an address too long for a plain KV key", () => {
 		expect((await env.SUPPRESSIONS.list()).keys).toEqual(keys);
 		expect((await lookup(long)).suppressed).toBe(true);
 	});
+
+	/** The address's `h:` key, rewritten with `metadata` and the value it holds. */
+	async function rewriteMetadata(metadata: unknown): Promise<string> {
+		const [key] = (await env.SUPPRESSIONS.list()).keys;
+		const name = key?.name ?? "";
+		expect(name).toMatch(/^h:/);
+		await env.SUPPRESSIONS.put(name, (await env.SUPPRESSIONS.get(name)) ?? "", { metadata });
+		return name;
+	}
+
+	const sweep = async () => {
+		await runCron(Date.now() + 300_000);
+		await runCron(Date.now() + 600_000);
+	};
+
+	it("is kept by the cron when its metadata no longer names its address, and stays suppressed", async () => {
+		await hardBounce(long);
+		// The address as a transport that took UTF-8 for Latin-1 would give it back.
+		const altered = String.fromCharCode(...new TextEncoder().encode(long));
+		const name = await rewriteMetadata({ email: altered });
+		// After each run: one run's D1 sweep would write a deleted key again, a run later.
+		for (const minutes of [5, 10, 15]) {
+			await runCron(Date.now() + minutes * 60_000);
+			expect(
+				(await env.SUPPRESSIONS.list()).keys.map((key) => key.name),
+				`${minutes}`,
+			).toEqual([name]);
+			expect((await lookup(long)).suppressed).toBe(true);
+			expect((await check([long]))[0]?.deliverable).toBe(false);
+		}
+	});
+
+	it("is deleted by the cron once its address has no entry", async () => {
+		await hardBounce(long);
+		// The entry goes from D1 alone, as a KV delete that failed would leave it.
+		await env.DB.prepare("DELETE FROM suppressions").run();
+		await env.DB.prepare("DELETE FROM edge_pending").run();
+		await sweep();
+		expect((await env.SUPPRESSIONS.list()).keys).toEqual([]);
+	});
 });
