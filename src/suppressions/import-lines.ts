@@ -89,7 +89,11 @@ function records(bytes: Uint8Array, format: "csv" | "ndjson") {
 		const parsed = parseCsv(text, MAX_IMPORT_LINES + 2, MAX_CSV_FIELDS);
 		failed.push(...parsed.errors);
 		const [header, ...rows] = parsed.rows;
-		if (header?.fields.join(",") !== CSV_HEADER.join(",")) {
+		// The header must be the first record: a line before it that CSV cannot read is not one.
+		if (
+			header?.fields.join(",") !== CSV_HEADER.join(",") ||
+			parsed.errors.some((error) => error.line < header.line)
+		) {
 			throw new ApiError(
 				400,
 				"invalid_request",

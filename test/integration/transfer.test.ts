@@ -660,6 +660,8 @@ describe("import", () => {
 	it.each([
 		["no header", "a@example.com,manual,*,,api,,,", 400],
 		["a wrong header", "mail,list\na@example.com,manual", 400],
+		// The first record is not the header, even though CSV cannot read it.
+		["a bad line before the header", `a"b,c\n${HEADER}\na@example.com,manual,*,,api,,,`, 400],
 		[
 			"too many lines",
 			[
