@@ -1,6 +1,16 @@
 import { env } from "cloudflare:workers";
 import { beforeEach, describe, expect, it } from "vitest";
-import { call, envWithBatch, lookup, postCallback, resetDatabase, tokens } from "../helpers";
+import { EDGE_SYNC_AT_ONCE } from "../../src/suppressions/edge";
+import {
+	call,
+	countingKv,
+	daysAgo,
+	envWithBatch,
+	lookup,
+	postCallback,
+	resetDatabase,
+	tokens,
+} from "../helpers";
 
 /**
  * D1 in production may commit a write and still fail to answer it (its documented
@@ -72,11 +82,55 @@ describe("a callback whose batch committed but whose answer D1 lost", () => {
 		expect((await lookup(bounce.email)).suppressed).toBe(true);
 	});
 
-	it("a redelivered delivery or open writes no key", async () => {
+	it("a redelivered delivery or open writes no key, and reads none", async () => {
 		const open = { event: "open", email: "reader@example.com", timestamp: 1767225600 };
 		await postCallback(open);
-		await postCallback(open);
+		const kv = countingKv();
+		await postCallback(open, { env: kv.env });
 		expect((await env.SUPPRESSIONS.list()).keys).toEqual([]);
+		expect(kv.counts).toMatchObject({ get: 0, put: 0, delete: 0 });
+	});
+
+	it("its redelivered soft bounces write the key of the entry they made", async () => {
+		// Three soft bounces in the window suppress; none of them is evidence of its own.
+		const soft = [3, 2, 1].map((days) => ({
+			event: "bounce",
+			bounceType: "soft_bounce",
+			email: "soft-lost@example.com",
+			timestamp: daysAgo(days),
+		}));
+		expect((await postCallback(soft, { env: envLosingFirstBatchAnswer() })).status).toBe(503);
+		expect((await lookup("soft-lost@example.com", "?consistent=true")).suppressed).toBe(true);
+
+		expect(await (await postCallback(soft)).json()).toMatchObject({ stored: 0, duplicates: 3 });
+		expect(await env.SUPPRESSIONS.get("s:soft-lost@example.com")).not.toBeNull();
+		expect((await lookup("soft-lost@example.com")).suppressed).toBe(true);
+	});
+
+	it("its redelivery of more addresses than one request writes leaves none deliverable", async () => {
+		const count = EDGE_SYNC_AT_ONCE + 1;
+		const bounces = Array.from({ length: count }, (_, i) => ({
+			...bounce,
+			email: `r${i}@example.com`,
+		}));
+		// A callback of so many events needs the setting raised from its default of 100.
+		const many = { MAX_EVENTS_PER_REQUEST: "1000" };
+		const losing = { ...envLosingFirstBatchAnswer(), ...many };
+		expect((await postCallback(bounces, { env: losing })).status).toBe(503);
+
+		const again = await postCallback(bounces, { env: { ...env, ...many } });
+		expect(await again.json()).toMatchObject({ duplicates: count });
+		// Another isolate, with no memo of the mark, decides from KV what KV can tell.
+		const response = await call(
+			"/v1/suppressions/check",
+			{
+				method: "POST",
+				headers: { authorization: `Bearer ${tokens.lookup}` },
+				body: JSON.stringify({ emails: bounces.map((event) => event.email) }),
+			},
+			countingKv().env,
+		);
+		expect(await response.json()).toMatchObject({ suppressedCount: count, deliverableCount: 0 });
 	});
 });
 
