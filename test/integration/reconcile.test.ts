@@ -336,6 +336,25 @@ describe("the reconcile cron", () => {
 		expect(await env.SUPPRESSIONS.get(LAG_KEY)).not.toBeNull();
 	});
 
+	it("a run whose sweep of D1 leaves two KV operations lists no keys: KV takes no list of 0", async () => {
+		// 889 entries whose keys were never written, which only the sweep of D1 finds: 8 batches of
+		// 101 operations and one of 90 leave 2, one for the mark and none for the listing.
+		await env.DB.prepare(
+			`WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 888)
+			INSERT INTO suppressions (email, list, scope, origin, event_count, created_at, updated_at)
+			SELECT printf('q%03d@example.com', i), 'complaint', '*', 'event', 1, 1, 1 FROM n`,
+		).run();
+		const counting = countingKv();
+		const run = await cron(Date.now(), { ...counting.env, RECONCILE_BATCH_SIZE: "5000" });
+		expect(run).toMatchObject({ fixed: 889, done: false });
+		expect(counting.counts).toMatchObject({ get: 9, put: 889, list: 0 });
+		// The next run lists the keys, finding none to delete.
+		expect(await cron(Date.now(), { ...env, RECONCILE_BATCH_SIZE: "5000" })).toMatchObject({
+			fixed: 0,
+			done: true,
+		});
+	});
+
 	it.each([
 		["the queue", true],
 		["the sweep of D1", false],
