@@ -336,6 +336,16 @@ cases.push(
 		json({ emails: Array.from({ length: 1001 }, (_, i) => `a${i}@example.com`) }),
 	),
 );
+// Not JSON: refused at once. Its names scanned first, every quote would start a string that runs
+// to the end of the 2 MB (escaped quotes never close it), a million times over.
+cases.push(
+	check(
+		"an unterminated string of a million escaped quotes",
+		`"${'\\"'.repeat(1_000_000)}`,
+		400,
+		"invalid_json",
+	),
+);
 cases.push(check("fromDomain a number", json({ emails: ["a@example.com"], fromDomain: 5 })));
 cases.push(
 	check("fromDomain with a space", json({ emails: ["a@example.com"], fromDomain: "a b" })),
