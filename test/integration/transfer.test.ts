@@ -540,6 +540,38 @@ describe("import", () => {
 		]);
 	});
 
+	it("fails a line that expires the second the import runs, and takes one a second later", async () => {
+		const now = Date.parse("2030-01-01T00:00:00Z");
+		vi.useFakeTimers({ toFake: ["Date"] });
+		try {
+			vi.setSystemTime(now);
+			const body = [
+				HEADER,
+				"at-now@example.com,manual,*,,api,,,2030-01-01T00:00:00Z",
+				"after-now@example.com,manual,*,,api,,,2030-01-01T00:00:01Z",
+			].join("\n");
+			expect(await imported(body)).toEqual({
+				imported: 1,
+				unchanged: 0,
+				failed: [{ line: 2, message: "has already expired" }],
+			});
+		} finally {
+			vi.useRealTimers();
+		}
+		expect(await countRows("suppressions")).toBe(1);
+	});
+
+	it("refuses a header with a column more than the export's", async () => {
+		const response = await importText(
+			[`${HEADER},note`, "extra@example.com,manual,*,,api,,,,hello"].join("\n"),
+		);
+		expect(response.status).toBe(400);
+		expect(((await response.json()) as { error: { message: string } }).error.message).toBe(
+			`The first line must be the header ${HEADER}`,
+		);
+		expect(await countRows("suppressions")).toBe(0);
+	});
+
 	it("reports each bad line and imports the rest", async () => {
 		const body = [
 			HEADER,
