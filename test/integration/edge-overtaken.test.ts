@@ -286,6 +286,18 @@ describe("a writer whose KV write overwrote a newer change's marks KV as lagging
 		expect(await env.SUPPRESSIONS.get(LAG_KEY)).toBeNull();
 	});
 
+	it("a writer of an entry that expires within the hour puts no mark", async () => {
+		const expiresAt = new Date(Date.now() + 3_600_000).toISOString();
+		const put = await call("/v1/suppressions/soon%40example.com", {
+			method: "PUT",
+			headers: admin,
+			body: JSON.stringify({ expiresAt }),
+		});
+		expect(put.status).toBe(200);
+		expect(await keyOf("soon@example.com")).toEqual([expect.objectContaining({ list: "manual" })]);
+		expect(await env.SUPPRESSIONS.get(LAG_KEY)).toBeNull();
+	});
+
 	it("a removal that D1 has not moved on from puts no mark", async () => {
 		await putSuppression("x@example.com", { scope: "a.example.com" });
 		const response = await call("/v1/suppressions/x%40example.com", {
