@@ -149,6 +149,25 @@ describe("while KV lags behind D1, lookups and checks read D1 for what KV would 
 		expect(Number(await env.SUPPRESSIONS.get(LAG_KEY))).toBe(renewed);
 	});
 
+	it("a cron run that comes after the mark lapsed, and writes keys with more left, marks KV again", async () => {
+		await importNew(1000);
+		// The cron stopped for longer than a mark lasts: the first run after it writes some keys
+		// besides the 400 the import wrote, and leaves the others queued.
+		const at = Date.now() + (LAG_SECONDS + 300) * 1000;
+		await parkSweeps();
+		await runCron(at);
+		const keyless = [];
+		for (const email of emails(1000))
+			if ((await env.SUPPRESSIONS.get(`s:${email}`)) === null) keyless.push(email);
+		expect(keyless.length).toBeGreaterThan(0);
+		expect(await keysIn(emails(1000))).toBeGreaterThan(EDGE_SYNC_AT_ONCE);
+		expect(Number(await env.SUPPRESSIONS.get(LAG_KEY))).toBe(Math.floor(at / 1000) + LAG_SECONDS);
+		vi.useFakeTimers({ toFake: ["Date"] });
+		vi.setSystemTime(at + 1000);
+		// Another isolate, with no memo of its own, reads the mark from KV.
+		expect((await lookup(keyless[0] as string, "", countingKv().env)).suppressed).toBe(true);
+	});
+
 	it("the mark lasts while an import's keys wait behind a queue of keys the requests already wrote", async () => {
 		// 2,000 changes whose requests wrote their keys (400 each, so none marked KV) ...
 		for (let i = 0; i < 5; i++) await importNew(EDGE_SYNC_AT_ONCE, env, `a${i}-`);
