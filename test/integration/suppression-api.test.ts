@@ -672,6 +672,22 @@ describe("PUT /v1/suppressions/{email}", () => {
 		expect(((await response.json()) as ErrorBody).error.issues?.[0]?.path).toBe(path);
 		expect(await entriesOf("x@example.com")).toEqual([]);
 	});
+
+	it("refuses an expiry in the second the PUT runs, and takes one a second later", async () => {
+		const t = Math.floor(Date.now() / 1000) + 1000;
+		vi.useFakeTimers({ toFake: ["Date"] });
+		try {
+			vi.setSystemTime(t * 1000);
+			const path = "/v1/suppressions/now%40example.com";
+			const at = await send("PUT", path, { body: { expiresAt: t } });
+			expect(at.status).toBe(400);
+			expect(((await at.json()) as ErrorBody).error.issues?.[0]?.path).toBe("expiresAt");
+			expect(await entriesOf("now@example.com")).toEqual([]);
+			expect((await send("PUT", path, { body: { expiresAt: t + 1 } })).status).toBe(200);
+		} finally {
+			vi.useRealTimers();
+		}
+	});
 });
 
 describe("DELETE /v1/suppressions/{email}", () => {
