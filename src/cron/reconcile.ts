@@ -105,7 +105,7 @@ export async function reconcile(
 	const mark = async () => {
 		if (lag.marked) return;
 		lag.marked = true;
-		budget.left -= 1;
+		budget.left -= 2; // the read of the stored mark, and the put
 		await markLagging(env, now);
 	};
 	const written: EdgeWrites = new Map();
@@ -179,8 +179,8 @@ async function reconcileSteps(
 	if (deferred.length > 0) await mark();
 
 	let listedCount = 0;
-	// A listing costs one operation and each orphan it finds one more; one is kept for the mark.
-	const listLimit = Math.min(batchSize, 1000, budget.left - 2);
+	// A listing costs one operation and each orphan it finds one more; two are kept for the mark.
+	const listLimit = Math.min(batchSize, 1000, budget.left - 3);
 	if (state.kv !== true && listLimit > 0) {
 		const cursor = state.kv;
 		const listed = await env.SUPPRESSIONS.list<{ email?: unknown }>({

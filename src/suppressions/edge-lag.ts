@@ -11,8 +11,8 @@
  * that may be the ones left; it then lapses.
  *
  * One key holds the mark: its value is the Unix second until which it lasts, and KV expires it
- * then. Writers only ever push it later, so two of them never undo each other, and nobody deletes
- * it. Readers keep what they read for {@link MEMO_SECONDS} per isolate: a lookup costs one KV read,
+ * then. Writers read it first and only ever push it later, so two of them (or a writer and a mark
+ * put by hand) never undo each other, and nobody deletes it. Readers keep what they read for {@link MEMO_SECONDS} per isolate: a lookup costs one KV read,
  * not two (KV bills each key read).
  */
 
@@ -42,8 +42,9 @@ interface Memo {
 const memos = new WeakMap<KVNamespace, Memo>();
 
 /**
- * Marks KV as lagging until {@link LAG_SECONDS} after `now`, or after the put if that is later.
- * Throws what KV throws; the caller logs it (the keys it left are queued in D1 either way, and
+ * Marks KV as lagging until {@link LAG_SECONDS} after `now`, or after the put if that is later,
+ * unless the stored mark lasts longer already (it reads the mark first: two KV operations). Throws
+ * what KV's put throws; the caller logs it (the keys it left are queued in D1 either way, and
  * the cron writes them).
  */
 export async function markEdgeLagging(kv: KVNamespace, now: number): Promise<void> {
@@ -59,6 +60,14 @@ export async function markEdgeLagging(kv: KVNamespace, now: number): Promise<voi
 	// This isolate sees its own mark at once; others within about a minute, as KV propagates it.
 	memos.set(kv, own);
 	try {
+		// A mark that lasts longer stays as it is: one put by hand after a restore of D1 must last
+		// until the sweeps have checked every address (docs/deploy.md), not 15 minutes after the
+		// next writer's. A mark that cannot be read is replaced, as before.
+		const stored = await readMark(kv);
+		if (stored !== null && stored >= until) {
+			own.until = Math.max(own.until, stored);
+			return;
+		}
 		// KV refuses an expiration less than a minute ahead of its clock: LAG_SECONDS is far more.
 		await kv.put(LAG_KEY, String(until), { expiration: until });
 	} catch (error) {
@@ -67,6 +76,13 @@ export async function markEdgeLagging(kv: KVNamespace, now: number): Promise<voi
 		own.freshUntil = own.until * 1000;
 		throw error;
 	}
+}
+
+/** The second until which the stored mark lasts, or null when there is none or it cannot be read. */
+async function readMark(kv: KVNamespace): Promise<number | null> {
+	const text = await kv.get(LAG_KEY, "text").catch(() => null);
+	const until = text === null ? Number.NaN : Number(text);
+	return Number.isSafeInteger(until) ? until : null;
 }
 
 /**
