@@ -12,8 +12,8 @@
  *
  * One key holds the mark: its value is the Unix second until which it lasts, and KV expires it
  * then. Writers read it first and only ever push it later, so two of them (or a writer and a mark
- * put by hand) never undo each other, and nobody deletes it. Readers keep what they read for {@link MEMO_SECONDS} per isolate: a lookup costs one KV read,
- * not two (KV bills each key read).
+ * put by hand) never undo each other, and nobody deletes it. Readers keep what they read for
+ * {@link MEMO_SECONDS} per isolate: a lookup costs one KV read, not two (KV bills each key read).
  */
 
 /** The mark's key: neither an address's (`s:`) nor a hashed one's (`h:`), so sweeps leave it. */
