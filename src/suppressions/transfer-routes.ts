@@ -1,6 +1,7 @@
 import * as z from "zod/mini";
 import { readBody } from "../body";
-import { KV_OPERATIONS_PER_RUN, repairKeys } from "../cron/reconcile";
+import { repairKeys } from "../cron/edge-repair";
+import { KV_OPERATIONS_PER_RUN } from "../cron/reconcile";
 import { ApiError, json } from "../errors";
 import { isoTime } from "../events/event";
 import { log } from "../log";

@@ -1,7 +1,7 @@
 import { env } from "cloudflare:workers";
 import fc from "fast-check";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { KV_WRITE_SETTLE_SECONDS } from "../../src/cron/reconcile";
+import { KV_WRITE_SETTLE_SECONDS } from "../../src/cron/edge-repair";
 import { EDGE_SYNC_AT_ONCE, edgeKey } from "../../src/suppressions/edge";
 import { forgetEdgeLag, LAG_KEY, LAG_SECONDS } from "../../src/suppressions/edge-lag";
 import { call, lookup, postCallback, resetDatabase, runCron, tokens } from "../helpers";

@@ -1,6 +1,6 @@
 import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { KV_WRITE_SETTLE_SECONDS } from "../../src/cron/reconcile";
+import { KV_WRITE_SETTLE_SECONDS } from "../../src/cron/edge-repair";
 import { EDGE_SYNC_AT_ONCE } from "../../src/suppressions/edge";
 import { LAG_KEY, LAG_SECONDS } from "../../src/suppressions/edge-lag";
 import {

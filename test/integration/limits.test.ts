@@ -1,6 +1,6 @@
 import { env } from "cloudflare:workers";
 import { beforeEach, describe, expect, it } from "vitest";
-import { KV_WRITE_SETTLE_SECONDS } from "../../src/cron/reconcile";
+import { KV_WRITE_SETTLE_SECONDS } from "../../src/cron/edge-repair";
 import {
 	call,
 	countingD1,

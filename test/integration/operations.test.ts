@@ -1,6 +1,6 @@
 import { env } from "cloudflare:workers";
 import { beforeEach, describe, expect, it } from "vitest";
-import { KV_WRITE_SETTLE_SECONDS } from "../../src/cron/reconcile";
+import { KV_WRITE_SETTLE_SECONDS } from "../../src/cron/edge-repair";
 import { ApiError } from "../../src/errors";
 import { listRejected, recordRejected } from "../../src/events/rejected-store";
 import { eventKey } from "../../src/tencent/raw";

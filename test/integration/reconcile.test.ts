@@ -1,6 +1,7 @@
 import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { KV_OPERATIONS_PER_RUN, KV_WRITE_SETTLE_SECONDS } from "../../src/cron/reconcile";
+import { KV_WRITE_SETTLE_SECONDS } from "../../src/cron/edge-repair";
+import { KV_OPERATIONS_PER_RUN } from "../../src/cron/reconcile";
 import { LAG_KEY } from "../../src/suppressions/edge-lag";
 import {
 	call,

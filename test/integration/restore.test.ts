@@ -1,6 +1,6 @@
 import { env } from "cloudflare:workers";
 import { beforeEach, describe, expect, it, vi } from "vitest";
-import { KV_WRITE_SETTLE_SECONDS } from "../../src/cron/reconcile";
+import { KV_WRITE_SETTLE_SECONDS } from "../../src/cron/edge-repair";
 import { LAG_KEY } from "../../src/suppressions/edge-lag";
 import {
 	call,

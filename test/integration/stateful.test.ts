@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { KV_WRITE_SETTLE_SECONDS } from "../../src/cron/reconcile";
+import { KV_WRITE_SETTLE_SECONDS } from "../../src/cron/edge-repair";
 import {
 	call,
 	countingKv,
