@@ -8,7 +8,7 @@ import {
 	retireExpired,
 	writeCronState,
 } from "../suppressions/expiry-store";
-import { readSoftBounceRecheck, recheckSoftBounces } from "../suppressions/store";
+import { readSoftBounceRecheck, recheckSoftBounces } from "../suppressions/soft-bounce-store";
 import { queuePending } from "../suppressions/transfer-store";
 import { deleteOrphans, drainPending, type KvBudget, repairKeys } from "./edge-repair";
 

@@ -10,14 +10,10 @@ import {
 	syncEdge,
 } from "../suppressions/edge";
 import type { StoredEntry } from "../suppressions/entry";
+import { applyEvidence } from "../suppressions/evidence-store";
 import { evidenceFrom, softBounceAddresses } from "../suppressions/policy";
-import {
-	applyEvidence,
-	groupEntries,
-	recheckSoftBounces,
-	recomputeSoftBounces,
-	selectEntries,
-} from "../suppressions/store";
+import { recheckSoftBounces, recomputeSoftBounces } from "../suppressions/soft-bounce-store";
+import { groupEntries, selectEntries } from "../suppressions/store";
 import type { StoredEvent } from "./event";
 import { insertEvents } from "./store";
 

@@ -1,6 +1,6 @@
 import { env } from "cloudflare:workers";
 import { beforeEach, describe, expect, it, vi } from "vitest";
-import { applyEvidence } from "../../src/suppressions/store";
+import { applyEvidence } from "../../src/suppressions/evidence-store";
 import {
 	call,
 	countingKv,

@@ -462,7 +462,7 @@ describe("migration 0014", () => {
 		expect(await entryOf("imported@example.org")).toEqual(
 			details({ reason: "moved", count: 2, lastEventAt: at, createdAt: at, expiresAt: null }),
 		);
-		// The evidence that gives the details also breaks a later tie (see store.ts, NEWER).
+		// The evidence that gives the details also breaks a later tie (see evidence-store.ts, NEWER).
 		const { results } = await env.DB.prepare(
 			"SELECT email, event_id AS eventId FROM suppressions ORDER BY email",
 		).all();
