@@ -1,13 +1,12 @@
 import { log } from "../log";
+import { type EdgeWrites, writeEdge } from "../suppressions/edge";
 import {
-	type EdgeWrites,
 	edgeKey,
 	hashedKeyOwner,
 	KV_BATCH,
 	MAX_EDGE_VALUE_BYTES,
 	renderEdgeValue,
-	writeEdge,
-} from "../suppressions/edge";
+} from "../suppressions/edge-format";
 import type { StoredEntry } from "../suppressions/entry";
 import { readEntries } from "../suppressions/store";
 import { clearPending, queuePending, readPending } from "../suppressions/transfer-store";

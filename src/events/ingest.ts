@@ -1,14 +1,13 @@
 import type { PolicySettings } from "../config";
 import { ApiError } from "../errors";
 import { log } from "../log";
+import { EDGE_SYNC_AT_ONCE, syncEdge } from "../suppressions/edge";
 import {
-	EDGE_SYNC_AT_ONCE,
 	edgeKey,
 	KV_BATCH,
 	MAX_EDGE_VALUE_BYTES,
 	renderEdgeValue,
-	syncEdge,
-} from "../suppressions/edge";
+} from "../suppressions/edge-format";
 import type { StoredEntry } from "../suppressions/entry";
 import { applyEvidence } from "../suppressions/evidence-store";
 import { evidenceFrom, softBounceAddresses } from "../suppressions/policy";

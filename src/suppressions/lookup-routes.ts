@@ -13,7 +13,7 @@ import {
 } from "../query";
 import { domainParam, emailFromPath, parseBody } from "../validate";
 import { type EntryCursor, listEntries } from "./api-store";
-import { edgeKey, KV_BATCH, parseEdgeValue, plainEdgeKey } from "./edge";
+import { edgeKey, KV_BATCH, parseEdgeValue, plainEdgeKey } from "./edge-format";
 import { edgeLagging } from "./edge-lag";
 import { type EntryJson, lookupResult, renderEntry } from "./entry";
 import { listField, scopeField } from "./fields";

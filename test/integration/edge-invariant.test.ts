@@ -2,7 +2,8 @@ import { env } from "cloudflare:workers";
 import fc from "fast-check";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { KV_WRITE_SETTLE_SECONDS } from "../../src/cron/edge-repair";
-import { EDGE_SYNC_AT_ONCE, edgeKey } from "../../src/suppressions/edge";
+import { EDGE_SYNC_AT_ONCE } from "../../src/suppressions/edge";
+import { edgeKey } from "../../src/suppressions/edge-format";
 import { forgetEdgeLag, LAG_KEY, LAG_SECONDS } from "../../src/suppressions/edge-lag";
 import { call, lookup, postCallback, resetDatabase, runCron, tokens } from "../helpers";
 

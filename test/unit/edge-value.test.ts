@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { MAX_EDGE_VALUE_BYTES, renderEdgeValue } from "../../src/suppressions/edge";
+import { MAX_EDGE_VALUE_BYTES, renderEdgeValue } from "../../src/suppressions/edge-format";
 import type { StoredEntry } from "../../src/suppressions/entry";
 
 const entry = (scope: string, reason: string): StoredEntry => ({
