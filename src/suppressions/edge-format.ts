@@ -12,7 +12,7 @@ const KEYS_READ_AT_ONCE = 1000;
 /**
  * The largest value written for an address, in bytes of UTF-8 (25,190): the values of a whole
  * check, read at once, take at most what one bulk get may return, 25 MiB, in a Worker's 128 MB.
- * One hundredth of 25 MiB, as before, let a check of 1,000 such addresses hold 261 MB. One entry
+ * One hundredth of 25 MiB would let a check of 1,000 such addresses hold 261 MB. One entry
  * fits even with the longest reason (4,096 control characters, written as `\u0001`: about
  * 24.8 KB); an address with more than that, or with about 100 entries of ordinary reasons, is
  * read from D1.
