@@ -1,0 +1,169 @@
+/**
+ * The log lines docs/deploy.md ("Reading the logs") tells an operator to filter and alert on: each
+ * is made to happen as the docs describe it, and its message, level and fields are checked, since
+ * an alert that filters on a message nobody logs never fires.
+ */
+import { env } from "cloudflare:workers";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import {
+	call,
+	daysAgo,
+	envWithFailingBatch,
+	envWithFailingSql,
+	envWithNthBatchFailing,
+	postCallback,
+	resetDatabase,
+	tokens,
+} from "../helpers";
+
+type Line = Record<string, unknown>;
+
+const LEVELS = { log: "info", warn: "warn", error: "error" } as const;
+
+/**
+ * Every line the Worker logs from now on, parsed, with `via` the level its console method
+ * stands for (Workers Logs takes the level from the method, alerts from the `level` field).
+ */
+function captureLines(): Line[] {
+	const lines: Line[] = [];
+	for (const method of ["log", "warn", "error"] as const) {
+		vi.spyOn(console, method).mockImplementation((line: string) => {
+			lines.push({ ...(JSON.parse(line) as Line), via: LEVELS[method] });
+		});
+	}
+	return lines;
+}
+
+/** The lines other than the request's own. */
+const own = (lines: Line[]) => lines.filter((line) => line.message !== "request");
+
+beforeEach(resetDatabase);
+afterEach(() => vi.restoreAllMocks());
+
+describe("storage refusing a callback or a replay", () => {
+	it('"callback not stored": an error with the request id and what D1 said; Tencent gets a 503', async () => {
+		const lines = captureLines();
+		const response = await postCallback(
+			{ event: "delivered", email: "a@example.com", timestamp: 1 },
+			{ env: envWithFailingBatch() },
+		);
+		expect(response.status).toBe(503);
+		const requestId = response.headers.get("x-request-id");
+		expect(own(lines)).toEqual([
+			{
+				level: "error",
+				via: "error",
+				message: "callback not stored",
+				time: expect.any(String),
+				requestId,
+				error: expect.stringContaining("no_such_table"),
+			},
+		]);
+		expect(lines).toContainEqual(
+			expect.objectContaining({
+				level: "error",
+				message: "request",
+				requestId,
+				status: 503,
+				code: "storage_unavailable",
+			}),
+		);
+	});
+
+	it('"rejected callback not recorded": an error with the refusal\'s code and what D1 said', async () => {
+		const lines = captureLines();
+		const response = await postCallback("{", { env: envWithFailingSql("rejected_callbacks") });
+		expect(response.status).toBe(503);
+		expect(own(lines)).toEqual([
+			{
+				level: "error",
+				via: "error",
+				message: "rejected callback not recorded",
+				time: expect.any(String),
+				requestId: response.headers.get("x-request-id"),
+				code: "invalid_json",
+				error: expect.stringContaining("injected"),
+			},
+		]);
+	});
+
+	it('"...: refused callbacks fill MAX_REJECTED_MIB": the whole message, at error, once full', async () => {
+		// Refused callbacks already take more than the 1 MiB allowed.
+		await env.DB.prepare("UPDATE rejected_storage SET bytes = 2 * 1024 * 1024").run();
+		try {
+			const lines = captureLines();
+			const response = await postCallback("{", { env: { ...env, MAX_REJECTED_MIB: "1" } });
+			expect(response.status).toBe(503);
+			expect(own(lines)).toEqual([
+				{
+					level: "error",
+					via: "error",
+					message: "rejected callback not recorded: refused callbacks fill MAX_REJECTED_MIB",
+					time: expect.any(String),
+					requestId: response.headers.get("x-request-id"),
+					code: "invalid_json",
+				},
+			]);
+		} finally {
+			await env.DB.prepare(
+				"UPDATE rejected_storage SET bytes = (SELECT coalesce(sum(kept_bytes), 0) FROM rejected_callbacks)",
+			).run();
+		}
+	});
+
+	it('"replay not stored": an error with the request id when D1 refuses a replay', async () => {
+		const refused = await postCallback({ event: "reject", email: "r@example.com", timestamp: 1 });
+		expect(refused.status).toBe(400);
+		const row = await env.DB.prepare("SELECT id FROM rejected_callbacks").first<{ id: string }>();
+		// Today's validation passes it: the stored event is made a known kind.
+		await env.DB.prepare(
+			`UPDATE rejected_callbacks SET body = CAST('{"event":"delivered","email":"r@example.com","timestamp":1}' AS BLOB)`,
+		).run();
+		const lines = captureLines();
+		const response = await call(
+			`/v1/rejected/${row?.id}/replay`,
+			{ method: "POST", headers: { authorization: `Bearer ${tokens.admin}` } },
+			envWithFailingBatch(),
+		);
+		expect(response.status).toBe(503);
+		expect(own(lines)).toEqual([
+			{
+				level: "error",
+				via: "error",
+				message: "replay not stored",
+				time: expect.any(String),
+				requestId: response.headers.get("x-request-id"),
+				error: expect.stringContaining("no_such_table"),
+			},
+		]);
+	});
+
+	it('"soft-bounce recheck left to the cron": a warning, and the callback still answers 200', async () => {
+		const soft = (timestamp: number) => ({
+			event: "bounce",
+			bounceType: "soft_bounce",
+			email: "s@example.com",
+			timestamp,
+		});
+		const t = daysAgo(1);
+		// Three soft bounces in a row suppress the address for a while.
+		await postCallback([soft(t), soft(t + 60), soft(t + 120)]);
+		const lines = captureLines();
+		// The first batch stores the late delivery; the second, the recheck, fails.
+		const response = await postCallback(
+			{ event: "delivered", email: "s@example.com", timestamp: t + 90 },
+			{ env: envWithNthBatchFailing(2) },
+		);
+		expect(response.status).toBe(200);
+		expect(own(lines)).toEqual([
+			{
+				level: "warn",
+				via: "warn",
+				message: "soft-bounce recheck left to the cron",
+				time: expect.any(String),
+				requestId: response.headers.get("x-request-id"),
+				error: expect.stringContaining("batch 2 refused"),
+			},
+		]);
+	});
+});
