@@ -7,6 +7,7 @@ import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import {
 	call,
+	countingKv,
 	daysAgo,
 	envWithFailingBatch,
 	envWithFailingSql,
@@ -165,5 +166,77 @@ describe("storage refusing a callback or a replay", () => {
 				error: expect.stringContaining("batch 2 refused"),
 			},
 		]);
+	});
+});
+
+describe("KV refusing reads", () => {
+	it('"edge read failed, reading D1": a warning for a lookup, which answers from D1', async () => {
+		await postCallback({ event: "spamreport", email: "k@example.com", timestamp: 1 });
+		const lines = captureLines();
+		const response = await call(
+			"/v1/suppressions/k%40example.com",
+			{ headers: { authorization: `Bearer ${tokens.lookup}` } },
+			countingKv({ get: true }).env,
+		);
+		expect(response.status).toBe(200);
+		expect(await response.json()).toMatchObject({ suppressed: true });
+		// A successful lookup has no request line: this is the operator's only sign.
+		expect(lines).toEqual([
+			{
+				level: "warn",
+				via: "warn",
+				message: "edge read failed, reading D1",
+				time: expect.any(String),
+				requestId: response.headers.get("x-request-id"),
+				error: "Error: KV: injected failure (429 Too Many Requests)",
+			},
+		]);
+	});
+
+	it('"edge bulk read failed, reading D1": a warning for a check, which answers from D1', async () => {
+		await postCallback({ event: "spamreport", email: "k@example.com", timestamp: 1 });
+		const lines = captureLines();
+		const response = await call(
+			"/v1/suppressions/check",
+			{
+				method: "POST",
+				headers: { authorization: `Bearer ${tokens.lookup}` },
+				body: JSON.stringify({ emails: ["k@example.com", "ok@example.com"] }),
+			},
+			countingKv({ get: true }).env,
+		);
+		expect(response.status).toBe(200);
+		expect(await response.json()).toMatchObject({ suppressedCount: 1, deliverableCount: 1 });
+		expect(lines).toEqual([
+			{
+				level: "warn",
+				via: "warn",
+				message: "edge bulk read failed, reading D1",
+				time: expect.any(String),
+				requestId: response.headers.get("x-request-id"),
+				error: "Error: KV: injected failure (429 Too Many Requests)",
+			},
+		]);
+	});
+
+	it('"edge read failed, writing the keys": a warning for a redelivery, whose keys are written', async () => {
+		const event = { event: "spamreport", email: "k@example.com", timestamp: 1 };
+		await postCallback(event);
+		await env.SUPPRESSIONS.delete("s:k@example.com");
+		const lines = captureLines();
+		// A redelivery checks its addresses' keys; KV refuses the read, so it writes them.
+		const response = await postCallback(event, { env: countingKv({ get: true }).env });
+		expect(response.status).toBe(200);
+		expect(own(lines)).toEqual([
+			{
+				level: "warn",
+				via: "warn",
+				message: "edge read failed, writing the keys",
+				time: expect.any(String),
+				requestId: response.headers.get("x-request-id"),
+				error: "Error: KV: injected failure (429 Too Many Requests)",
+			},
+		]);
+		expect(await env.SUPPRESSIONS.get("s:k@example.com")).not.toBeNull();
 	});
 });
