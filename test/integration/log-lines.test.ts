@@ -5,6 +5,8 @@
  */
 import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { KV_WRITE_SETTLE_SECONDS } from "../../src/cron/reconcile";
+import { LAG_KEY } from "../../src/suppressions/edge-lag";
 import {
 	call,
 	countingKv,
@@ -12,8 +14,10 @@ import {
 	envWithFailingBatch,
 	envWithFailingSql,
 	envWithNthBatchFailing,
+	parkSweeps,
 	postCallback,
 	resetDatabase,
+	runCron,
 	tokens,
 } from "../helpers";
 
@@ -238,5 +242,98 @@ describe("KV refusing reads", () => {
 			},
 		]);
 		expect(await env.SUPPRESSIONS.get("s:k@example.com")).not.toBeNull();
+	});
+});
+
+/** An env whose D1 refuses to prepare SQL holding `fragment` from its `n`th such statement on. */
+function envFailingSqlFrom(fragment: string, n: number): Env {
+	let seen = 0;
+	const db = new Proxy(env.DB, {
+		get(target, property) {
+			if (property === "prepare") {
+				return (sql: string) => {
+					if (sql.includes(fragment) && ++seen >= n) throw new Error("D1_ERROR: injected");
+					return target.prepare(sql);
+				};
+			}
+			const value = Reflect.get(target, property);
+			return typeof value === "function" ? value.bind(target) : value;
+		},
+	});
+	return { ...env, DB: db };
+}
+
+describe("KV refusing writes, and the lag mark", () => {
+	it('a request\'s "edge write failed" and "edge lag mark failed": warnings with its request id', async () => {
+		const lines = captureLines();
+		const response = await postCallback(
+			["w1@example.com", "w2@example.com"].map((email) => ({
+				event: "spamreport",
+				email,
+				timestamp: 1,
+			})),
+			{ env: countingKv({ put: true }).env },
+		);
+		expect(response.status).toBe(200);
+		const requestId = response.headers.get("x-request-id");
+		const error = "Error: KV: injected failure (429 Too Many Requests)";
+		expect(own(lines)).toEqual([
+			{
+				level: "warn",
+				via: "warn",
+				message: "edge write failed",
+				time: expect.any(String),
+				requestId,
+				failed: 2,
+				error,
+			},
+			{
+				level: "warn",
+				via: "warn",
+				message: "edge lag mark failed",
+				time: expect.any(String),
+				requestId,
+				error,
+			},
+		]);
+	});
+
+	it('a cron run whose mark KV refuses logs "edge lag mark failed" beside its reconcile line', async () => {
+		await postCallback({ event: "spamreport", email: "c@example.com", timestamp: 1 });
+		await env.SUPPRESSIONS.delete("s:c@example.com");
+		// Only the queue leads the run to the address.
+		await parkSweeps();
+		const lines = captureLines();
+		await runCron(Date.now() + (KV_WRITE_SETTLE_SECONDS + 1) * 1000, countingKv({ put: true }).env);
+		const error = "Error: KV: injected failure (429 Too Many Requests)";
+		expect(lines.map(({ time, ...line }) => line)).toEqual([
+			expect.objectContaining({ level: "info", message: "retention" }),
+			{ level: "warn", via: "warn", message: "edge write failed", failed: 1, error },
+			{ level: "warn", via: "warn", message: "edge lag mark failed", error },
+			expect.objectContaining({ level: "info", message: "reconcile", fixed: 0, done: false }),
+		]);
+	});
+
+	it('"edge write check could not read D1": a warning, and KV is marked as lagging all the same', async () => {
+		const lines = captureLines();
+		// The callback's own batch reads the entries back (the first such statement); the check
+		// after its KV writes (the second) is refused.
+		const response = await postCallback(
+			{ event: "spamreport", email: "o@example.com", timestamp: 1 },
+			{ env: envFailingSqlFrom("PARTITION BY email", 2) },
+		);
+		expect(response.status).toBe(200);
+		expect(own(lines)).toEqual([
+			{
+				level: "warn",
+				via: "warn",
+				message: "edge write check could not read D1",
+				time: expect.any(String),
+				requestId: response.headers.get("x-request-id"),
+				error: expect.stringContaining("injected"),
+			},
+		]);
+		expect(await env.SUPPRESSIONS.get("s:o@example.com")).not.toBeNull();
+		expect(await env.SUPPRESSIONS.get(LAG_KEY)).not.toBeNull();
 	});
 });
