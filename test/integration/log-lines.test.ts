@@ -337,3 +337,89 @@ describe("KV refusing writes, and the lag mark", () => {
 		expect(await env.SUPPRESSIONS.get(LAG_KEY)).not.toBeNull();
 	});
 });
+
+describe("the cron's lines", () => {
+	it('a run logs "retention" and "reconcile" at info, with the fields the docs name', async () => {
+		const lines = captureLines();
+		await runCron();
+		expect(lines).toEqual([
+			{
+				level: "info",
+				via: "info",
+				message: "retention",
+				time: expect.any(String),
+				cron: "*/5 * * * *",
+				countedTo: 0,
+				deleted: 0,
+				rejectedDeleted: 0,
+				done: true,
+			},
+			{
+				level: "info",
+				via: "info",
+				message: "reconcile",
+				time: expect.any(String),
+				cron: "*/5 * * * *",
+				rechecked: 0,
+				expired: 0,
+				checked: 0,
+				fixed: 0,
+				done: true,
+			},
+		]);
+	});
+
+	it('"reconcile failed": an error with what failed, after the retention line; the run fails', async () => {
+		const lines = captureLines();
+		await expect(runCron(Date.now(), envWithFailingSql("edge_pending"))).rejects.toThrow(
+			"injected",
+		);
+		expect(lines.map(({ time, ...line }) => line)).toEqual([
+			expect.objectContaining({ level: "info", message: "retention", done: true }),
+			{
+				level: "error",
+				via: "error",
+				message: "reconcile failed",
+				cron: "*/5 * * * *",
+				error: "Error: D1_ERROR: injected",
+			},
+		]);
+	});
+
+	it('"KV sweep cursor refused, starting the sweep over": a warning, and the run goes on', async () => {
+		await env.DB.prepare(
+			`INSERT INTO cron_state (name, value) VALUES ('reconcile', '{"d1":true,"kv":"saved-cursor"}')`,
+		).run();
+		// KV no longer takes the saved cursor (an expired one, say).
+		const refusing = new Proxy(env.SUPPRESSIONS, {
+			get(target, property) {
+				if (property === "list") {
+					return (options?: KVNamespaceListOptions) =>
+						options?.cursor
+							? Promise.reject(new Error("KV list failed: invalid cursor"))
+							: target.list(options);
+				}
+				const value = Reflect.get(target, property);
+				return typeof value === "function" ? value.bind(target) : value;
+			},
+		});
+		const lines = captureLines();
+		await runCron(Date.now(), { ...env, SUPPRESSIONS: refusing });
+		expect(lines.map(({ time, ...line }) => line)).toEqual([
+			expect.objectContaining({ level: "info", message: "retention" }),
+			{
+				level: "warn",
+				via: "warn",
+				message: "KV sweep cursor refused, starting the sweep over",
+				error: "Error: KV list failed: invalid cursor",
+			},
+			expect.objectContaining({ level: "info", message: "reconcile", done: false }),
+		]);
+		const state = await env.DB.prepare(
+			"SELECT value FROM cron_state WHERE name = 'reconcile'",
+		).first<{
+			value: string;
+		}>();
+		expect(JSON.parse(state?.value ?? "")).toEqual({ d1: true, kv: "" });
+	});
+});
