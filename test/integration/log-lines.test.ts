@@ -423,3 +423,68 @@ describe("the cron's lines", () => {
 		expect(JSON.parse(state?.value ?? "")).toEqual({ d1: true, kv: "" });
 	});
 });
+
+describe("failures a request's own line cannot tell", () => {
+	it('"unhandled error": an error with the details, under the request id of the request line', async () => {
+		const lines = captureLines();
+		const response = await call(
+			"/v1/events",
+			{ headers: { authorization: `Bearer ${tokens.lookup}` } },
+			envFailingSqlFrom("FROM events", 1),
+		);
+		expect(response.status).toBe(500);
+		const requestId = response.headers.get("x-request-id");
+		expect(lines.map(({ time, ...line }) => line)).toEqual([
+			{
+				level: "error",
+				via: "error",
+				message: "unhandled error",
+				requestId,
+				error: "D1_ERROR: injected",
+				stack: expect.stringContaining("D1_ERROR: injected"),
+			},
+			{
+				level: "error",
+				via: "error",
+				message: "request",
+				requestId,
+				method: "GET",
+				route: "/v1/events",
+				status: 500,
+				ms: expect.any(Number),
+				code: "internal",
+			},
+		]);
+	});
+
+	it('"export failed": an error when a page after the first cannot be read, the answer a 200', async () => {
+		// One entry more than a page of the export.
+		await env.DB.prepare(
+			`WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 1000)
+			INSERT INTO suppressions (email, list, scope, origin, reason, event_count, created_at,
+				updated_at, expires_at, change_note)
+			SELECT 'x' || i || '@example.com', 'manual', '*', 'api', NULL, 0, ?1, ?1, NULL, 'seeded'
+			FROM n`,
+		)
+			.bind(Math.floor(Date.now() / 1000))
+			.run();
+		const lines = captureLines();
+		const response = await call(
+			"/v1/suppressions/export",
+			{ headers: { authorization: `Bearer ${tokens.lookup}` } },
+			envFailingSqlFrom("FROM suppressions", 2),
+		);
+		expect(response.status).toBe(200);
+		await expect(response.text()).rejects.toThrow();
+		// The export is a read: no request line, so this is the operator's only sign.
+		expect(lines.map(({ time, ...line }) => line)).toEqual([
+			{
+				level: "error",
+				via: "error",
+				message: "export failed",
+				requestId: response.headers.get("x-request-id"),
+				error: "Error: D1_ERROR: injected",
+			},
+		]);
+	});
+});
