@@ -1,4 +1,3 @@
-import { log } from "../log";
 import { type EdgeWrites, writeEdge } from "../suppressions/edge";
 import {
 	edgeKey,
@@ -40,10 +39,18 @@ export async function drainPending(
 	limit: number,
 	budget: KvBudget,
 	written: EdgeWrites,
-): Promise<{ checked: number; fixed: number; failed: number; more: boolean; emails: string[] }> {
+): Promise<{
+	checked: number;
+	fixed: number;
+	failed: number;
+	error: string;
+	more: boolean;
+	emails: string[];
+}> {
 	const pending = await readPending(env.DB, limit, now - KV_WRITE_SETTLE_SECONDS);
-	if (pending.length === 0) return { checked: 0, fixed: 0, failed: 0, more: false, emails: [] };
-	const { checked, fixed, failed } = await repairKeys(
+	if (pending.length === 0)
+		return { checked: 0, fixed: 0, failed: 0, error: "", more: false, emails: [] };
+	const { checked, fixed, failed, error } = await repairKeys(
 		env,
 		pending.map((row) => row.email),
 		now,
@@ -59,6 +66,7 @@ export async function drainPending(
 		checked,
 		fixed,
 		failed: failed.length,
+		error,
 		more: checked < pending.length || failed.length > 0 || pending.length === limit,
 		emails: pending.slice(0, checked).map((row) => row.email),
 	};
@@ -68,8 +76,10 @@ export async function drainPending(
  * Puts or deletes the keys of `emails` whose KV value differs from what D1 says, in order, a bulk
  * read of up to 100 at a time, while `budget` covers a read and a write for each address of the
  * next batch. Returns how many addresses it checked (a prefix of `emails`) and fixed, and those
- * whose write failed (KV refuses a second write to a key within a second): logged, not thrown, so
- * that one refused key does not stop the rest. What it writes goes into `written` at once, which
+ * whose write failed (KV refuses a second write to a key within a second), with the first error:
+ * returned, not thrown, so that one refused key does not stop the rest, and for the caller's one
+ * log line (a cron run may repair twice; a Worker's logs hold 128 KB per invocation, and in a KV
+ * outage a line per write would push out the run's own). What it writes goes into `written` at once, which
  * it also returns: a caller that fails later still knows the keys it wrote.
  */
 export async function repairKeys(
@@ -78,7 +88,13 @@ export async function repairKeys(
 	now: number,
 	budget: KvBudget,
 	written: EdgeWrites = new Map(),
-): Promise<{ checked: number; fixed: number; failed: string[]; written: EdgeWrites }> {
+): Promise<{
+	checked: number;
+	fixed: number;
+	failed: string[];
+	error: string;
+	written: EdgeWrites;
+}> {
 	let checked = 0;
 	let fixed = 0;
 	const failed: string[] = [];
@@ -113,11 +129,7 @@ export async function repairKeys(
 		}
 		checked += batch.length;
 	}
-	// One line for all of them: in a KV outage a run may fail hundreds of writes, and a Worker's
-	// logs hold 128 KB per invocation, past which the run's own line would be lost.
-	if (failed.length > 0)
-		log("warn", "edge write failed", { failed: failed.length, error: firstError });
-	return { checked, fixed, failed, written };
+	return { checked, fixed, failed, error: firstError, written };
 }
 
 /**

@@ -83,9 +83,18 @@ export async function reconcile(
 		await markLagging(env, now);
 	};
 	const written: EdgeWrites = new Map();
+	const writeFailures = { failed: 0, error: "" };
 	try {
-		return await reconcileSteps(env, now, batchSize, policy, { budget, mark, written });
+		return await reconcileSteps(env, now, batchSize, policy, {
+			budget,
+			mark,
+			written,
+			writeFailures,
+		});
 	} finally {
+		// One line for the run's failed writes, the drain's and the sweep's, also when it fails
+		// later: an alert that sums `failed` counts each write once.
+		if (writeFailures.failed > 0) log("warn", "edge write failed", writeFailures);
 		// A request that changed an address after this run read it may have written its key before
 		// this run did, which left the older entries there: the change queued the address for a
 		// later run, and until then the mark sends lookups to D1. A run that fails half way checks
@@ -104,6 +113,8 @@ interface RunState {
 	/** Marks KV as lagging, once a run. */
 	mark: () => Promise<void>;
 	written: EdgeWrites;
+	/** The key writes that failed, and the first error, for the run's one log line. */
+	writeFailures: { failed: number; error: string };
 }
 
 /** The steps of {@link reconcile}. */
@@ -112,12 +123,14 @@ async function reconcileSteps(
 	now: number,
 	batchSize: number,
 	policy: PolicySettings,
-	{ budget, mark, written }: RunState,
+	{ budget, mark, written, writeFailures }: RunState,
 ): Promise<ReconcileResult> {
 	const queued = await readSoftBounceRecheck(env.DB, batchSize);
 	const rechecked = await recheckSoftBounces(env.DB, queued, policy, now);
 	const retired = await retireExpired(env.DB, now, batchSize);
 	const drained = await drainPending(env, now, batchSize, budget, written);
+	writeFailures.failed += drained.failed;
+	writeFailures.error ||= drained.error;
 	// Keys still to write after this run: lookups keep reading D1 for what KV calls deliverable
 	// until a run finds none (edge-lag.ts). A queue that only holds keys already right (its
 	// requests wrote them) does not mark KV, or a busy deployment's lookups would all go to D1; but
@@ -143,6 +156,8 @@ async function reconcileSteps(
 		(email) => !drainedEmails.has(email),
 	);
 	const repaired = await repairKeys(env, toCheck, now, budget, written);
+	writeFailures.failed += repaired.failed.length;
+	writeFailures.error ||= repaired.error;
 	// Addresses the budget left unchecked wait in the queue, due at once; those whose write failed
 	// wait behind the others.
 	const unchecked = toCheck.slice(repaired.checked);

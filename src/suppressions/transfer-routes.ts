@@ -131,8 +131,15 @@ export async function importRoute(
 	if (addresses.length > EDGE_SYNC_AT_ONCE) await markLagging(env, now, request.requestId);
 	ctx.waitUntil(
 		repairKeys(env, addresses.slice(0, EDGE_SYNC_AT_ONCE), now, { left: KV_OPERATIONS_PER_RUN })
-			.then(async ({ failed, written }) => {
-				if (failed.length > 0) await markLagging(env, now, request.requestId);
+			.then(async ({ failed, error, written }) => {
+				if (failed.length > 0) {
+					log("warn", "edge write failed", {
+						requestId: request.requestId,
+						failed: failed.length,
+						error,
+					});
+					await markLagging(env, now, request.requestId);
+				}
 				// Marked already when it left addresses to the cron.
 				else if (addresses.length <= EDGE_SYNC_AT_ONCE)
 					await markIfOvertaken(env, written, now, request.requestId);

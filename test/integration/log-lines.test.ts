@@ -5,7 +5,7 @@
  */
 import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { KV_WRITE_SETTLE_SECONDS } from "../../src/cron/reconcile";
+import { KV_WRITE_SETTLE_SECONDS } from "../../src/cron/edge-repair";
 import { LAG_KEY } from "../../src/suppressions/edge-lag";
 import {
 	call,
@@ -308,9 +308,60 @@ describe("KV refusing writes, and the lag mark", () => {
 		const error = "Error: KV: injected failure (429 Too Many Requests)";
 		expect(lines.map(({ time, ...line }) => line)).toEqual([
 			expect.objectContaining({ level: "info", message: "retention" }),
-			{ level: "warn", via: "warn", message: "edge write failed", failed: 1, error },
 			{ level: "warn", via: "warn", message: "edge lag mark failed", error },
+			{ level: "warn", via: "warn", message: "edge write failed", failed: 1, error },
 			expect.objectContaining({ level: "info", message: "reconcile", fixed: 0, done: false }),
+		]);
+	});
+
+	it('a cron run logs one "edge write failed" for the failed writes of its drain and its sweep', async () => {
+		for (const email of ["queued@example.com", "swept@example.com"]) {
+			await postCallback({ event: "spamreport", email, timestamp: 1 });
+			await env.SUPPRESSIONS.delete(`s:${email}`);
+		}
+		// The drain finds the first address in the queue; the sweep of D1 finds the second.
+		await env.DB.prepare("DELETE FROM edge_pending WHERE email = 'swept@example.com'").run();
+		const lines = captureLines();
+		await runCron(Date.now() + (KV_WRITE_SETTLE_SECONDS + 1) * 1000, countingKv({ put: true }).env);
+		expect(lines.filter((line) => line.message === "edge write failed")).toEqual([
+			{
+				level: "warn",
+				via: "warn",
+				message: "edge write failed",
+				time: expect.any(String),
+				failed: 2,
+				error: "Error: KV: injected failure (429 Too Many Requests)",
+			},
+		]);
+	});
+
+	it('an import whose KV writes fail logs "edge write failed" with its request id', async () => {
+		const lines = captureLines();
+		const response = await call(
+			"/v1/suppressions/import",
+			{
+				method: "POST",
+				headers: {
+					authorization: `Bearer ${tokens.admin}`,
+					"content-type": "application/x-ndjson",
+				},
+				body: ["i1@example.com", "i2@example.com"]
+					.map((email) => JSON.stringify({ email, list: "manual", scope: "*", source: "api" }))
+					.join("\n"),
+			},
+			countingKv({ put: true }).env,
+		);
+		expect(response.status).toBe(200);
+		expect(own(lines).filter((line) => line.message === "edge write failed")).toEqual([
+			{
+				level: "warn",
+				via: "warn",
+				message: "edge write failed",
+				time: expect.any(String),
+				requestId: response.headers.get("x-request-id"),
+				failed: 2,
+				error: "Error: KV: injected failure (429 Too Many Requests)",
+			},
 		]);
 	});
 
