@@ -4,6 +4,7 @@ import {
 	waitOnExecutionContext,
 } from "cloudflare:test";
 import { env } from "cloudflare:workers";
+import { expect, vi } from "vitest";
 import worker from "../src/index";
 import { forgetEdgeLag } from "../src/suppressions/edge-lag";
 import samplesText from "./fixtures/tencent-doc-samples.jsonl?raw";
@@ -287,6 +288,36 @@ export async function parkSweeps(): Promise<void> {
 export async function runCron(at = Date.now(), testEnv: Env = env): Promise<void> {
 	const controller = createScheduledController({ scheduledTime: at, cron: "*/5 * * * *" });
 	await worker.scheduled(controller, testEnv);
+}
+
+/** What a cron run's `reconcile` log line says. */
+export interface ReconcileLine {
+	rechecked: number;
+	expired: number;
+	checked: number;
+	fixed: number;
+	done: boolean;
+}
+
+/** Runs the cron at `at` and returns its `reconcile` log line, which must be there. */
+export async function runCronReconciled(
+	at = Date.now(),
+	testEnv: Env = env,
+): Promise<ReconcileLine> {
+	const lines: string[] = [];
+	const spy = vi.spyOn(console, "log").mockImplementation((line: string) => {
+		lines.push(line);
+	});
+	try {
+		await runCron(at, testEnv);
+	} finally {
+		spy.mockRestore();
+	}
+	const entry = lines
+		.map((line) => JSON.parse(line) as Record<string, unknown>)
+		.find((line) => line.message === "reconcile");
+	expect(entry).toBeDefined();
+	return entry as unknown as ReconcileLine;
 }
 
 /** Days before now, in Unix seconds. */

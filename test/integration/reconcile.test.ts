@@ -13,30 +13,14 @@ import {
 	parkSweeps,
 	postCallback,
 	putSuppression,
+	type ReconcileLine,
 	resetDatabase,
 	runCron,
+	runCronReconciled,
 	tokens,
 } from "../helpers";
 
-type Result = { expired: number; checked: number; fixed: number; done: boolean };
-
-/** Runs the cron and returns the result it logged. */
-async function cron(at = Date.now(), testEnv: Env = env): Promise<Result> {
-	const lines: string[] = [];
-	const spy = vi.spyOn(console, "log").mockImplementation((line: string) => {
-		lines.push(line);
-	});
-	try {
-		await runCron(at, testEnv);
-	} finally {
-		spy.mockRestore();
-	}
-	const entry = lines
-		.map((line) => JSON.parse(line) as Record<string, unknown>)
-		.find((e) => e.message === "reconcile");
-	expect(entry).toBeDefined();
-	return entry as unknown as Result;
-}
+const cron = runCronReconciled;
 
 async function history(email: string) {
 	const { results } = await env.DB.prepare(
@@ -265,7 +249,7 @@ describe("the reconcile cron", () => {
 		await postCallback(emails.map((email) => ({ event: "spamreport", email, timestamp: 1 })));
 		for (const email of emails) await env.SUPPRESSIONS.delete(`s:${email}`);
 		const small = { ...env, RECONCILE_BATCH_SIZE: "3" };
-		const runs: Result[] = [];
+		const runs: ReconcileLine[] = [];
 		for (let i = 0; i < 5 && !runs.at(-1)?.done; i++) runs.push(await cron(Date.now(), small));
 		expect(runs.map((run) => run.done)).toEqual([false, false, true]);
 		expect(runs.reduce((sum, run) => sum + run.fixed, 0)).toBe(7);
@@ -281,7 +265,7 @@ describe("the reconcile cron", () => {
 		}
 		for (const email of emails) await env.SUPPRESSIONS.delete(`s:${email}`);
 		const operations: number[] = [];
-		const runs: Result[] = [];
+		const runs: ReconcileLine[] = [];
 		for (let i = 0; i < 5 && !runs.at(-1)?.done; i++) {
 			const counting = countingKv();
 			// Five minutes apart, as the cron runs.
@@ -519,7 +503,7 @@ describe("the reconcile cron", () => {
 		await parkSweeps();
 		await env.SUPPRESSIONS.delete("s:a-z@example.com");
 		const small = { ...env, RECONCILE_BATCH_SIZE: "2" };
-		const runs: Result[] = [];
+		const runs: ReconcileLine[] = [];
 		for (let run = 0; run < 3; run++) {
 			runs.push(await cron((base + 120 * (run + 1) + 60) * 1000, small));
 		}

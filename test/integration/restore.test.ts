@@ -9,8 +9,10 @@ import {
 	lookup,
 	postCallback,
 	putSuppression,
+	type ReconcileLine,
 	resetDatabase,
 	runCron,
+	runCronReconciled,
 	tokens,
 } from "../helpers";
 
@@ -77,29 +79,7 @@ async function restore(): Promise<void> {
 	for (const table of all) await env.DB.prepare(`DROP TABLE "snapshot_${table}"`).run();
 }
 
-interface Reconciled {
-	checked: number;
-	fixed: number;
-	done: boolean;
-}
-
-/** Runs the cron at `at`, returning its `reconcile` log line. */
-async function cron(at: number, testEnv: Env = env): Promise<Reconciled> {
-	const lines: string[] = [];
-	const spy = vi.spyOn(console, "log").mockImplementation((line: string) => {
-		lines.push(line);
-	});
-	try {
-		await runCron(at, testEnv);
-	} finally {
-		spy.mockRestore();
-	}
-	const entry = lines
-		.map((line) => JSON.parse(line) as Record<string, unknown>)
-		.find((line) => line.message === "reconcile");
-	expect(entry).toBeDefined();
-	return entry as unknown as Reconciled;
-}
+const cron = runCronReconciled;
 
 async function importNew(emails: string[]): Promise<void> {
 	const response = await call("/v1/suppressions/import", {
@@ -211,7 +191,7 @@ describe("a restore of D1 to an earlier point, KV left as it was", () => {
 		// The cron repairs KV within one cycle of the sweeps: here one run (four addresses, a few
 		// keys, the default batch), whose line says done.
 		let at = Date.now() + (KV_WRITE_SETTLE_SECONDS + 1) * 1000;
-		const runs: Reconciled[] = [];
+		const runs: ReconcileLine[] = [];
 		do {
 			at += FIVE_MINUTES;
 			runs.push(await cron(at));
