@@ -31,6 +31,9 @@ const STATE = "reconcile";
  */
 export const KV_OPERATIONS_PER_RUN = 900;
 
+/** What the lag mark costs a run: a read of the stored mark, then the put (edge-lag.ts). */
+const MARK_OPERATIONS = 2;
+
 /**
  * Where the two sweeps of a cycle stand: the last address checked in D1 and the KV list cursor,
  * or `true` once that sweep reached its end. A cycle is done when both have.
@@ -73,13 +76,14 @@ export async function reconcile(
 	batchSize: number,
 	policy: PolicySettings,
 ): Promise<ReconcileResult> {
-	const budget: KvBudget = { left: KV_OPERATIONS_PER_RUN };
+	// The mark's two operations (the read of the stored mark, and the put) are kept from the start:
+	// a step that spent the rest, such as a drain of keys all to write, may still have to mark.
+	const budget: KvBudget = { left: KV_OPERATIONS_PER_RUN - MARK_OPERATIONS };
 	const lag = { marked: false };
 	// One put a run at most, as KV takes one write per key per second.
 	const mark = async () => {
 		if (lag.marked) return;
 		lag.marked = true;
-		budget.left -= 2; // the read of the stored mark, and the put
 		await markLagging(env, now);
 	};
 	const written: EdgeWrites = new Map();
@@ -168,8 +172,8 @@ async function reconcileSteps(
 	if (deferred.length > 0) await mark();
 
 	let listedCount = 0;
-	// A listing costs one operation and each orphan it finds one more; two are kept for the mark.
-	const listLimit = Math.min(batchSize, 1000, budget.left - 3);
+	// A listing costs one operation and each orphan it finds one more.
+	const listLimit = Math.min(batchSize, 1000, budget.left - 1);
 	if (state.kv !== true && listLimit > 0) {
 		const cursor = state.kv;
 		const listed = await env.SUPPRESSIONS.list<{ email?: unknown }>({

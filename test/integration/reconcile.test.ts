@@ -323,7 +323,7 @@ describe("the reconcile cron", () => {
 
 	it("a run whose sweep of D1 leaves two KV operations lists no keys: KV takes no list of 0", async () => {
 		// 889 entries whose keys were never written, which only the sweep of D1 finds: 8 batches of
-		// 101 operations and one of 90 leave 2, one for the mark and none for the listing.
+		// 101 operations and one of 90 leave the 2 kept for the mark, and none for the listing.
 		await env.DB.prepare(
 			`WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 888)
 			INSERT INTO suppressions (email, list, scope, origin, event_count, created_at, updated_at)
@@ -370,6 +370,29 @@ describe("the reconcile cron", () => {
 			expect((await lookup("q891@example.com")).suppressed).toBe(true);
 		},
 	);
+
+	it("a drain that spends the whole budget on writes and must mark stays within its KV operations", async () => {
+		// 891 queued entries whose keys were never written, as many as the run's batch: 8 bulk reads
+		// of 100 and their writes, then one of 91, take 900 operations; a full queue may hold more,
+		// so the run marks KV as lagging, a read of the stored mark and a put.
+		await env.DB.prepare(
+			`WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 890)
+			INSERT INTO suppressions (email, list, scope, origin, event_count, created_at, updated_at)
+			SELECT printf('q%03d@example.com', i), 'complaint', '*', 'event', 1, 1, 1 FROM n`,
+		).run();
+		await parkSweeps();
+		const later = Date.now() + (KV_WRITE_SETTLE_SECONDS + 1) * 1000;
+		const counting = countingKv();
+		const first = await cron(later, { ...counting.env, RECONCILE_BATCH_SIZE: "891" });
+		const { get, put, delete: deleted, list } = counting.counts;
+		expect(get + put + deleted + list).toBeLessThanOrEqual(KV_OPERATIONS_PER_RUN);
+		expect(first).toMatchObject({ done: false });
+		expect(await env.SUPPRESSIONS.get(LAG_KEY)).not.toBeNull();
+		// The next run writes what the budget left.
+		await cron(later + 300_000, { ...env, RECONCILE_BATCH_SIZE: "891" });
+		expect(await countRows("edge_pending")).toBe(0);
+		expect((await lookup("q890@example.com")).suppressed).toBe(true);
+	});
 
 	it("checks every changed address at its next run, wherever its sweep is", async () => {
 		// Many addresses with entries, so that the sweep (2 a run) is far from the changed ones.
