@@ -180,6 +180,61 @@ describe("hard bounces", () => {
 		expect(history.results[1]?.at).toBe(now - DAY);
 	});
 
+	it("older bounces in force, redelivered ones among them, give a run-out entry what they give once the cron retired it", async () => {
+		const days30 = { ...env, HARD_BOUNCE_SUPPRESS_DAYS: "30" } as Env;
+		const days60 = { ...env, HARD_BOUNCE_SUPPRESS_DAYS: "60" } as Env;
+		const now = Math.floor(Date.now() / 1000);
+		const first = (email: string) => [
+			hard(email, now - 40 * DAY, "550 first"),
+			hard(email, now - 31 * DAY, "550 latest"),
+		];
+		const bouncedTwoDaysAgo = async (email: string) => {
+			vi.useFakeTimers({ toFake: ["Date"] });
+			try {
+				vi.setSystemTime((now - 2 * DAY) * 1000);
+				await post(first(email), days30);
+			} finally {
+				vi.useRealTimers();
+			}
+		};
+		// One entry ran out and a real cron run retired it; the other ran out and waits.
+		await bouncedTwoDaysAgo("retired@example.com");
+		await runCron(Date.now(), days30);
+		await bouncedTwoDaysAgo("waiting@example.com");
+		const seen = [];
+		for (const email of ["retired@example.com", "waiting@example.com"]) {
+			// Redelivered bounces (both still in force under 60 days) count no more; two older new
+			// ones in one callback make the entry, the later of them giving its details.
+			const older = [hard(email, now - 33 * DAY, "550 b"), hard(email, now - 32 * DAY, "550 c")];
+			await post([...first(email), ...older], days60);
+			await post([...first(email), ...older], days60);
+			const { entries } = await lookup(email, "?consistent=true");
+			const history = await env.DB.prepare(
+				"SELECT action, at, source, note FROM suppression_history WHERE email = ? ORDER BY seq",
+			)
+				.bind(email)
+				.all<{ action: string; at: number; note: string | null }>();
+			const kv = await env.SUPPRESSIONS.get(`s:${email}`);
+			seen.push({ entries, history: history.results, kv });
+		}
+		expect(seen[0]?.entries).toEqual([
+			expect.objectContaining({ reason: "550 c", eventCount: 2, expiresAt: iso(now + 28 * DAY) }),
+		]);
+		expect(seen[0]?.history.map((line) => [line.action, line.note])).toEqual([
+			["added", "550 latest"],
+			["expired", null],
+			["added", "550 c"],
+		]);
+		expect(seen[0]?.history[1]?.at).toBe(now - DAY);
+		expect(JSON.parse(seen[0]?.kv ?? "null")).toEqual(seen[0]?.entries);
+		// createdAt and updatedAt are the second of the callback: a second apart at most.
+		const strip = (value: unknown) =>
+			JSON.stringify(value)
+				.replaceAll(/"(createdAt|updatedAt)":"[^"]*"/g, "")
+				.replaceAll(/"at":\d+/g, (at) => (at === `"at":${now - DAY}` ? at : ""));
+		expect(strip(seen[1])).toBe(strip(seen[0]));
+	});
+
 	it("a soft bounce after a delivery leaves an expiring hard-bounce entry alone", async () => {
 		const days30 = { ...env, HARD_BOUNCE_SUPPRESS_DAYS: "30" };
 		const t = daysAgo(2);
