@@ -235,6 +235,53 @@ describe("hard bounces", () => {
 		expect(strip(seen[1])).toBe(strip(seen[0]));
 	});
 
+	it("an older bounce that brings back a run-out entry gives it its bulk id and its event id, which breaks a later tie", async () => {
+		const days30 = { ...env, HARD_BOUNCE_SUPPRESS_DAYS: "30" } as Env;
+		const days60 = { ...env, HARD_BOUNCE_SUPPRESS_DAYS: "60" } as Env;
+		const now = Math.floor(Date.now() / 1000);
+		const email = "bulk@example.com";
+		const bounce = (at: number, reason: string) => ({ ...hard(email, at, reason), bulkId: reason });
+		// Events whose ids order as the test needs: the run-out entry's latest has the greatest id,
+		// and of two older bounces in one second the second one's id is the greater.
+		const withIds = async (at: number, prefix: string, count: number) =>
+			Promise.all(
+				Array.from({ length: count }, async (_, i) => {
+					const event = bounce(at, `${prefix} ${i}`);
+					return { event, id: await eventKey(event) };
+				}),
+			);
+		const latestCandidates = await withIds(now - 31 * DAY, "550 latest", 40);
+		const latest = latestCandidates.reduce((a, b) => (a.id > b.id ? a : b));
+		const older = (await withIds(now - 32 * DAY, "550 older", 40))
+			.filter((candidate) => candidate.id < latest.id)
+			.sort((a, b) => (a.id < b.id ? -1 : 1));
+		const first = older[0] as { event: Event };
+		const second = older[1] as { event: Event };
+		// The entry ran out a day ago and waits for the cron.
+		vi.useFakeTimers({ toFake: ["Date"] });
+		try {
+			vi.setSystemTime((now - 2 * DAY) * 1000);
+			await post(latest.event, days30);
+		} finally {
+			vi.useRealTimers();
+		}
+		// Raised to 60 days: an older bounce brings the entry back, with its own details.
+		await post(first.event, days60);
+		expect(await entriesOf(email)).toEqual([
+			expect.objectContaining({ reason: first.event.reason, bulkId: first.event.bulkId }),
+		]);
+		// A bounce of the same second with a greater id than that one's is the latest now.
+		await post(second.event, days60);
+		expect(await entriesOf(email)).toEqual([
+			expect.objectContaining({
+				reason: second.event.reason,
+				bulkId: second.event.bulkId,
+				eventCount: 2,
+				lastEventAt: iso(now - 32 * DAY),
+			}),
+		]);
+	});
+
 	it("a soft bounce after a delivery leaves an expiring hard-bounce entry alone", async () => {
 		const days30 = { ...env, HARD_BOUNCE_SUPPRESS_DAYS: "30" };
 		const t = daysAgo(2);
