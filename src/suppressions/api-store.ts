@@ -97,7 +97,10 @@ export async function putEntry(
  * not, for each list and scope events could still make that the filters name: a list without a
  * scope means its entry for every sender (`*`, the only scope of bounces and complaints); a domain
  * scope of an unsubscribe that no entry had yet is recorded only when named. A domain scope matches
- * the entries of that domain however their scopes are spelt, as lookups compare them.
+ * the entries of that domain however their scopes are spelt, as lookups compare them. Each domain
+ * scope recorded is also recorded in its {@link domainKey} form, which evidence is held back by
+ * besides its own spelling: an older event that spells the domain another way never brings back
+ * what was lifted.
  */
 export async function removeEntries(
 	db: D1Database,
@@ -105,10 +108,25 @@ export async function removeEntries(
 	filter: { list?: ListName; scope?: string },
 	now: number,
 ): Promise<number> {
-	const scopes = filter.scope === undefined ? null : await spellingsOf(db, email, filter.scope);
+	const stored = await storedScopes(db, email);
+	const scopes = filter.scope === undefined ? null : spellingsOf(stored, filter.scope);
+	const named = namedByRemoval(filter);
+	const lifted = stored.filter(
+		(entry) =>
+			(filter.list === undefined || entry.list === filter.list) &&
+			(scopes === null || scopes.includes(entry.scope)),
+	);
+	const keyed = [...named, ...lifted.map((entry): [ListName, string] => [entry.list, entry.scope])]
+		.map(([list, scope]): [ListName, string] => [list, domainKey(scope)])
+		.filter(([list, key]) => !named.some((pair) => pair[0] === list && pair[1] === key));
 	const match = `email = ?1 AND (?2 IS NULL OR list = ?2)
 		AND (?3 IS NULL OR scope IN (SELECT value FROM json_each(?3)))`;
-	const params = [email, filter.list ?? null, scopes, now] as const;
+	const params = [
+		email,
+		filter.list ?? null,
+		scopes === null ? null : JSON.stringify(scopes),
+		now,
+	] as const;
 	const [, , deleted] = await db.batch([
 		db
 			.prepare(
@@ -129,32 +147,43 @@ export async function removeEntries(
 				UNION SELECT ?1, value ->> 0, value ->> 1, ?4 FROM json_each(?5) WHERE true
 				ON CONFLICT (email, list, scope) DO UPDATE SET removed_at = excluded.removed_at`,
 			)
-			.bind(...params, JSON.stringify(namedByRemoval(filter))),
+			.bind(...params, JSON.stringify([...named, ...keyed])),
 		db
 			.prepare(`DELETE FROM suppressions WHERE ${match} RETURNING expires_at AS expiresAt`)
-			.bind(email, filter.list ?? null, scopes),
+			.bind(...params.slice(0, 3)),
 	]);
 	const rows = (deleted?.results ?? []) as Array<{ expiresAt: number | null }>;
 	return rows.filter((row) => row.expiresAt === null || row.expiresAt > now).length;
 }
 
 /**
- * The scopes stored for the address that name the same sender as `scope`, as a JSON array:
- * entries keep the spelling their scope came in (`news.example.com.`, `bücher.de`), and a lookup
- * with `fromDomain=news.example.com` (or `xn--bcher-kva.de`) counts them, so a removal that names
- * the domain in another spelling must find them too, or it would lift nothing while the sender is
- * still told the address is suppressed. Read before the removal's batch (SQL cannot map an IDN):
- * a spelling first stored in between is not removed, which leaves the address suppressed.
+ * The domain scopes stored for the address, with their lists. Read before the removal's batch
+ * (SQL cannot map an IDN): a spelling first stored in between is not removed when the removal
+ * names a domain, which leaves the address suppressed.
  */
-async function spellingsOf(db: D1Database, email: string, scope: string): Promise<string> {
-	if (scope === ANY_SCOPE) return JSON.stringify([ANY_SCOPE]);
-	const key = domainKey(scope);
+async function storedScopes(
+	db: D1Database,
+	email: string,
+): Promise<Array<{ list: ListName; scope: string }>> {
 	const { results } = await db
-		.prepare("SELECT DISTINCT scope FROM suppressions WHERE email = ?1 AND scope != ?2")
+		.prepare("SELECT DISTINCT list, scope FROM suppressions WHERE email = ?1 AND scope != ?2")
 		.bind(email, ANY_SCOPE)
-		.all<{ scope: string }>();
-	const stored = results.map((row) => row.scope).filter((other) => domainKey(other) === key);
-	return JSON.stringify([...new Set([scope, ...stored])]);
+		.all<{ list: ListName; scope: string }>();
+	return results;
+}
+
+/**
+ * The scopes among `stored` that name the same sender as `scope`, and `scope` itself: entries
+ * keep the spelling their scope came in (`news.example.com.`, `bücher.de`), and a lookup with
+ * `fromDomain=news.example.com` (or `xn--bcher-kva.de`) counts them, so a removal that names the
+ * domain in another spelling must find them too, or it would lift nothing while the sender is
+ * still told the address is suppressed.
+ */
+function spellingsOf(stored: ReadonlyArray<{ scope: string }>, scope: string): string[] {
+	if (scope === ANY_SCOPE) return [ANY_SCOPE];
+	const key = domainKey(scope);
+	const found = stored.map((entry) => entry.scope).filter((other) => domainKey(other) === key);
+	return [...new Set([scope, ...found])];
 }
 
 /** The lists events make entries in, and the list and scope pairs a removal's filters name. */

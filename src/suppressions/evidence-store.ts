@@ -1,3 +1,4 @@
+import { domainKey } from "../email";
 import type { Evidence } from "./policy";
 import { INSERT_COLUMNS } from "./store";
 
@@ -17,7 +18,9 @@ const TAKES = `(${LAPSED} OR ${NEWER})`;
 /**
  * Merges single-event evidence into entries. It must run in the batch *before* the events are
  * inserted: it skips evidence whose event is already stored, so a redelivery never counts twice.
- * Evidence at or before an operator's removal of its entry, or already expired, is skipped too.
+ * Evidence at or before an operator's removal of its entry, or already expired, is skipped too: a
+ * removal is met by the evidence's scope as spelt or by its `domainKey` form, which a removal of a
+ * domain scope also records, so any spelling of the domain meets it.
  * `max(rank)` makes SQLite take the other bare columns from the latest evidence of each group.
  * Returns the addresses whose entries changed.
  */
@@ -40,7 +43,8 @@ export function applyEvidence(
 					AND NOT EXISTS (
 						SELECT 1 FROM suppression_removals AS r
 						WHERE r.email = e.value ->> 'email' AND r.list = e.value ->> 'list'
-							AND r.scope = e.value ->> 'scope' AND r.removed_at >= e.value ->> 'at')
+							AND r.scope IN (e.value ->> 'scope', e.value ->> 'scopeKey')
+							AND r.removed_at >= e.value ->> 'at')
 					AND (e.value ->> 'expiresAt' IS NULL OR e.value ->> 'expiresAt' > ?2)
 				GROUP BY 1, 2, 3
 			) WHERE true
@@ -59,5 +63,8 @@ export function applyEvidence(
 				change_note = excluded.change_note
 			RETURNING email`,
 		)
-		.bind(JSON.stringify(evidence), now);
+		.bind(
+			JSON.stringify(evidence.map((item) => ({ ...item, scopeKey: domainKey(item.scope) }))),
+			now,
+		);
 }

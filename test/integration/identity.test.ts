@@ -2,6 +2,7 @@ import { env } from "cloudflare:workers";
 import { beforeEach, describe, expect, it } from "vitest";
 import {
 	call,
+	entriesOf,
 	lookup,
 	postCallback,
 	putSuppression,
@@ -218,5 +219,71 @@ describe("an address too long for a plain KV key", () => {
 		await env.DB.prepare("DELETE FROM edge_pending").run();
 		await sweep();
 		expect((await env.SUPPRESSIONS.list()).keys).toEqual([]);
+	});
+});
+
+describe("an operator's removal of an unsubscribe holds against older events in any spelling of its domain", () => {
+	const remove = async (query: string) => {
+		const response = await call(`/v1/suppressions/reader%40example.org${query}`, {
+			method: "DELETE",
+			headers: { authorization: `Bearer ${tokens.admin}` },
+		});
+		expect(response.status).toBe(200);
+	};
+	const at = (timestamp: number, fromDomain: string) =>
+		event({ event: "unsubscribe", email: "reader@example.org", fromDomain, timestamp });
+	const suppressedFor = async (fromDomain: string) =>
+		(
+			await lookup(
+				"reader@example.org",
+				`?fromDomain=${encodeURIComponent(fromDomain)}&consistent=true`,
+			)
+		).suppressed;
+
+	it.each([
+		[
+			"a trailing dot",
+			"news.example.com",
+			"?list=unsubscribe&scope=news.example.com",
+			"News.Example.com.",
+		],
+		[
+			"punycode after a removal of the stored Unicode",
+			"bücher.de",
+			"?list=unsubscribe&scope=bücher.de",
+			"XN--BCHER-KVA.DE",
+		],
+		[
+			"Unicode after a removal named in punycode",
+			"xn--bcher-kva.de",
+			"?list=unsubscribe&scope=xn--bcher-kva.de",
+			"bücher.de",
+		],
+		[
+			"the plain domain after a removal of every entry",
+			"news.example.com.",
+			"",
+			"news.example.com",
+		],
+	])("%s", async (_, stored, query, late) => {
+		await at(1_700_000_000, stored);
+		await remove(query.replace("bücher", encodeURIComponent("bücher")));
+		// Sent before the removal, arriving after it, its domain spelt another way.
+		await at(1_600_000_000, late);
+		expect(await suppressedFor(late)).toBe(false);
+		expect(await suppressedFor(stored)).toBe(false);
+		expect(await entriesOf("reader@example.org")).toEqual([]);
+		// One sent after the removal suppresses again, in whichever spelling.
+		await at(Math.floor(Date.now() / 1000) + 60, late);
+		expect(await suppressedFor(stored)).toBe(true);
+	});
+
+	it("holds when no entry existed yet and the event names the domain another way", async () => {
+		await remove(`?list=unsubscribe&scope=${encodeURIComponent("bücher.de")}`);
+		await at(1_600_000_000, "xn--bcher-kva.de");
+		expect(await suppressedFor("bücher.de")).toBe(false);
+		// Another domain is not held back.
+		await at(1_600_000_000, "shop.example.com");
+		expect(await suppressedFor("shop.example.com")).toBe(true);
 	});
 });
