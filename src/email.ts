@@ -20,6 +20,9 @@ const NON_ASCII = /[\u0080-\uffff]/;
 // White space, C0/C1 controls, line and paragraph separators: never part of an address.
 const FORBIDDEN = /[\s\p{Cc}\p{Zl}\p{Zp}]/u;
 
+/** RFC 5322's specials, which no address's domain holds (a domain literal's brackets included). */
+const DOMAIN_SPECIAL = /[@()<>[\]\\,;:"]/;
+
 /**
  * Why a normalised address cannot be an email address, or null when it is plausible.
  * Deliberately lenient: plus tags, apostrophes, Unicode local parts, IDN domains and quoted
@@ -44,7 +47,7 @@ export function emailProblem(address: string): string | null {
 	if (local.length > 64) return "must have a local part of at most 64 characters";
 	if (domain.length === 0) return "must have a domain after @";
 	if (!labelsFit(domain)) return "must have a domain of non-empty dot-separated labels";
-	if (/[@()<>[\]\\,;:"]/.test(domain)) return "must have a domain without special characters";
+	if (DOMAIN_SPECIAL.test(domain)) return "must have a domain without special characters";
 	return null;
 }
 
@@ -107,6 +110,20 @@ export const DOMAIN_NAME = /^[^\s@/*,]+$/u;
  */
 export function isDomainName(domain: string): boolean {
 	return domain.length > 0 && domain.length <= MAX_DOMAIN_LENGTH && DOMAIN_NAME.test(domain);
+}
+
+/**
+ * Whether a trimmed, lower-cased sender domain from an event can be a scope: a name the API can
+ * name ({@link isDomainName}) that an address's domain could be, without RFC 5322's specials. A
+ * Tencent fromDomain such as `example.com>` (the end of a display form) or `[news.example.com]`
+ * would be a scope that no lookup for the sender's real domain matches.
+ *
+ * @example
+ * isSenderDomain("news.example.com") // true
+ * isSenderDomain("example.com>")     // false
+ */
+export function isSenderDomain(domain: string): boolean {
+	return isDomainName(domain) && !DOMAIN_SPECIAL.test(domain);
 }
 
 /**

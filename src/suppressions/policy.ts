@@ -1,5 +1,5 @@
 import type { PolicySettings } from "../config";
-import { isDomainName, senderDomain } from "../email";
+import { isSenderDomain, senderDomain } from "../email";
 import type { StoredEvent } from "../events/event";
 import { MAX_UNIX_SECONDS } from "../tencent/schema";
 
@@ -36,13 +36,15 @@ export interface Evidence {
  * from `from`); `UNSUBSCRIBE_SCOPE=global` makes every unsubscribe apply to every sender. A
  * fromDomain that is no domain name (an address, a list, a URL: the callback stores any string)
  * gives way to the domain of a plausible address in `from`, else to every sender, since a lookup
- * could never name it and an import would refuse its export.
+ * could never name it and an import would refuse its export; so does one with a character no
+ * address's domain holds (`example.com>`, `news.example.com;`), which no lookup for the sender's
+ * domain would match.
  */
 export function unsubscribeScope(event: StoredEvent, policy: PolicySettings): string {
 	if (policy.unsubscribeScope === "global") return ANY_SCOPE;
-	if (event.fromDomain !== null && isDomainName(event.fromDomain)) return event.fromDomain;
+	if (event.fromDomain !== null && isSenderDomain(event.fromDomain)) return event.fromDomain;
 	const derived = event.from === null ? null : senderDomain(event.from);
-	return derived !== null && isDomainName(derived) ? derived : ANY_SCOPE;
+	return derived !== null && isSenderDomain(derived) ? derived : ANY_SCOPE;
 }
 
 /** Orders evidence by the time it occurred, then by event id, as one comparable string. */

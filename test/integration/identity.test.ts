@@ -111,6 +111,13 @@ describe("an unsubscribe's fromDomain that no lookup, filter or import could nam
 		["an address", { fromDomain: "news@example.com", from: "news@example.com" }, "example.com"],
 		["a list of domains", { fromDomain: "news.example.com, shop.example.com" }, "news.example.com"],
 		["a URL", { fromDomain: "https://news.example.com/" }, "news.example.com"],
+		[
+			"a domain closing a display form",
+			{ fromDomain: "example.com>", from: "news@example.com" },
+			"example.com",
+		],
+		["a domain with a special character", { fromDomain: "news.example.com;" }, "news.example.com"],
+		["a bracketed literal", { fromDomain: "[news.example.com]" }, "news.example.com"],
 	])("%s is not a scope", async (_, fields, sender) => {
 		await event({ event: "unsubscribe", email: "reader@example.org", ...fields });
 		const [result] = await check(["reader@example.org"], sender);
