@@ -294,3 +294,77 @@ describe("an operator's removal of an unsubscribe holds against older events in 
 		expect(await suppressedFor("shop.example.com")).toBe(true);
 	});
 });
+
+describe("one address however spelt, on every path that names it", () => {
+	const stored = "réader@example.org";
+	// Another case, NFD, white space around: the same person.
+	const spelt = ` RÉADER@EXAMPLE.ORG\t`.normalize("NFD");
+	const path = encodeURIComponent(spelt);
+	const as = (token: string, init: RequestInit = {}) => ({
+		...init,
+		headers: { authorization: `Bearer ${token}`, ...init.headers },
+	});
+
+	it("history, the events filter, an import, a removal and an erasure", async () => {
+		await hardBounce("Réader@Example.org".normalize("NFD"));
+		const history = await call(`/v1/suppressions/${path}/history`, as(tokens.lookup));
+		expect(await history.json()).toMatchObject({
+			email: stored,
+			history: [{ action: "added", list: "bounce" }],
+		});
+		const events = await call(`/v1/events?email=${path}`, as(tokens.lookup));
+		expect(((await events.json()) as { events: unknown[] }).events).toHaveLength(1);
+
+		const imported = await call(
+			"/v1/suppressions/import",
+			as(tokens.admin, {
+				method: "POST",
+				headers: { "content-type": "application/x-ndjson" },
+				body: `${JSON.stringify({ email: spelt, list: "manual", scope: "*" })}\n`,
+			}),
+		);
+		expect(await imported.json()).toEqual({ imported: 1, unchanged: 0, failed: [] });
+		const exported = await call("/v1/suppressions/export?format=ndjson", as(tokens.lookup));
+		const lines = (await exported.text())
+			.trim()
+			.split("\n")
+			.map((line) => JSON.parse(line));
+		expect(lines.map((line) => [line.email, line.list])).toEqual([
+			[stored, "bounce"],
+			[stored, "manual"],
+		]);
+
+		const removed = await call(
+			`/v1/suppressions/${path}?list=bounce`,
+			as(tokens.admin, { method: "DELETE" }),
+		);
+		expect(await removed.json()).toEqual({ email: stored, removed: 1 });
+		expect((await check([spelt]))[0]).toMatchObject({ normalized: stored, deliverable: false });
+
+		const erased = await call(
+			`/v1/addresses/${path}?suppressions=true`,
+			as(tokens.admin, { method: "DELETE" }),
+		);
+		expect(await erased.json()).toEqual({
+			email: stored,
+			eventsDeleted: 1,
+			suppressionsDeleted: 1,
+		});
+		expect((await lookup(stored)).suppressed).toBe(false);
+		expect((await env.SUPPRESSIONS.list()).keys).toEqual([]);
+	});
+
+	it("a literal % in a local part is decoded once, and a doubly encoded @ is refused", async () => {
+		await hardBounce("q%41@example.com");
+		const get = (encoded: string) => call(`/v1/suppressions/${encoded}`, as(tokens.lookup));
+		expect(await (await get("q%2541%40example.com")).json()).toMatchObject({
+			email: "q%41@example.com",
+			suppressed: true,
+		});
+		// `%41` decoded twice would be `A`: another address, which nothing suppresses.
+		expect(await (await get("qa%40example.com")).json()).toMatchObject({ suppressed: false });
+		const doubled = await get("q%252541%2540example.com");
+		expect(doubled.status).toBe(400);
+		expect(await doubled.json()).toMatchObject({ error: { code: "invalid_email" } });
+	});
+});
