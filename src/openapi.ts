@@ -18,7 +18,7 @@ const ERROR_TEXT: Record<number, string> = {
 	400: "Invalid request (`invalid_json`, `invalid_event`, `invalid_query`, `invalid_request`, `invalid_email`)",
 	401: "Missing or wrong bearer token (`unauthorized`)",
 	403: "A read token on a write (`forbidden`)",
-	404: "Not found (`not_found`); a wrong callback token answers exactly this",
+	404: "Not found (`not_found`)",
 	405: "Method not allowed on this path (`method_not_allowed`)",
 	409: "Cannot be done in this state (`not_replayable`: only the first 64 KiB of the body were kept)",
 	413: "Body too large (`payload_too_large`)",
@@ -27,6 +27,10 @@ const ERROR_TEXT: Record<number, string> = {
 	500: "Unexpected failure (`internal`); details only in the log",
 	503: "A required setting is missing or invalid (`not_configured`)",
 };
+
+// A callback's 404 is also what a wrong token in its URL answers.
+const CALLBACK_NOT_FOUND_TEXT =
+	"Not found (`not_found`); a wrong callback token answers exactly this";
 
 // A route that lists 503 among its own errors answers `storage_unavailable` with Retry-After when
 // D1 refuses its write (the callback, the replay); on any other route 503 is only a setting, and
@@ -142,7 +146,11 @@ function operation(route: RouteSpec): JsonObject {
 			String(status),
 			{
 				description:
-					status === 503 && retryable ? STORAGE_UNAVAILABLE_TEXT : (ERROR_TEXT[status] ?? "Error"),
+					status === 503 && retryable
+						? STORAGE_UNAVAILABLE_TEXT
+						: status === 404 && route.access === "callback"
+							? CALLBACK_NOT_FOUND_TEXT
+							: (ERROR_TEXT[status] ?? "Error"),
 				headers: headersOf(status, retryable),
 				...(route.method === "HEAD"
 					? {}

@@ -73,6 +73,18 @@ describe("GET /openapi.json", () => {
 		}
 	});
 
+	it("says a wrong callback token answers 404 only of the callback's own 404", () => {
+		for (const [method, path, operation] of operations()) {
+			const notFound = operation.responses["404"] as { description: string } | undefined;
+			if (!notFound) continue;
+			expect(notFound.description.includes("callback token"), `${method} ${path}`).toBe(
+				path.startsWith("/v1/callbacks/"),
+			);
+		}
+		const replay = document.paths["/v1/rejected/{id}/replay"]?.post;
+		expect(replay?.responses["404"]).toMatchObject({ description: "Not found (`not_found`)" });
+	});
+
 	it("documents query parameters from the zod schemas that validate them", () => {
 		const events = document.paths["/v1/events"]?.get;
 		expect(events?.parameters?.map((p) => p.name).sort()).toEqual(
