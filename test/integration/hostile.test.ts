@@ -177,6 +177,13 @@ let deep: unknown = "bottom";
 for (let i = 0; i < 12; i++) deep = { level: deep };
 cases.push(callback("an unknown field nested 12 deep", json({ ...valid, deep })));
 cases.push(callback("arrays nested 100000 deep", `${"[".repeat(100_000)}${"]".repeat(100_000)}`));
+// Too deep for the reviver that keeps a long number exact: parsed plainly, and refused for its shape.
+cases.push(
+	callback(
+		"arrays nested 100000 deep around a number beyond 2^53",
+		`${"[".repeat(100_000)}12345678901234567890${"]".repeat(100_000)}`,
+	),
+);
 cases.push(
 	callback(
 		"5000 unknown fields",

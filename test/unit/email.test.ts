@@ -210,6 +210,7 @@ describe("emailProblem rejects", () => {
 
 	it.each([
 		["a list of recipients", "a@example.com,b@example.com"],
+		["a comma", "a,b@example.com"],
 		["a list with a semicolon", "a@example.com;b@example.com"],
 		["a display form", "<a@example.com"],
 		["two @ unquoted", "a@b@example.com"],
@@ -321,6 +322,13 @@ describe("isDomainName", () => {
 		for (const odd of ["a b.com", "a@b.com", "a/b.com", "*.b.com", "a,b.com", ""]) {
 			expect(isDomainName(odd), odd).toBe(false);
 		}
+	});
+
+	it("accepts a name of up to 253 characters, the longest DNS holds", () => {
+		const name = (length: number) => `${"a.".repeat((length - 3) / 2)}com`;
+		expect(name(253)).toHaveLength(253);
+		expect(isDomainName(name(253))).toBe(true);
+		expect(isDomainName(`a${name(253)}`)).toBe(false);
 	});
 });
 

@@ -20,6 +20,8 @@ describe("parseJson", () => {
 		["one that overflows a double", "1e400"],
 		["one that underflows to 0", "1e-400"],
 		["one below a double's normal range", "4.9406564584124654e-324"],
+		// 15 digits, but a subnormal double keeps fewer: it reads back as 5.00000000000003e-310.
+		["a subnormal of 15 significant digits", "5.00000000000001e-310"],
 		["a 400-digit integer", "9".repeat(400)],
 		["an integer with an exponent", "123456789012345678e2"],
 	])("keeps %s as its source text", (_name, source) => {
