@@ -708,6 +708,16 @@ describe("import", () => {
 		expect(await countRows("suppressions")).toBe(0);
 	});
 
+	it("refuses an NDJSON body of one line more than an import holds, not taking the first 10,000", async () => {
+		const lines = Array.from(
+			{ length: 10_001 },
+			(_, i) => `{"email":"x${i}@example.com","list":"manual","scope":"*"}`,
+		);
+		const response = await importText(lines.join("\n"), "application/x-ndjson");
+		expect(response.status).toBe(400);
+		expect(await countRows("suppressions")).toBe(0);
+	});
+
 	it("refuses a body that is not UTF-8 and a content type it does not read", async () => {
 		expect((await importText("a@example.com", "application/json")).status).toBe(415);
 		// No content type at all (a byte body gets none) is refused the same way.
