@@ -1,6 +1,6 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import { isDomainName } from "../../src/email";
+import { isDomainName, isSenderDomain } from "../../src/email";
 import { isoTime } from "../../src/events/event";
 import { writeEdge } from "../../src/suppressions/edge";
 import type { EntryJson, StoredEntry } from "../../src/suppressions/entry";
@@ -565,6 +565,88 @@ async function storeOldRows(level: number, now: number): Promise<void> {
 	}
 	await writeEdge(env.SUPPRESSIONS, hard.email, [hard], now);
 }
+
+describe("migration 0015", () => {
+	it("moves each scope with a special 0014 left, and suppresses the address for its sender", async () => {
+		await resetDatabase();
+		await migrateTo(levelOf("0014"));
+		const now = Math.floor(Date.now() / 1000);
+		const at = now - 3600;
+		// Each of RFC 5322's specials that 0014 did not move, at the start, inside and at the end.
+		const specials = [...'()[]\\;:"'];
+		const refused = specials.flatMap((c) => [
+			`${c}example.com`,
+			`exa${c}mple.com`,
+			`example.com${c}`,
+		]);
+		expect(refused.filter(isSenderDomain)).toEqual([]);
+		expect(refused.every(isDomainName)).toBe(true);
+		const moved = refused.map((scope, i) => ({ email: `m${i}@example.org`, scope }));
+		const kept = [
+			{ email: "kept@example.org", scope: "example.net" },
+			{ email: "kept@example.org", scope: "bücher.example" },
+			{ email: "kept@example.org", scope: "xn--bcher-kva.example" },
+			// An operator's entry, a bounce entry, and an entry that has expired stay as they are.
+			{ email: "api@example.org", scope: "[example.com]", origin: "api" },
+			{ email: "other@example.org", scope: "example.com;", list: "bounce" },
+			{ email: "expired@example.org", scope: "example.com:", expiresAt: now - 600 },
+		];
+		await storeRows(
+			[
+				...moved,
+				...kept,
+				// Beside the address's own * entry, which the moved one merges into.
+				{ email: "star@example.org", scope: "*", count: 2 },
+				{ email: "star@example.org", scope: "(example.com)", count: 3 },
+			].map((row) => ({ ...row, lastEventAt: at, createdAt: at })),
+		);
+
+		await applyMigrations(levelOf("0014"));
+
+		const { results } = await env.DB.prepare(
+			"SELECT email, list, scope, origin, event_count AS count FROM suppressions",
+		).all();
+		const row = ({
+			email,
+			scope,
+			list = "unsubscribe",
+			origin = "event",
+			count = 1,
+		}: Partial<OldRow>) => ({
+			email,
+			list,
+			scope,
+			origin,
+			count,
+		});
+		const order = (a: Record<string, unknown>, b: Record<string, unknown>) =>
+			JSON.stringify(Object.values(a)) < JSON.stringify(Object.values(b)) ? -1 : 1;
+		expect([...results].sort(order)).toEqual(
+			[
+				...moved.map(({ email }) => row({ email, scope: "*" })),
+				...kept.map(row),
+				row({ email: "star@example.org", scope: "*", count: 5 }),
+			].sort(order),
+		);
+		const removed = await env.DB.prepare(
+			"SELECT email, scope FROM suppression_history WHERE action = 'removed'",
+		).all();
+		expect([...removed.results].sort(order)).toEqual(
+			[...moved, { email: "star@example.org", scope: "(example.com)" }]
+				.map(({ email, scope }) => ({ email, scope }))
+				.sort(order),
+		);
+
+		// The cron's first run at least 2 minutes after the change puts the moved entries in KV.
+		await runCron(Date.now() + 180_000);
+		const emails = [...moved.map(({ email }) => email), "star@example.org"];
+		const suppressed = Object.fromEntries(emails.map((email) => [email, true]));
+		expect(await check(emails, "example.com")).toEqual(suppressed);
+		for (const email of ["m0@example.org", "star@example.org"]) {
+			expect((await lookup(email, "?fromDomain=example.com")).suppressed).toBe(true);
+		}
+	});
+});
 
 describe("a database of every earlier release", () => {
 	// Level 1 had no suppression lists: its events made no entries (see the report on 0002).

@@ -34,6 +34,8 @@ const MIGRATIONS: Record<string, string> = {
 		"b00761a76cda3ca8ec7d8848c376787a39ccd363519638b10b45ea693cd47d0d",
 	"0014_widen_unsubscribes_scoped_to_no_sender_domain.sql":
 		"8154a33a713dd582a4303d5bbfe82b83a4d251e25c0f17bd69129b9e1f240cf2",
+	"0015_widen_unsubscribes_scoped_to_a_domain_with_specials.sql":
+		"a12616b42e8c276fb3a74b9442f634cde2226b7e95631076cb6d95ac0df52fa0",
 };
 
 // Every file of migrations/, by its name, as text.
