@@ -126,10 +126,13 @@ describe("while KV lags behind D1, lookups and checks read D1 for what KV would 
 	});
 
 	it("the cron renews the mark while it still writes keys, and leaves it to lapse after", async () => {
+		const before = Math.floor(Date.now() / 1000);
 		await importNew(1000);
 		const marked = Number(await env.SUPPRESSIONS.get(LAG_KEY));
 		const start = Date.now();
-		expect(marked).toBeGreaterThanOrEqual(Math.floor(start / 1000) + LAG_SECONDS - 1);
+		// Marked by the import, at its own time plus LAG_SECONDS (however long the import took).
+		expect(marked).toBeGreaterThanOrEqual(before + LAG_SECONDS);
+		expect(marked).toBeLessThanOrEqual(Math.floor(start / 1000) + LAG_SECONDS);
 		// 500 queued addresses a run, oldest first: a run that writes keys and leaves some queued
 		// renews the mark; the run after the last key is written does not.
 		let at = start + (KV_WRITE_SETTLE_SECONDS + 1) * 1000;
@@ -168,6 +171,7 @@ describe("while KV lags behind D1, lookups and checks read D1 for what KV would 
 		expect((await lookup(keyless[0] as string, "", countingKv().env)).suppressed).toBe(true);
 	});
 
+	// 14 s on a throttled 2-core machine, near the default 20 s: a hang, not a slow machine, fails it.
 	it("the mark lasts while an import's keys wait behind a queue of keys the requests already wrote", async () => {
 		// 2,000 changes whose requests wrote their keys (400 each, so none marked KV) ...
 		for (let i = 0; i < 5; i++) await importNew(EDGE_SYNC_AT_ONCE, env, `a${i}-`);
@@ -203,7 +207,7 @@ describe("while KV lags behind D1, lookups and checks read D1 for what KV would 
 		const after = countingD1();
 		expect((await lookup("nobody@example.com", "", after.env)).suppressed).toBe(false);
 		expect(after.counts.single).toBe(0);
-	});
+	}, 60_000);
 
 	it("a check reads each address from D1 once, when KV fails as well as lags", async () => {
 		await importNew(EDGE_SYNC_AT_ONCE + 1);
