@@ -210,6 +210,11 @@ async function storeRows(rows: OldRow[]): Promise<void> {
 	);
 }
 
+/** Orders rows by their values, so that two lists of rows compare whatever order SQL gave. */
+function order(a: Record<string, unknown>, b: Record<string, unknown>): number {
+	return JSON.stringify(Object.values(a)) < JSON.stringify(Object.values(b)) ? -1 : 1;
+}
+
 /** The address's history as `action scope` lines, oldest first. */
 async function historyOf(email: string): Promise<Array<Record<string, unknown>>> {
 	const response = await getJson(
@@ -274,8 +279,6 @@ describe("migration 0014", () => {
 			row({ email: "other@example.org", scope: "*" }),
 			row({ email: "kept@example.org", scope: "*" }),
 		];
-		const order = (a: Record<string, unknown>, b: Record<string, unknown>) =>
-			JSON.stringify(Object.values(a)) < JSON.stringify(Object.values(b)) ? -1 : 1;
 		expect([...results].sort(order)).toEqual(expected.sort(order));
 		const removed = await env.DB.prepare(
 			"SELECT email, list, scope FROM suppression_history WHERE action = 'removed' ORDER BY email, scope",
@@ -619,8 +622,6 @@ describe("migration 0015", () => {
 			origin,
 			count,
 		});
-		const order = (a: Record<string, unknown>, b: Record<string, unknown>) =>
-			JSON.stringify(Object.values(a)) < JSON.stringify(Object.values(b)) ? -1 : 1;
 		expect([...results].sort(order)).toEqual(
 			[
 				...moved.map(({ email }) => row({ email, scope: "*" })),
