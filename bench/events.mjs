@@ -87,7 +87,8 @@ export function makeEvent(kind, i, email, now, random) {
 	return event;
 }
 
-function pickKind(random) {
+/** An event kind drawn from {@link MIX} with `random` (a {@link prng}). */
+export function pickKind(random) {
 	let r = random() * 100;
 	for (const [kind, share] of MIX) {
 		r -= share;

@@ -32,7 +32,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { quietEnv, signalTree, wranglerBin } from "../scripts/wrangler.mjs";
-import { MIX, makeEvent, prng } from "./events.mjs";
+import { makeEvent, pickKind, prng } from "./events.mjs";
 
 const { values: opts } = parseArgs({
 	options: {
@@ -265,18 +265,16 @@ async function call(path, init = {}, token = TOKENS.ADMIN_TOKENS) {
 const random = prng(7);
 const nowS = Math.floor(Date.now() / 1000);
 let nextAddress = 0;
-function pickKind() {
-	let r = random() * 100;
-	for (const [kind, share] of MIX) {
-		r -= share;
-		if (r < 0) return kind;
-	}
-	return MIX[0][0];
-}
 function events(count, kind) {
 	return Array.from({ length: count }, () => {
 		const i = nextAddress++;
-		const event = makeEvent(kind ?? pickKind(), i, `r${i}@c${i % 97}.example.net`, nowS, random);
+		const event = makeEvent(
+			kind ?? pickKind(random),
+			i,
+			`r${i}@c${i % 97}.example.net`,
+			nowS,
+			random,
+		);
 		for (const field of [
 			"subject",
 			"messageId",
