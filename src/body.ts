@@ -47,16 +47,14 @@ export async function readBody(request: Request, maxBytes: number): Promise<RawB
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false });
 
 /**
- * Parses bytes as JSON in strict UTF-8. `request.json()` would silently replace invalid bytes with
- * U+FFFD and so change what Tencent sent. A callback passes {@link parseCallbackJson}, which also
- * keeps numbers a double cannot hold and refuses a member named twice in one object.
+ * Parses bytes as JSON in strict UTF-8 with `parse`. `request.json()` would silently replace
+ * invalid bytes with U+FFFD and so change what Tencent sent. A callback passes
+ * {@link parseCallbackJson}, which also keeps numbers a double cannot hold and refuses a member
+ * named twice in one object; an API body passes {@link parseUniqueJson}.
  *
  * @throws ApiError 400 `invalid_json`
  */
-export function parseJsonBytes(
-	bytes: Uint8Array,
-	parse: (text: string) => unknown = JSON.parse,
-): unknown {
+export function parseJsonBytes(bytes: Uint8Array, parse: (text: string) => unknown): unknown {
 	let text: string;
 	try {
 		text = strictUtf8.decode(bytes);
