@@ -2,7 +2,7 @@
 // seed so every run (and every target within a run) sends exactly the same sequence.
 
 /** The event mix of a typical sending day, in percent. Bounces split 3 soft : 2 hard. */
-export const MIX = [
+const MIX = [
 	["delivered", 70],
 	["open", 15],
 	["click", 5],
@@ -14,7 +14,7 @@ export const MIX = [
 ];
 
 /** Share of requests that are exact redeliveries of an earlier body (Tencent retries). */
-export const REPEAT_SHARE = 0.03;
+const REPEAT_SHARE = 0.03;
 
 /** mulberry32: a small seeded PRNG, so the bodies are the same on every run. */
 export function prng(seed) {
@@ -39,7 +39,7 @@ const USER_AGENT =
 const FROM_DOMAINS = ["mail.example.com", "news.example.com", "notify.example.org"];
 
 /** The address of the i-th generated event: every generated event has its own address. */
-export const address = (i) => `recipient.${i}@customer${i % 97}.example.net`;
+const address = (i) => `recipient.${i}@customer${i % 97}.example.net`;
 
 /**
  * One event object of the given kind, shaped like the samples of Tencent's documentation

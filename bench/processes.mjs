@@ -8,7 +8,7 @@ import { signalTree, wranglerBin } from "../scripts/wrangler.mjs";
 export const WRANGLER_BIN = wranglerBin;
 
 /** No metrics and no Request.cf download: the machine has no internet. */
-export const WRANGLER_ENV = {
+const WRANGLER_ENV = {
 	...process.env,
 	WRANGLER_SEND_METRICS: "false",
 	CLOUDFLARE_CF_FETCH_ENABLED: "false",

@@ -1,5 +1,3 @@
-/** The secrets a deployed Worker needs; it answers 503 not_configured without them. */
-export declare const REQUIRED_SECRETS: string[];
 /** Problems with the resource ids in the configuration file `file` (the shipped all-zero placeholders). */
 export declare function placeholderProblems(toml: string, file?: string): string[];
 /** The required secrets missing from `wrangler secret list --format json` output. */

@@ -2,7 +2,7 @@
 import { isAbsolute, join } from "node:path";
 
 /** The secrets a deployed Worker needs; it answers 503 not_configured without them. */
-export const REQUIRED_SECRETS = ["CALLBACK_TOKENS", "LOOKUP_TOKENS", "ADMIN_TOKENS"];
+const REQUIRED_SECRETS = ["CALLBACK_TOKENS", "LOOKUP_TOKENS", "ADMIN_TOKENS"];
 
 /**
  * Problems with the resource ids in the configuration file (`file`, named in the messages): ids

@@ -8,8 +8,6 @@ import { log } from "./log";
 import { parseQuery, readQuery } from "./query";
 import { type AppRequest, ROUTES, type RouteSpec } from "./routes";
 
-export type { AppRequest } from "./routes";
-
 type Args = [env: Env, ctx: ExecutionContext];
 
 /** A `before`-style stage that lets the request through only with a token of `role`. */
@@ -162,7 +160,7 @@ function methodNotAllowed(allowed: string[]): ApiError {
 const CALLBACK_PATH = "/v1/callbacks/tencent/";
 
 /** More query parameters than any route takes (the most is nine), with room to spare. */
-export const MAX_QUERY_PARAMETERS = 100;
+const MAX_QUERY_PARAMETERS = 100;
 
 /**
  * Serves a request. A URL with more than {@link MAX_QUERY_PARAMETERS} query parameters is refused

@@ -28,7 +28,7 @@ export interface AppRequest extends IRequestStrict {
 }
 
 /** Who may call a route: anyone, Tencent with a callback token in the path, or a bearer token. */
-export type Access = "public" | "callback" | "read" | "admin";
+type Access = "public" | "callback" | "read" | "admin";
 
 type Handler = (
 	request: AppRequest,

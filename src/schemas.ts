@@ -35,7 +35,7 @@ export const callbackResponse = z.object({
 	duplicates: z.int(),
 });
 
-export const eventJson = z.object({
+const eventJson = z.object({
 	id: z.string(),
 	event: z.enum(EVENT_TYPES),
 	email: z.string(),
@@ -60,7 +60,7 @@ export const eventJson = z.object({
 
 export const eventsResponse = z.object({ events: z.array(eventJson), cursor });
 
-export const entryJson = z.object({
+const entryJson = z.object({
 	list: z.enum(LISTS),
 	scope: z.string(),
 	reason: nullableString,

@@ -9,7 +9,7 @@ import { type StoredCallback, storageUnavailable, storeCallback, syncCallbackEdg
 import { recordRejected } from "./rejected-store";
 
 /** Largest callback body accepted. */
-export const MAX_CALLBACK_BYTES = 256 * 1024;
+const MAX_CALLBACK_BYTES = 256 * 1024;
 
 interface CallbackRequest extends Request {
 	params: Record<string, string | undefined>;

@@ -2,9 +2,9 @@ import type { ApiError } from "../errors";
 import { rowsThatFit } from "../query";
 
 /** The most of a rejected body that is kept: enough to inspect and replay any real callback. */
-export const MAX_REJECTED_BODY_BYTES = 64 * 1024;
+const MAX_REJECTED_BODY_BYTES = 64 * 1024;
 /** The most of a refused request's Content-Type that is kept (real ones are far shorter). */
-export const MAX_REJECTED_CONTENT_TYPE = 256;
+const MAX_REJECTED_CONTENT_TYPE = 256;
 
 /** A callback request that was refused, as kept for an operator. */
 export interface RejectedCallback {
@@ -79,7 +79,7 @@ const REJECTED_COLUMNS = `id, received_at AS receivedAt, status, code, message, 
  * not fit a Worker's 128 MB: a page stops before the body that would pass this (its first body
  * always fits, as at most 64 KiB), and its cursor leads on from there.
  */
-export const MAX_REJECTED_PAGE_BYTES = 2 * 1024 * 1024;
+const MAX_REJECTED_PAGE_BYTES = 2 * 1024 * 1024;
 
 /**
  * One page of rejected callbacks, newest first, at most `limit` of them and

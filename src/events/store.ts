@@ -191,7 +191,7 @@ export async function listEvents(
  * pass this, and its cursor leads on from there. A page of 1000 ordinary events (about 1 KB each)
  * is far below it.
  */
-export const MAX_EVENT_PAGE_BYTES = 4 * 1024 * 1024;
+const MAX_EVENT_PAGE_BYTES = 4 * 1024 * 1024;
 
 // The bytes of a row's text, as SQLite stores it (NULL as 0).
 const ROW_BYTES = FIELDS.map(

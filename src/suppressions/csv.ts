@@ -62,13 +62,13 @@ export function restoreCsvField(field: string): string {
 }
 
 /** A record of parseCsv, with the 1-based physical line where it starts. */
-export interface CsvRow {
+interface CsvRow {
 	line: number;
 	fields: string[];
 }
 
 /** A record that parseCsv could not read, with the 1-based physical line where it starts. */
-export interface CsvError {
+interface CsvError {
 	line: number;
 	message: string;
 }

@@ -8,7 +8,7 @@ import { listField, scopeField } from "./fields";
 import { ANY_SCOPE } from "./policy";
 import type { ImportedEntry } from "./transfer-store";
 
-export const MAX_IMPORT_LINES = 10_000;
+const MAX_IMPORT_LINES = 10_000;
 /** The most fields of a CSV line read: a line with more fails as one with 9 does, only sooner. */
 const MAX_CSV_FIELDS = 100;
 

@@ -40,7 +40,7 @@ export interface Evidence {
  * address's domain holds (`example.com>`, `news.example.com;`), which no lookup for the sender's
  * domain would match.
  */
-export function unsubscribeScope(event: StoredEvent, policy: PolicySettings): string {
+function unsubscribeScope(event: StoredEvent, policy: PolicySettings): string {
 	if (policy.unsubscribeScope === "global") return ANY_SCOPE;
 	if (event.fromDomain !== null && isSenderDomain(event.fromDomain)) return event.fromDomain;
 	const derived = event.from === null ? null : senderDomain(event.from);

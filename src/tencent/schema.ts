@@ -17,7 +17,7 @@ export const EVENT_TYPES = [
 export type EventType = (typeof EVENT_TYPES)[number];
 
 /** Tencent's numeric `eventid` (added 2025) for each event type that has one. */
-export const EVENT_IDS: Record<number, EventType> = {
+const EVENT_IDS: Record<number, EventType> = {
 	1: "delivered",
 	2: "dropped",
 	3: "bounce",
