@@ -1,7 +1,7 @@
 import type { PolicySettings } from "../config";
 import { log } from "../log";
 import { type EdgeWrites, markLagging, writesOvertaken } from "../suppressions/edge";
-import { edgeLagging } from "../suppressions/edge-lag";
+import { edgeLagging, recordEdgeDrained } from "../suppressions/edge-lag";
 import {
 	listAddresses,
 	readCronState,
@@ -10,7 +10,13 @@ import {
 } from "../suppressions/expiry-store";
 import { readSoftBounceRecheck, recheckSoftBounces } from "../suppressions/soft-bounce-store";
 import { queuePending } from "../suppressions/transfer-store";
-import { deleteOrphans, drainPending, type KvBudget, repairKeys } from "./edge-repair";
+import {
+	deleteOrphans,
+	drainPending,
+	KV_WRITE_SETTLE_SECONDS,
+	type KvBudget,
+	repairKeys,
+} from "./edge-repair";
 
 /** What one reconcile run did, and whether it reached the end of its sweeps. */
 export interface ReconcileResult {
@@ -146,6 +152,8 @@ async function reconcileSteps(
 		budget.left -= 1; // the read of the mark, unless this isolate knows it
 		if (await edgeLagging(env.SUPPRESSIONS, now)) await mark();
 	}
+	// Every address due when the drain read the queue is checked, none failed.
+	const drainedAll = !drained.more && drained.failed === 0;
 	const state = parseState(await readCronState(env.DB, STATE));
 
 	let addresses: string[] = [];
@@ -189,11 +197,18 @@ async function reconcileSteps(
 		});
 		budget.left -= 1;
 		if (listed) {
-			fixed += await deleteOrphans(env, listed.keys, now, written);
+			const deleted = await deleteOrphans(env, listed.keys, now, written);
+			budget.left -= deleted;
+			fixed += deleted;
 			listedCount = listed.keys.length;
 			state.kv = listed.list_complete ? true : listed.cursor;
 		} else state.kv = "";
 	}
+
+	// A mark put before the drain's cutoff may now lapse at its time (edge-lag.ts): recorded with
+	// what budget the run has left, else by a later run.
+	if (drainedAll && budget.left >= 2)
+		await recordEdgeDrained(env.SUPPRESSIONS, now - KV_WRITE_SETTLE_SECONDS);
 
 	// A cycle whose sweeps reached their end starts again at once, whatever the queues hold, so a
 	// steady stream of expiries or imports never pauses the repair of stale keys.

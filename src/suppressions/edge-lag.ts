@@ -4,20 +4,32 @@
  * A request writes the keys of at most EDGE_SYNC_AT_ONCE addresses; the reconcile cron writes the
  * rest, a batch every 5 minutes, and those whose write failed. Until then a missing key reads as
  * "no entries", and an address imported a moment ago would be deliverable for an hour after an
- * import of 10,000. So whatever leaves keys unwritten marks KV as lagging, for
+ * import of 10,000. So whatever leaves keys unwritten marks KV as lagging, for at least
  * {@link LAG_SECONDS}, and while the mark lasts lookups and checks read D1 for the addresses KV
  * would call deliverable (no key, or a key older than a change). The cron renews it while it
  * still finds keys to write, and while its queue, drained oldest first, still holds addresses
- * that may be the ones left; it then lapses.
+ * that may be the ones left; it then lapses, but not before the cron has checked every address
+ * queued by the time it was put ({@link DRAINED_KEY}): a cron that stops running (its trigger
+ * paused, its runs failing) would otherwise leave those keys unwritten, and the addresses
+ * deliverable, from 15 minutes after the mark on.
  *
- * One key holds the mark: its value is the Unix second until which it lasts, and KV expires it
- * then. Writers read it first and only ever push it later, so two of them (or a writer and a mark
- * put by hand) never undo each other, and nobody deletes it. Readers keep what they read for
- * {@link MEMO_SECONDS} per isolate: a lookup costs one KV read, not two (KV bills each key read).
+ * One key holds the mark: its value is the Unix second until which it lasts at least, put
+ * {@link LAG_SECONDS} after the writer's time, which is therefore when it was put. Writers read
+ * it first and only ever push it later, so two of them (or a writer and a mark put by hand) never
+ * undo each other, and nobody deletes it. A second key, written by the cron alone, holds the
+ * second up to which it has checked every queued address. Readers read both in one operation and
+ * keep what they read for {@link MEMO_SECONDS} per isolate: a lookup costs one KV read, not two
+ * (KV bills each key read).
  */
 
 /** The mark's key: neither an address's (`s:`) nor a hashed one's (`h:`), so sweeps leave it. */
 export const LAG_KEY = "edge:lagging";
+
+/**
+ * The cron's key: the Unix second up to which it has checked the KV key of every address queued
+ * in `edge_pending`. A mark whose time has passed lapses once this reaches the time it was put.
+ */
+export const DRAINED_KEY = "edge:drained";
 
 /**
  * How long a mark lasts: past the next cron run (every 5 minutes) that finds the addresses the
@@ -34,8 +46,18 @@ const OWN_MARK_SECONDS = 90;
 interface Memo {
 	/** Wall-clock milliseconds until which the memo is trusted. */
 	freshUntil: number;
-	/** Unix seconds until which KV lags; 0 when unmarked. */
+	/** Unix seconds until which KV lags at least; 0 when unmarked. */
 	until: number;
+	/** Unix seconds up to which the cron has checked every queued address. */
+	drained: number;
+}
+
+/**
+ * Whether the mark still holds at `now`: until its time, and past it until the cron has checked
+ * every address queued by the time it was put.
+ */
+function lagsAt(memo: Memo, now: number): boolean {
+	return memo.until > now || memo.until - LAG_SECONDS > memo.drained;
 }
 
 // Keyed by the binding, which is the same object for every request of an isolate.
@@ -56,6 +78,7 @@ export async function markEdgeLagging(kv: KVNamespace, now: number): Promise<voi
 	const own = {
 		freshUntil: Date.now() + OWN_MARK_SECONDS * 1000,
 		until: Math.max(until, memo?.until ?? 0),
+		drained: memo?.drained ?? 0,
 	};
 	// This isolate sees its own mark at once; others within about a minute, as KV propagates it.
 	memos.set(kv, own);
@@ -68,8 +91,8 @@ export async function markEdgeLagging(kv: KVNamespace, now: number): Promise<voi
 			own.until = Math.max(own.until, stored);
 			return;
 		}
-		// KV refuses an expiration less than a minute ahead of its clock: LAG_SECONDS is far more.
-		await kv.put(LAG_KEY, String(until), { expiration: until });
+		// No expiration: past its time the mark still holds until the cron has written the keys.
+		await kv.put(LAG_KEY, String(until));
 	} catch (error) {
 		// KV will not show the mark (an outage, the Free plan's daily writes used up), so this
 		// isolate keeps what it knows for the whole mark rather than read KV again after 90 s.
@@ -92,25 +115,55 @@ async function readMark(kv: KVNamespace): Promise<number | null> {
 export async function edgeLagging(kv: KVNamespace, now: number): Promise<boolean> {
 	let memo = memos.get(kv);
 	if (!memo || Date.now() > memo.freshUntil) {
-		let until: number;
+		let stored: { until: number; drained: number };
 		try {
-			const text = await kv.get(LAG_KEY, "text");
-			until = text === null ? 0 : Number(text);
+			stored = await readLagKeys(kv);
 		} catch {
 			return true;
 		}
 		// A value this code did not write reads as a mark, for as long as a mark lasts.
-		if (!Number.isSafeInteger(until)) until = now + LAG_SECONDS;
+		if (Number.isNaN(stored.until)) stored.until = now + LAG_SECONDS;
 		// A mark this isolate put while the read was under way is newer than what the read found
 		// (KV may even take a minute to show it here): it stands, unless KV showed a later one.
 		const meanwhile = memos.get(kv);
 		memo =
-			meanwhile && meanwhile !== memo && meanwhile.until >= until
-				? meanwhile
-				: { freshUntil: Date.now() + MEMO_SECONDS * 1000, until };
+			meanwhile && meanwhile !== memo && meanwhile.until >= stored.until
+				? { ...meanwhile, drained: Math.max(meanwhile.drained, stored.drained) }
+				: { freshUntil: Date.now() + MEMO_SECONDS * 1000, ...stored };
 		memos.set(kv, memo);
 	}
-	return memo.until > now;
+	return lagsAt(memo, now);
+}
+
+/**
+ * Both keys, in one read: the mark's second (0 without one, NaN for a value this code did not
+ * write) and the cron's (0 without one).
+ */
+async function readLagKeys(kv: KVNamespace): Promise<{ until: number; drained: number }> {
+	const values = await kv.get([LAG_KEY, DRAINED_KEY], "text");
+	const mark = values.get(LAG_KEY) ?? null;
+	const until = mark === null ? 0 : Number(mark);
+	const drained = Number(values.get(DRAINED_KEY) ?? 0);
+	return {
+		until: Number.isSafeInteger(until) ? until : Number.NaN,
+		drained: Number.isSafeInteger(drained) ? drained : 0,
+	};
+}
+
+/**
+ * Records that the cron has checked the key of every address queued in `edge_pending` at or
+ * before `drainedTo`, when that ends a mark whose time has passed or will: one read, and a put
+ * only then (so about one per mark). Cron runs that overlap may put their seconds out of order,
+ * which only makes the mark last longer.
+ */
+export async function recordEdgeDrained(kv: KVNamespace, drainedTo: number): Promise<void> {
+	const stored = await readLagKeys(kv);
+	const putAt = stored.until - LAG_SECONDS;
+	// A mark this code did not write lasts by its time alone (NaN fails the comparisons).
+	if (!(putAt > stored.drained && drainedTo >= putAt)) return;
+	await kv.put(DRAINED_KEY, String(drainedTo));
+	const memo = memos.get(kv);
+	if (memo) memo.drained = Math.max(memo.drained, drainedTo);
 }
 
 /**

@@ -2,7 +2,7 @@ import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { KV_WRITE_SETTLE_SECONDS } from "../../src/cron/edge-repair";
 import { EDGE_SYNC_AT_ONCE } from "../../src/suppressions/edge";
-import { LAG_KEY, LAG_SECONDS } from "../../src/suppressions/edge-lag";
+import { DRAINED_KEY, LAG_KEY, LAG_SECONDS } from "../../src/suppressions/edge-lag";
 import {
 	call,
 	countingD1,
@@ -82,6 +82,9 @@ function envRefusingKeyWrites(): Env {
 	return { ...env, SUPPRESSIONS: kv };
 }
 
+/** Whether a KV read is the lookups' read of the mark (with the cron's key, in one bulk read). */
+const readsMark = (key: unknown) => Array.isArray(key) && key.includes(LAG_KEY);
+
 const emails = (count: number) => Array.from({ length: count }, (_, i) => `i${i}@example.com`);
 
 describe("while KV lags behind D1, lookups and checks read D1 for what KV would call deliverable", () => {
@@ -150,6 +153,47 @@ describe("while KV lags behind D1, lookups and checks read D1 for what KV would 
 		await runCron(at);
 		expect(await countRows("edge_pending")).toBe(0);
 		expect(Number(await env.SUPPRESSIONS.get(LAG_KEY))).toBe(renewed);
+	});
+
+	it("the mark outlasts its time while the cron has not written the keys it was put for", async () => {
+		await importNew(1000);
+		// The cron stops (its trigger paused, or every run failing) for an hour: the 600 keys the
+		// import left are still unwritten.
+		vi.useFakeTimers({ toFake: ["Date"] });
+		let at = Date.now() + 3600_000;
+		vi.setSystemTime(at);
+		const elsewhere = countingKv().env;
+		expect((await lookup("i999@example.com", "", elsewhere)).suppressed).toBe(true);
+		expect(await check(emails(1000), elsewhere)).toMatchObject({ suppressedCount: 1000 });
+		// Once the cron is back and has written them, the mark lapses at its time.
+		for (let run = 0; run < 3; run++) {
+			await parkSweeps();
+			await runCron(at);
+			at += 300_000;
+			vi.setSystemTime(at);
+		}
+		expect(await countRows("edge_pending")).toBe(0);
+		expect(await keysIn(emails(1000))).toBe(1000);
+		vi.setSystemTime(at + LAG_SECONDS * 1000);
+		const after = countingD1();
+		expect((await lookup("nobody@example.com", "", after.env)).suppressed).toBe(false);
+		expect(after.counts.single).toBe(0);
+	});
+
+	it("the cron records a drain that ends a mark, once", async () => {
+		await importNew(EDGE_SYNC_AT_ONCE + 1);
+		const at = Date.now() + (KV_WRITE_SETTLE_SECONDS + 1) * 1000;
+		await parkSweeps();
+		await runCron(at);
+		expect(await countRows("edge_pending")).toBe(0);
+		const drainedTo = Math.floor(at / 1000) - KV_WRITE_SETTLE_SECONDS;
+		expect(Number(await env.SUPPRESSIONS.get(DRAINED_KEY))).toBe(drainedTo);
+		// No mark left to end: the next run reads both keys and puts nothing.
+		await parkSweeps();
+		const next = countingKv();
+		await runCron(at + 300_000, next.env);
+		expect(next.counts).toMatchObject({ get: 1, put: 0 });
+		expect(Number(await env.SUPPRESSIONS.get(DRAINED_KEY))).toBe(drainedTo);
 	});
 
 	it("a cron run that comes after the mark lapsed, and writes keys with more left, marks KV again", async () => {
@@ -359,7 +403,7 @@ describe("while KV lags behind D1, lookups and checks read D1 for what KV would 
 			get(target, property) {
 				if (property === "get") {
 					return (key: unknown, ...rest: unknown[]) =>
-						key === LAG_KEY
+						readsMark(key)
 							? Promise.reject(new Error("KV: injected failure"))
 							: Reflect.apply(target.get, target, [key, ...rest]);
 				}
@@ -395,7 +439,7 @@ describe("while KV lags behind D1, lookups and checks read D1 for what KV would 
 				if (property === "get") {
 					return async (key: unknown, ...rest: unknown[]) => {
 						const value = await Reflect.apply(target.get, target, [key, ...rest]);
-						if (key === LAG_KEY && meanwhile) {
+						if (readsMark(key) && meanwhile) {
 							const run = meanwhile;
 							meanwhile = null;
 							await run();
@@ -466,10 +510,10 @@ describe("while KV lags behind D1, lookups and checks read D1 for what KV would 
 				if (property === "get") {
 					return async (key: unknown, ...rest: unknown[]) => {
 						const value = await Reflect.apply(target.get, target, [key, ...rest]);
-						if (key === LAG_KEY && ++reads === 1) {
+						if (readsMark(key) && ++reads === 1) {
 							firstRead();
 							await released;
-						} else if (key === LAG_KEY && reads === 2) {
+						} else if (readsMark(key) && reads === 2) {
 							release();
 							await first;
 						}

@@ -309,10 +309,9 @@ describe("a restore of D1 to an earlier point, KV left as it was", () => {
 		for (const email of emails) await remove(email);
 		await restore();
 		expect(await suppressedCount(emails)).toBe(0);
-		// `wrangler kv key put edge:lagging <until> --expiration <until>`: the Unix second until
-		// which KV lags, and the key's expiration at the same second.
+		// `wrangler kv key put edge:lagging <until>`: the Unix second until which KV lags at least.
 		const until = Math.floor(Date.now() / 1000) + 6 * 3600;
-		await env.SUPPRESSIONS.put(LAG_KEY, String(until), { expiration: until });
+		await env.SUPPRESSIONS.put(LAG_KEY, String(until));
 		// This isolate read the mark (none) a moment ago; another isolate, or this one 30 seconds
 		// on, reads it afresh.
 		vi.useFakeTimers({ toFake: ["Date"] });
@@ -326,7 +325,7 @@ describe("a restore of D1 to an earlier point, KV left as it was", () => {
 
 	it("a mark put by hand for longer than a writer's is not shortened by it", async () => {
 		const until = Math.floor(Date.now() / 1000) + 6 * 3600;
-		await env.SUPPRESSIONS.put(LAG_KEY, String(until), { expiration: until });
+		await env.SUPPRESSIONS.put(LAG_KEY, String(until));
 		// An import of more addresses than a request writes marks KV as lagging for 15 minutes, and
 		// so does a cron run that writes keys and leaves more queued.
 		await importNew(addresses("w", 401));
