@@ -5,6 +5,9 @@ import { COUNTED, lowerRollupMark } from "./stats-store";
  * only events the daily rollups already count. `seq` grows with arrival, so the oldest rows are
  * the first `limit` of the rowid, and only those are read: an event that arrived seconds out of
  * order waits for the next run, and a run with little to delete does not read the whole table.
+ * The events of an address queued for a soft-bounce recheck stay until the reconcile has decided
+ * it: the recheck reads them, and retention runs first in a cron run, so after the cron stopped
+ * for a while it would delete the run's bounces a late delivery broke, and the entry would stand.
  * Returns how many were deleted.
  */
 export async function deleteEventsBefore(
@@ -16,8 +19,8 @@ export async function deleteEventsBefore(
 		db
 			.prepare(
 				`DELETE FROM events WHERE seq IN (SELECT seq FROM (
-					SELECT seq, received_at FROM events WHERE ${COUNTED} ORDER BY seq LIMIT ?2)
-					WHERE received_at < ?1)`,
+					SELECT seq, received_at, email FROM events WHERE ${COUNTED} ORDER BY seq LIMIT ?2)
+					WHERE received_at < ?1 AND email NOT IN (SELECT email FROM soft_bounce_recheck))`,
 			)
 			.bind(cutoff, limit),
 		lowerRollupMark(db),

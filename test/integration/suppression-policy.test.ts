@@ -691,6 +691,39 @@ describe("soft bounces", () => {
 		expect(await env.SUPPRESSIONS.get(`s:${email}`)).toBeNull();
 	});
 
+	it("retention keeps the events of an address whose recheck waits for a cron that ran late", async () => {
+		// Soft bounces suppress for longer than events are kept (allowed: only the window is bound).
+		const settings = {
+			...env,
+			EVENT_RETENTION_DAYS: "14",
+			SOFT_BOUNCE_WINDOW_DAYS: "14",
+			SOFT_BOUNCE_SUPPRESS_DAYS: "30",
+		};
+		const now = Math.floor(Date.now() / 1000);
+		const email = "gap@example.com";
+		const at = now - 16 * DAY;
+		await post([soft(email, at), soft(email, at + 60), soft(email, at + 120)], settings);
+		// A delivery inside the run, received 13 days after the bounces, whose recheck failed.
+		await postCallback(delivered(email, at + 90), {
+			env: { ...settings, DB: envWithNthBatchFailing(2).DB },
+		});
+		expect(await countRows("soft_bounce_recheck")).toBe(1);
+		await env.DB.batch([
+			env.DB.prepare("UPDATE events SET received_at = ?1 WHERE event = 'bounce'").bind(at + 200),
+			env.DB.prepare("UPDATE events SET received_at = ?1 WHERE event = 'delivered'").bind(
+				now - 3 * DAY,
+			),
+		]);
+		// The cron comes back 3 days later: its retention must not take the run's bounces before its
+		// recheck has read them, or the entry the delivery broke would stand for 14 more days.
+		await runCron(now * 1000, settings);
+		expect(await countRows("soft_bounce_recheck")).toBe(0);
+		expect(await entriesOf(email)).toEqual([]);
+		// Once it is decided, the bounces go with the next run; the delivery is 3 days old.
+		await runCron(now * 1000 + 300_000, settings);
+		expect(await countRows("events")).toBe(1);
+	});
+
 	it("the cron decides as many queued addresses as RECONCILE_BATCH_SIZE in one run", async () => {
 		const email = "one@example.com";
 		await post([soft(email, t), soft(email, t + 60), soft(email, t + 120)]);
