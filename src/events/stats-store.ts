@@ -48,6 +48,24 @@ export function rollUpEvents(db: D1Database, limit: number): D1PreparedStatement
 	];
 }
 
+/**
+ * Counts the address's events above the mark into daily_stats, for a batch that then deletes them
+ * (an erasure): the events left above the mark stay uncounted, as the mark says, so the cron counts
+ * them as ever. Reads only the address's events, however many others wait for the cron.
+ */
+export function rollUpAddress(db: D1Database, email: string): D1PreparedStatement {
+	return db
+		.prepare(
+			`INSERT INTO daily_stats (day, from_domain, event, bounce_type, count)
+			SELECT day, from_domain, event, bounce_type, count(*) FROM (
+				SELECT ${KEY} FROM events WHERE email = ?1 AND seq > ${MARK})
+			GROUP BY day, from_domain, event, bounce_type
+			ON CONFLICT (day, from_domain, event, bounce_type) DO UPDATE SET
+				count = count + excluded.count`,
+		)
+		.bind(email);
+}
+
 /** After events were deleted: the mark comes down to the highest seq left (see MARK). */
 export function lowerRollupMark(db: D1Database): D1PreparedStatement {
 	return db.prepare(
