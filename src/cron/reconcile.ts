@@ -206,9 +206,17 @@ async function reconcileSteps(
 	}
 
 	// A mark put before the drain's cutoff may now lapse at its time (edge-lag.ts): recorded with
-	// what budget the run has left, else by a later run.
-	if (drainedAll && budget.left >= 2)
-		await recordEdgeDrained(env.SUPPRESSIONS, now - KV_WRITE_SETTLE_SECONDS);
+	// what budget the run has left, else by a later run. Unrecorded, the mark only lasts longer, so
+	// a KV failure here does not fail the run or keep its sweeps from moving on.
+	if (drainedAll && budget.left >= 2) {
+		try {
+			await recordEdgeDrained(env.SUPPRESSIONS, now - KV_WRITE_SETTLE_SECONDS);
+		} catch (error) {
+			log("warn", "edge drain not recorded, the lag mark lasts until a run records it", {
+				error: String(error),
+			});
+		}
+	}
 
 	// A cycle whose sweeps reached their end starts again at once, whatever the queues hold, so a
 	// steady stream of expiries or imports never pauses the repair of stale keys.

@@ -196,6 +196,53 @@ describe("while KV lags behind D1, lookups and checks read D1 for what KV would 
 		expect(Number(await env.SUPPRESSIONS.get(DRAINED_KEY))).toBe(drainedTo);
 	});
 
+	it("a run whose record of the drain fails still finishes, and the mark holds until one succeeds", async () => {
+		await importNew(EDGE_SYNC_AT_ONCE + 1);
+		// KV refuses the cron's own key (a 429, the Free plan's daily writes used up), nothing else.
+		const kv = new Proxy(env.SUPPRESSIONS, {
+			get(target, property) {
+				if (property === "put") {
+					return (key: string, ...rest: unknown[]) =>
+						key === DRAINED_KEY
+							? Promise.reject(new Error("KV: injected failure (429 Too Many Requests)"))
+							: Reflect.apply(target.put, target, [key, ...rest]);
+				}
+				const value = Reflect.get(target, property);
+				return typeof value === "function" ? value.bind(target) : value;
+			},
+		});
+		let at = Date.now() + (KV_WRITE_SETTLE_SECONDS + 1) * 1000;
+		await parkSweeps();
+		await runCron(at, { ...env, SUPPRESSIONS: kv });
+		// The run wrote the key it had to and moved its sweeps on, as any run does.
+		expect(await countRows("edge_pending")).toBe(0);
+		expect(await keysIn(emails(EDGE_SYNC_AT_ONCE + 1))).toBe(EDGE_SYNC_AT_ONCE + 1);
+		const state = await env.DB.prepare(
+			"SELECT value FROM cron_state WHERE name = 'reconcile'",
+		).first();
+		expect(state?.value).toBe('{"d1":"","kv":""}');
+		expect(await env.SUPPRESSIONS.get(DRAINED_KEY)).toBeNull();
+		// Unrecorded, the drain does not end the mark: past its time lookups still read D1.
+		vi.useFakeTimers({ toFake: ["Date"] });
+		vi.setSystemTime(at + LAG_SECONDS * 1000);
+		const during = countingD1();
+		await lookup("nobody@example.com", "", { ...countingKv().env, DB: during.env.DB });
+		expect(during.counts.single).toBe(1);
+		// The next run records it, and the mark lapses.
+		vi.useRealTimers();
+		at += 300_000;
+		await parkSweeps();
+		await runCron(at);
+		expect(Number(await env.SUPPRESSIONS.get(DRAINED_KEY))).toBe(
+			Math.floor(at / 1000) - KV_WRITE_SETTLE_SECONDS,
+		);
+		vi.useFakeTimers({ toFake: ["Date"] });
+		vi.setSystemTime(at + LAG_SECONDS * 1000);
+		const after = countingD1();
+		await lookup("nobody@example.com", "", { ...countingKv().env, DB: after.env.DB });
+		expect(after.counts.single).toBe(0);
+	});
+
 	it("a cron run that comes after the mark lapsed, and writes keys with more left, marks KV again", async () => {
 		await importNew(1000);
 		// The cron stopped for longer than a mark lasts: the first run after it writes some keys
